@@ -1,0 +1,340 @@
+//! floe's benchmarks, each next to a baseline measured in the same run.
+//!
+//! `floe-bench metadata`: metadata writes on a 3-node cluster (sequential
+//! latency, throughput with concurrent writers) next to a 3-member etcd on
+//! the same machine, and leader failover time.
+//!
+//! Build release binaries first: `cargo build --release --workspace`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chaos_tests::{free_address, wait_for, TestCluster};
+use clap::{Parser, Subcommand};
+use floe_client::Client;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+#[derive(Parser)]
+#[command(about = "floe benchmarks (run release builds)")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Metadata writes on 3 nodes vs. etcd, and leader failover.
+    Metadata {
+        /// Sequential writes to time.
+        #[arg(long, default_value_t = 1000)]
+        sequential: usize,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 32)]
+        writers: usize,
+        /// Writes per concurrent writer.
+        #[arg(long, default_value_t = 200)]
+        writes_per_writer: usize,
+        /// Leader kills to time.
+        #[arg(long, default_value_t = 7)]
+        failovers: usize,
+    },
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Latency percentiles of sequential writes and throughput of concurrent ones.
+struct WriteFigures {
+    p50: Duration,
+    p99: Duration,
+    throughput: f64,
+}
+
+async fn measure<W, F>(sequential: usize, writers: usize, per_writer: usize, make: impl Fn() -> F, write: W) -> anyhow::Result<WriteFigures>
+where
+    F: std::future::Future<Output = anyhow::Result<W>>,
+    W: Writer,
+{
+    let mut latencies = Vec::with_capacity(sequential);
+    let mut writer = write;
+    for i in 0..sequential {
+        let started = Instant::now();
+        writer.write(&format!("seq-{i}"), i as u32).await?;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for w in 0..writers {
+        let mut writer = make().await?;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_writer {
+                writer.write(&format!("w{w}-{i}"), i as u32).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = started.elapsed();
+    Ok(WriteFigures {
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        throughput: (writers * per_writer) as f64 / elapsed.as_secs_f64(),
+    })
+}
+
+trait Writer: Send + 'static {
+    fn write(&mut self, key: &str, value: u32) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// A floe metadata write: a region quota (a Raft write with no package).
+struct FloeWriter(std::sync::Arc<Client>);
+
+impl Writer for FloeWriter {
+    async fn write(&mut self, key: &str, value: u32) -> anyhow::Result<()> {
+        self.0.set_region_quota(key, value).await?;
+        Ok(())
+    }
+}
+
+/// An etcd v3 put through its JSON gateway, over one keep-alive connection.
+struct EtcdWriter {
+    stream: BufReader<TcpStream>,
+    host: String,
+}
+
+impl EtcdWriter {
+    async fn connect(address: &str) -> anyhow::Result<EtcdWriter> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(EtcdWriter {
+            stream: BufReader::new(stream),
+            host: address.to_string(),
+        })
+    }
+
+    async fn post(&mut self, path: &str, body: &str) -> anyhow::Result<String> {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.stream.get_mut().write_all(request.as_bytes()).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        if !line.starts_with("HTTP/1.1 200") {
+            bail!("etcd answered {line:?}");
+        }
+        let mut length = None;
+        let mut chunked = false;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let lower = header.to_ascii_lowercase();
+            if let Some(value) = lower.strip_prefix("content-length:") {
+                length = Some(value.trim().parse::<usize>()?);
+            }
+            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.stream.read_line(&mut line).await?;
+                let size = usize::from_str_radix(line.trim(), 16)?;
+                let mut chunk = vec![0u8; size + 2];
+                self.stream.read_exact(&mut chunk).await?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            let mut chunk = vec![0u8; length.context("no content length")?];
+            self.stream.read_exact(&mut chunk).await?;
+            body = chunk;
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl Writer for EtcdWriter {
+    async fn write(&mut self, key: &str, value: u32) -> anyhow::Result<()> {
+        let body = format!(
+            r#"{{"key":"{}","value":"{}"}}"#,
+            base64(format!("quota/{key}").as_bytes()),
+            base64(value.to_string().as_bytes())
+        );
+        self.post("/v3/kv/put", &body).await?;
+        Ok(())
+    }
+}
+
+/// Three etcd members on loopback, killed on drop.
+struct Etcd {
+    children: Vec<std::process::Child>,
+    clients: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn start_etcd() -> anyhow::Result<Etcd> {
+    let dir = tempfile::tempdir()?;
+    let clients: Vec<String> = (0..3).map(|_| free_address().to_string()).collect();
+    let peers: Vec<String> = (0..3).map(|_| free_address().to_string()).collect();
+    let initial: Vec<String> = (0..3).map(|i| format!("e{i}=http://{}", peers[i])).collect();
+    let mut children = Vec::new();
+    for i in 0..3 {
+        let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))?;
+        children.push(
+            std::process::Command::new("etcd")
+                .args(["--name", &format!("e{i}")])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("e{i}")))
+                .args(["--listen-client-urls", &format!("http://{}", clients[i])])
+                .args(["--advertise-client-urls", &format!("http://{}", clients[i])])
+                .args(["--listen-peer-urls", &format!("http://{}", peers[i])])
+                .args(["--initial-advertise-peer-urls", &format!("http://{}", peers[i])])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-state", "new"])
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("start etcd (apt-get install etcd-server)")?,
+        );
+    }
+    let etcd = Etcd {
+        children,
+        clients,
+        _dir: dir,
+    };
+    let first = etcd.clients[0].clone();
+    wait_for("etcd to elect a leader", Duration::from_secs(30), || {
+        let first = first.clone();
+        async move {
+            let Ok(mut writer) = EtcdWriter::connect(&first).await else { return false };
+            writer.write("probe", 1).await.is_ok()
+        }
+    })
+    .await?;
+    Ok(etcd)
+}
+
+/// The etcd member that leads, so etcd writes skip the forwarding hop as floe's do.
+async fn etcd_leader(etcd: &Etcd) -> anyhow::Result<String> {
+    for address in &etcd.clients {
+        let mut writer = EtcdWriter::connect(address).await?;
+        let status = writer.post("/v3/maintenance/status", "{}").await?;
+        let value: serde_json::Value = serde_json::from_str(&status)?;
+        if value["leader"] == value["header"]["member_id"] {
+            return Ok(address.clone());
+        }
+    }
+    bail!("no etcd leader")
+}
+
+/// floe's defaults, as a user runs them.
+const DEFAULT_CONFIG: &str = "";
+
+async fn metadata(sequential: usize, writers: usize, per_writer: usize, failovers: usize) -> anyhow::Result<()> {
+    println!("== metadata writes: 3 nodes on loopback, fsync on ==");
+    let mut cluster = TestCluster::start_with(3, DEFAULT_CONFIG).await?;
+    let client = std::sync::Arc::new(cluster.client().await?);
+    let make = || {
+        let client = client.clone();
+        async move { anyhow::Ok(FloeWriter(client)) }
+    };
+    let floe = measure(sequential, writers, per_writer, make, FloeWriter(client.clone())).await?;
+
+    let etcd = start_etcd().await?;
+    let leader = etcd_leader(&etcd).await?;
+    let make = || {
+        let leader = leader.clone();
+        async move { EtcdWriter::connect(&leader).await }
+    };
+    let etcd_figures = measure(sequential, writers, per_writer, make, EtcdWriter::connect(&leader).await?).await?;
+    drop(etcd);
+
+    println!("| system | sequential p50 | sequential p99 | {writers} concurrent writers |");
+    println!("| --- | --- | --- | --- |");
+    for (name, f) in [("floe", &floe), ("etcd 3.4 (JSON gateway)", &etcd_figures)] {
+        println!("| {name} | {} | {} | {:.0} writes/s |", ms(f.p50), ms(f.p99), f.throughput);
+    }
+
+    println!("\n== leader failover: kill -9 of the leader to the first successful write ==");
+    let mut times = Vec::new();
+    for round in 0..failovers {
+        let leader = cluster.leader().await?;
+        let survivors: Vec<String> = (0..cluster.nodes.len())
+            .filter(|i| *i != leader)
+            .map(|i| cluster.address(i))
+            .collect();
+        let client = Client::connect(survivors).await?.with_retry_for(Duration::from_secs(30));
+        client.set_region_quota("failover", 0).await?;
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        client.set_region_quota("failover", round as u32 + 1).await?;
+        let elapsed = killed_at.elapsed();
+        println!("round {round}: {}", ms(elapsed));
+        times.push(elapsed);
+        cluster.restart(leader).await?;
+        cluster.wait_for_voters(3).await?;
+        // Let the restarted node catch up before the next kill.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    times.sort();
+    println!("failover p50 {} (max {}) over {failovers} kills", ms(percentile(&times, 0.5)), ms(*times.last().unwrap()));
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::Metadata {
+            sequential,
+            writers,
+            writes_per_writer,
+            failovers,
+        } => metadata(sequential, writers, writes_per_writer, failovers).await,
+    }
+}

@@ -1,0 +1,276 @@
+//! A harness that runs real `floed` processes on loopback ports, each with
+//! its own data dir, and can kill, stop, restart and add them.
+//!
+//! The multi-node tests in `tests/` use it; the fault-injection suite
+//! (network partitions, pauses, a history checker) grows here too.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use floe_client::Client;
+
+/// Finds a binary built by cargo next to the running test's target dir.
+pub fn binary(name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(format!("{}_BIN", name.to_uppercase())) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it first (cargo build --workspace) or set {}_BIN",
+        path.display(),
+        name.to_uppercase()
+    );
+    path
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One `floed` process and its data dir.
+pub struct NodeProcess {
+    pub data_dir: PathBuf,
+    /// The node's gRPC address, known once it has started.
+    pub address: Option<String>,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl NodeProcess {
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The node's log so far (stderr), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Settings every test node gets: fast elections, small snapshots.
+pub const TEST_CONFIG: &str = r#"
+[raft]
+heartbeat_interval = "50ms"
+election_timeout_min = "300ms"
+election_timeout_max = "600ms"
+snapshot_after_entries = 50
+keep_entries_after_snapshot = 0
+leader_wait = "10s"
+"#;
+
+/// Several floed processes forming one cluster.
+pub struct TestCluster {
+    pub nodes: Vec<NodeProcess>,
+    root: tempfile::TempDir,
+    config_path: PathBuf,
+}
+
+impl TestCluster {
+    /// A cluster of `size` voters with [`TEST_CONFIG`]: node 1 bootstraps, the others join it.
+    pub async fn start(size: usize) -> anyhow::Result<TestCluster> {
+        Self::start_with(size, TEST_CONFIG).await
+    }
+
+    /// A cluster of `size` voters whose nodes read `config` (TOML).
+    pub async fn start_with(size: usize, config: &str) -> anyhow::Result<TestCluster> {
+        let root = tempfile::tempdir()?;
+        let config_path = root.path().join("floed.toml");
+        std::fs::write(&config_path, config)?;
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            root,
+            config_path,
+        };
+        cluster.add_process(Vec::new())?;
+        cluster.wait_started(0).await?;
+        for _ in 1..size {
+            cluster.join_new_node().await?;
+        }
+        cluster.wait_for_voters(size).await?;
+        Ok(cluster)
+    }
+
+    fn add_process(&mut self, extra_args: Vec<String>) -> anyhow::Result<usize> {
+        let index = self.nodes.len();
+        let data_dir = self.root.path().join(format!("node{}", index + 1));
+        self.nodes.push(NodeProcess {
+            data_dir,
+            address: None,
+            child: None,
+            extra_args,
+        });
+        self.spawn(index, "127.0.0.1:0")?;
+        Ok(index)
+    }
+
+    fn spawn(&mut self, index: usize, listen: &str) -> anyhow::Result<()> {
+        let config_path = self.config_path.clone();
+        let node = &mut self.nodes[index];
+        let _ = std::fs::remove_file(node.data_dir.join("floed.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.data_dir.with_extension("log"))?;
+        let child = Command::new(binary("floed"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--listen")
+            .arg(listen)
+            .args(&node.extra_args)
+            .env("FLOE_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn floed")?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits for node `index` to write its address file.
+    async fn wait_started(&mut self, index: usize) -> anyhow::Result<String> {
+        let path = self.nodes[index].data_dir.join("floed.addr");
+        wait_for("the node's address file", Duration::from_secs(20), || {
+            let exists = path.exists();
+            async move { exists }
+        })
+        .await
+        .with_context(|| self.nodes[index].log())?;
+        let address = std::fs::read_to_string(&path)?;
+        self.nodes[index].address = Some(address.clone());
+        Ok(address)
+    }
+
+    /// Starts a new node that joins through the running members; returns its index.
+    pub async fn join_new_node(&mut self) -> anyhow::Result<usize> {
+        let members = self.addresses().join(",");
+        let index = self.add_process(vec!["--join".into(), members])?;
+        self.wait_started(index).await?;
+        Ok(index)
+    }
+
+    /// Addresses of the nodes that are running.
+    pub fn addresses(&mut self) -> Vec<String> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|node| if node.is_running() { node.address.clone() } else { None })
+            .collect()
+    }
+
+    pub fn address(&self, index: usize) -> String {
+        self.nodes[index].address.clone().expect("started node")
+    }
+
+    /// An SDK client over every running node.
+    pub async fn client(&mut self) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.addresses()).await?)
+    }
+
+    /// An SDK client talking to one node only.
+    pub async fn client_of(&self, index: usize) -> anyhow::Result<Client> {
+        Ok(Client::connect([self.address(index)]).await?)
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self, index: usize) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.nodes[index].child.take().context("node not running")?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        Ok(child.wait()?)
+    }
+
+    /// Restarts a stopped node on its old address, from its data dir.
+    pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        let address = self.address(index);
+        self.spawn(index, &address)?;
+        self.wait_started(index).await?;
+        Ok(())
+    }
+
+    /// The status as seen by node `index`.
+    pub async fn status(&self, index: usize) -> anyhow::Result<floe_client::proto::ClusterStatus> {
+        Ok(self.client_of(index).await?.cluster_status().await?)
+    }
+
+    /// The index of the node that leads, as seen by the running nodes.
+    pub async fn leader(&mut self) -> anyhow::Result<usize> {
+        let addresses = self.addresses();
+        for address in addresses {
+            let client = Client::connect([address]).await?.with_retry_for(Duration::from_millis(200));
+            if let Ok(status) = client.cluster_status().await {
+                if let Some(index) = self.nodes.iter().position(|n| n.address.as_deref() == Some(&status.leader_address)) {
+                    if status.leader_id.is_some() {
+                        return Ok(index);
+                    }
+                }
+            }
+        }
+        bail!("no leader")
+    }
+
+    /// Waits until a leader reports `count` voters.
+    pub async fn wait_for_voters(&mut self, count: usize) -> anyhow::Result<()> {
+        let addresses = self.addresses();
+        wait_for(&format!("{count} voters"), Duration::from_secs(30), || {
+            let addresses = addresses.clone();
+            async move {
+                let Ok(client) = Client::connect(addresses).await else { return false };
+                let client = client.with_retry_for(Duration::from_millis(200));
+                match client.cluster_status().await {
+                    Ok(status) => status.leader_id.is_some() && status.nodes.iter().filter(|n| n.voter).count() == count,
+                    Err(_) => false,
+                }
+            }
+        })
+        .await
+    }
+
+    pub fn data_dir(&self, index: usize) -> &Path {
+        &self.nodes[index].data_dir
+    }
+}
+
+/// A free loopback port (bound and released), for tests that need one up front.
+pub fn free_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address")
+}

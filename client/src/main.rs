@@ -1,0 +1,538 @@
+//! The `floe` command-line tool: a thin layer over the SDK.
+//!
+//! Exit codes: 0 success; 1 unexpected error; 2 bad usage or invalid argument;
+//! 3 not found; 4 conflict (already exists, revision mismatch, precondition);
+//! 5 cluster unavailable; 6 the invoked function failed; 7 outcome unknown.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use floe_client::proto::{self, ReadConsistency};
+use floe_client::{package, Client, Error};
+
+#[derive(Parser)]
+#[command(name = "floe", version, about = "Drive a floe cluster: functions, versions, aliases, invocations, membership.")]
+struct Cli {
+    /// Cluster endpoints (host:port), comma-separated; any member works.
+    #[arg(long, short, global = true, env = "FLOE_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:7400")]
+    endpoint: Vec<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, inspect, change and delete functions.
+    #[command(subcommand)]
+    Function(FunctionCommand),
+    /// Publish and list immutable versions.
+    #[command(subcommand)]
+    Version(VersionCommand),
+    /// Named pointers to versions, with optional weighted routing.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Invoke NAME[:QUALIFIER] synchronously and print its result.
+    Invoke {
+        /// Function name, optionally with :VERSION or :ALIAS.
+        target: String,
+        /// The event: JSON text, or @FILE to read it from a file.
+        #[arg(long, short, default_value = "{}")]
+        payload: String,
+    },
+    /// Cluster membership and status.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Region concurrency quotas.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+}
+
+#[derive(Args)]
+struct ConfigFlags {
+    /// Runtime id, e.g. python3.11, nodejs20.x, provided.al2023.
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Handler, e.g. app.handler (module.function).
+    #[arg(long)]
+    handler: Option<String>,
+    /// Memory in MB (128–10240).
+    #[arg(long)]
+    memory: Option<u32>,
+    /// Timeout in seconds (1–900).
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// Environment variable KEY=VALUE (repeatable); replaces the whole environment.
+    #[arg(long = "env", value_parser = parse_key_value)]
+    environment: Vec<(String, String)>,
+    #[arg(long)]
+    description: Option<String>,
+    /// Code: a directory (zipped on the fly) or a .zip file.
+    #[arg(long)]
+    code: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum FunctionCommand {
+    /// Create a function from a directory or zip file.
+    Create {
+        name: String,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
+    /// Show a function's $LATEST.
+    Get {
+        name: String,
+        /// Read this node's state without asking the leader (may be behind).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// List functions.
+    List {
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Change $LATEST: only the flags given change.
+    Update {
+        name: String,
+        #[command(flatten)]
+        config: ConfigFlags,
+        /// Refuse the update unless $LATEST still has this revision id.
+        #[arg(long)]
+        if_revision: Option<String>,
+    },
+    /// Delete a function with its versions and aliases.
+    Delete { name: String },
+    /// Reserve concurrency for a function (omit N to remove the reservation).
+    Concurrency { name: String, reserved: Option<u32> },
+}
+
+#[derive(Subcommand)]
+enum VersionCommand {
+    /// Freeze $LATEST as a new version (or return the latest, if unchanged).
+    Publish {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List $LATEST and the published versions.
+    List { name: String },
+}
+
+#[derive(Subcommand)]
+enum AliasCommand {
+    /// Point a new alias at a version.
+    Create {
+        function: String,
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// Send a share of traffic to a second version: VERSION=WEIGHT, e.g. 2=0.1.
+        #[arg(long, value_parser = parse_routing)]
+        routing: Option<(String, f64)>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Change an alias: only the flags given change.
+    Update {
+        function: String,
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long, value_parser = parse_routing, conflicts_with = "no_routing")]
+        routing: Option<(String, f64)>,
+        /// Remove the alias's routing.
+        #[arg(long)]
+        no_routing: bool,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    Get { function: String, name: String },
+    List { function: String },
+    Delete { function: String, name: String },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Nodes, roles, regions, leader, Raft term and index.
+    Status,
+    /// Add the node at ADDRESS (started with --no-bootstrap) to the cluster.
+    Add { address: String },
+    /// Remove node ID from the cluster.
+    Remove { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum QuotaCommand {
+    /// Set REGION's concurrency quota.
+    Set { region: String, concurrency: u32 },
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+fn parse_routing(text: &str) -> Result<(String, f64), String> {
+    let (version, weight) = text.split_once('=').ok_or_else(|| format!("expected VERSION=WEIGHT, got {text:?}"))?;
+    let weight: f64 = weight.parse().map_err(|_| format!("weight {weight:?} is not a number"))?;
+    Ok((version.to_string(), weight))
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        let code = match error.code() {
+            Some(tonic::Code::InvalidArgument) | Some(tonic::Code::ResourceExhausted) => 2,
+            Some(tonic::Code::NotFound) => 3,
+            Some(tonic::Code::AlreadyExists) | Some(tonic::Code::FailedPrecondition) => 4,
+            Some(tonic::Code::Unavailable) | Some(tonic::Code::DeadlineExceeded) => 5,
+            Some(tonic::Code::Unknown) => 7,
+            None => 2,
+            _ => 1,
+        };
+        Failure {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        message: message.into(),
+    }
+}
+
+fn consistency(stale: bool) -> ReadConsistency {
+    if stale {
+        ReadConsistency::Stale
+    } else {
+        ReadConsistency::Linearizable
+    }
+}
+
+fn load_code(path: &PathBuf) -> Result<Vec<u8>, Failure> {
+    package::load(path).map_err(|e| usage(format!("cannot read code at {}: {e}", path.display())))
+}
+
+fn environment(pairs: &[(String, String)]) -> BTreeMap<String, String> {
+    pairs.iter().cloned().collect()
+}
+
+fn print_function(json: bool, info: &proto::FunctionInfo) {
+    let config = info.config.clone().unwrap_or_default();
+    let code = info.code.clone().unwrap_or_default();
+    if json {
+        let value = serde_json::json!({
+            "name": info.name, "runtime": config.runtime, "handler": config.handler,
+            "memory_mb": config.memory_mb, "timeout_s": config.timeout_s,
+            "environment": config.environment, "description": config.description,
+            "code_sha256": code.sha256, "code_size": code.size, "revision_id": info.revision_id,
+            "latest_version": info.latest_version, "reserved_concurrency": info.reserved_concurrency,
+        });
+        println!("{value}");
+        return;
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    let rows: Vec<(&str, String)> = vec![
+        ("name", info.name.clone()),
+        ("runtime", config.runtime),
+        ("handler", config.handler),
+        ("memory", format!("{} MB", config.memory_mb)),
+        ("timeout", format!("{} s", config.timeout_s)),
+        ("environment", config.environment.keys().cloned().collect::<Vec<_>>().join(", ")),
+        ("description", config.description),
+        ("code", format!("sha256:{} ({} bytes)", code.sha256, code.size)),
+        ("revision", info.revision_id.clone()),
+        ("latest version", info.latest_version.to_string()),
+        (
+            "reserved concurrency",
+            info.reserved_concurrency.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+        ),
+    ];
+    for (key, value) in rows {
+        table.add_row(vec![key.to_string(), value]);
+    }
+    println!("{table}");
+}
+
+fn print_alias(json: bool, alias: &proto::AliasInfo) {
+    let routing = alias
+        .routing
+        .as_ref()
+        .map(|r| format!("{}={}", r.additional_version, r.weight))
+        .unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"function": alias.function, "name": alias.name, "version": alias.version,
+                "routing": routing, "description": alias.description, "revision_id": alias.revision_id})
+        );
+    } else {
+        println!("{}:{} -> {} {}", alias.function, alias.name, alias.version, routing);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let client = Client::connect(cli.endpoint.clone()).await?;
+    let json = cli.json;
+    match cli.command {
+        Command::Function(command) => match command {
+            FunctionCommand::Create { name, config } => {
+                let code = config.code.as_ref().ok_or_else(|| usage("--code DIR|ZIP is required"))?;
+                let zip = load_code(code)?;
+                let wire = proto::FunctionConfig {
+                    runtime: config.runtime.ok_or_else(|| usage("--runtime is required"))?,
+                    handler: config.handler.ok_or_else(|| usage("--handler is required"))?,
+                    memory_mb: config.memory.unwrap_or(128),
+                    timeout_s: config.timeout.unwrap_or(3),
+                    environment: environment(&config.environment),
+                    description: config.description.unwrap_or_default(),
+                };
+                print_function(json, &client.create_function(&name, wire, zip).await?);
+            }
+            FunctionCommand::Get { name, stale } => {
+                print_function(json, &client.get_function(&name, consistency(stale)).await?)
+            }
+            FunctionCommand::List { stale } => {
+                let functions = client.list_functions(consistency(stale)).await?;
+                if json {
+                    let names: Vec<_> = functions.iter().map(|f| f.name.clone()).collect();
+                    println!("{}", serde_json::json!(names));
+                } else {
+                    let mut table = Table::new();
+                    table.load_preset(UTF8_FULL_CONDENSED);
+                    table.set_header(vec!["NAME", "RUNTIME", "HANDLER", "MEMORY", "TIMEOUT", "LATEST VERSION"]);
+                    for function in functions {
+                        let config = function.config.unwrap_or_default();
+                        table.add_row(vec![
+                            function.name,
+                            config.runtime,
+                            config.handler,
+                            format!("{} MB", config.memory_mb),
+                            format!("{} s", config.timeout_s),
+                            function.latest_version.to_string(),
+                        ]);
+                    }
+                    println!("{table}");
+                }
+            }
+            FunctionCommand::Update {
+                name,
+                config,
+                if_revision,
+            } => {
+                let zip_file = config.code.as_ref().map(load_code).transpose()?;
+                let request = proto::UpdateFunctionRequest {
+                    name,
+                    runtime: config.runtime,
+                    handler: config.handler,
+                    memory_mb: config.memory,
+                    timeout_s: config.timeout,
+                    environment: (!config.environment.is_empty()).then(|| proto::Environment {
+                        variables: environment(&config.environment),
+                    }),
+                    description: config.description,
+                    zip_file,
+                    expected_revision_id: if_revision,
+                };
+                print_function(json, &client.update_function(request).await?);
+            }
+            FunctionCommand::Delete { name } => {
+                client.delete_function(&name).await?;
+                eprintln!("deleted function {name}");
+            }
+            FunctionCommand::Concurrency { name, reserved } => {
+                print_function(json, &client.put_function_concurrency(&name, reserved).await?)
+            }
+        },
+        Command::Version(command) => match command {
+            VersionCommand::Publish { name, description } => {
+                let version = client.publish_version(&name, &description).await?;
+                if json {
+                    println!("{}", serde_json::json!({"function": version.function, "version": version.version}));
+                } else {
+                    println!("published {} version {}", version.function, version.version);
+                }
+            }
+            VersionCommand::List { name } => {
+                let versions = client.list_versions(&name).await?;
+                if json {
+                    let list: Vec<_> = versions.iter().map(|v| v.version.clone()).collect();
+                    println!("{}", serde_json::json!(list));
+                } else {
+                    let mut table = Table::new();
+                    table.load_preset(UTF8_FULL_CONDENSED);
+                    table.set_header(vec!["VERSION", "RUNTIME", "HANDLER", "CODE SHA256", "DESCRIPTION"]);
+                    for version in versions {
+                        let config = version.config.unwrap_or_default();
+                        let code = version.code.unwrap_or_default();
+                        table.add_row(vec![
+                            version.version,
+                            config.runtime,
+                            config.handler,
+                            code.sha256.chars().take(12).collect(),
+                            version.description,
+                        ]);
+                    }
+                    println!("{table}");
+                }
+            }
+        },
+        Command::Alias(command) => match command {
+            AliasCommand::Create {
+                function,
+                name,
+                version,
+                routing,
+                description,
+            } => {
+                let request = proto::CreateAliasRequest {
+                    function,
+                    name,
+                    version,
+                    routing: routing.map(|(additional_version, weight)| proto::AliasRouting {
+                        additional_version,
+                        weight,
+                    }),
+                    description,
+                };
+                print_alias(json, &client.create_alias(request).await?);
+            }
+            AliasCommand::Update {
+                function,
+                name,
+                version,
+                routing,
+                no_routing,
+                description,
+            } => {
+                let routing = match (routing, no_routing) {
+                    (Some((additional_version, weight)), _) => Some(proto::AliasRouting {
+                        additional_version,
+                        weight,
+                    }),
+                    (None, true) => Some(proto::AliasRouting::default()),
+                    (None, false) => None,
+                };
+                let request = proto::UpdateAliasRequest {
+                    function,
+                    name,
+                    version,
+                    routing,
+                    description,
+                    expected_revision_id: None,
+                };
+                print_alias(json, &client.update_alias(request).await?);
+            }
+            AliasCommand::Get { function, name } => print_alias(json, &client.get_alias(&function, &name).await?),
+            AliasCommand::List { function } => {
+                for alias in client.list_aliases(&function).await? {
+                    print_alias(json, &alias);
+                }
+            }
+            AliasCommand::Delete { function, name } => {
+                client.delete_alias(&function, &name).await?;
+                eprintln!("deleted alias {function}:{name}");
+            }
+        },
+        Command::Invoke { target, payload } => {
+            let (function, qualifier) = target.split_once(':').unwrap_or((&target, ""));
+            let payload = match payload.strip_prefix('@') {
+                Some(path) => std::fs::read(path).map_err(|e| usage(format!("cannot read payload file {path}: {e}")))?,
+                None => payload.into_bytes(),
+            };
+            let result = client.invoke(function, qualifier, payload).await?;
+            println!("{}", String::from_utf8_lossy(&result.payload));
+            eprintln!(
+                "executed version {} on node {} (request {})",
+                result.executed_version, result.node_id, result.request_id
+            );
+            if !result.function_error.is_empty() {
+                return Err(Failure {
+                    code: 6,
+                    message: format!("the function failed ({})", result.function_error),
+                });
+            }
+        }
+        Command::Cluster(command) => match command {
+            ClusterCommand::Status => {
+                let status = client.cluster_status().await?;
+                if json {
+                    let nodes: Vec<_> = status
+                        .nodes
+                        .iter()
+                        .map(|n| serde_json::json!({"id": n.id, "address": n.address, "region": n.region, "role": n.role, "voter": n.voter, "sandbox_mode": n.sandbox_mode}))
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({"node_id": status.node_id, "leader_id": status.leader_id, "term": status.term,
+                            "last_log_index": status.last_log_index, "applied_index": status.applied_index, "nodes": nodes})
+                    );
+                } else {
+                    let mut table = Table::new();
+                    table.load_preset(UTF8_FULL_CONDENSED);
+                    table.set_header(vec!["ID", "ADDRESS", "REGION", "ROLE", "VOTER", "MATCHED INDEX", "SANDBOX"]);
+                    for node in &status.nodes {
+                        table.add_row(vec![
+                            node.id.to_string(),
+                            node.address.clone(),
+                            node.region.clone(),
+                            node.role.clone(),
+                            if node.voter { "yes" } else { "no" }.to_string(),
+                            node.matched_index.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                            node.sandbox_mode.clone(),
+                        ]);
+                    }
+                    println!("{table}");
+                    let leader = status.leader_id.map(|id| id.to_string()).unwrap_or_else(|| "none".into());
+                    println!(
+                        "leader: {leader}   term: {}   last log index: {}   applied: {}   (answered by node {})",
+                        status.term, status.last_log_index, status.applied_index, status.node_id
+                    );
+                    for quota in &status.quotas {
+                        println!("quota: region {} allows {} concurrent executions", quota.region, quota.concurrency);
+                    }
+                }
+            }
+            ClusterCommand::Add { address } => {
+                let id = client.add_node(&address).await?;
+                println!("added node {id} at {address}");
+            }
+            ClusterCommand::Remove { id } => {
+                client.remove_node(id).await?;
+                println!("removed node {id}");
+            }
+        },
+        Command::Quota(QuotaCommand::Set { region, concurrency }) => {
+            client.set_region_quota(&region, concurrency).await?;
+            println!("region {region}: quota {concurrency}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("floe: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The public gRPC API (`floe.v1`): wire types in, service calls, wire types out.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use floe_proto::v1 as pb;
+use floe_proto::v1::cluster_server::Cluster;
+use floe_proto::v1::functions_server::Functions;
+use floe_raft_store::model::{self, AliasRecord, FunctionRecord, VersionRecord, LATEST};
+use tonic::{Request, Response, Status};
+
+use super::error::into_status;
+use crate::service::functions::{AliasUpdate, FunctionUpdate};
+use crate::service::{Consistency, Service, ServiceError};
+
+#[derive(Clone)]
+pub struct PublicApi {
+    pub service: Arc<Service>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn ok<T>(value: T) -> Reply<T> {
+    Ok(Response::new(value))
+}
+
+fn consistency(value: i32) -> Consistency {
+    match pb::ReadConsistency::try_from(value) {
+        Ok(pb::ReadConsistency::Stale) => Consistency::Stale,
+        _ => Consistency::Linearizable,
+    }
+}
+
+fn parse_config(config: Option<pb::FunctionConfig>) -> Result<model::FunctionConfig, Status> {
+    let config = config.ok_or_else(|| Status::invalid_argument("config is required"))?;
+    Ok(model::FunctionConfig {
+        runtime: config.runtime,
+        handler: config.handler,
+        memory_mb: config.memory_mb,
+        timeout_s: config.timeout_s,
+        environment: config.environment,
+        description: config.description,
+    })
+}
+
+fn into_config(config: model::FunctionConfig) -> pb::FunctionConfig {
+    pb::FunctionConfig {
+        runtime: config.runtime,
+        handler: config.handler,
+        memory_mb: config.memory_mb,
+        timeout_s: config.timeout_s,
+        environment: config.environment,
+        description: config.description,
+    }
+}
+
+fn into_code(code: model::CodeRef) -> pb::CodeRef {
+    pb::CodeRef {
+        sha256: code.sha256,
+        size: code.size,
+    }
+}
+
+fn into_function(record: FunctionRecord) -> pb::FunctionInfo {
+    pb::FunctionInfo {
+        name: record.name,
+        config: Some(into_config(record.config)),
+        code: Some(into_code(record.code)),
+        revision_id: record.revision_id,
+        created_at_ms: record.created_at_ms,
+        last_modified_ms: record.last_modified_ms,
+        latest_version: record.latest_version,
+        reserved_concurrency: record.reserved_concurrency,
+    }
+}
+
+fn into_version(record: VersionRecord) -> pb::VersionInfo {
+    pb::VersionInfo {
+        function: record.function,
+        version: record.version.to_string(),
+        config: Some(into_config(record.config)),
+        code: Some(into_code(record.code)),
+        description: record.description,
+        created_at_ms: record.created_at_ms,
+    }
+}
+
+fn into_alias(record: AliasRecord) -> pb::AliasInfo {
+    pb::AliasInfo {
+        function: record.function,
+        name: record.name,
+        version: record.version,
+        routing: record.routing.map(|r| pb::AliasRouting {
+            additional_version: r.additional_version.to_string(),
+            weight: r.weight,
+        }),
+        description: record.description,
+        revision_id: record.revision_id,
+    }
+}
+
+/// `None` or an empty additional version means "no routing".
+fn parse_routing(routing: Option<pb::AliasRouting>) -> Result<Option<model::AliasRouting>, Status> {
+    match routing {
+        None => Ok(None),
+        Some(r) if r.additional_version.is_empty() => Ok(None),
+        Some(r) => {
+            let version = floe_raft_store::validate::parse_version(&r.additional_version)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+                .ok_or_else(|| Status::invalid_argument("routing cannot name $LATEST as the additional version"))?;
+            Ok(Some(model::AliasRouting {
+                additional_version: version,
+                weight: r.weight,
+            }))
+        }
+    }
+}
+
+fn status(error: ServiceError) -> Status {
+    into_status(error)
+}
+
+#[tonic::async_trait]
+impl Functions for PublicApi {
+    async fn create_function(&self, request: Request<pb::CreateFunctionRequest>) -> Reply<pb::FunctionInfo> {
+        let request = request.into_inner();
+        let config = parse_config(request.config)?;
+        let record = self
+            .service
+            .create_function(&request.name, config, &request.zip_file)
+            .await
+            .map_err(status)?;
+        ok(into_function(record))
+    }
+
+    async fn get_function(&self, request: Request<pb::GetFunctionRequest>) -> Reply<pb::FunctionInfo> {
+        let request = request.into_inner();
+        let record = self
+            .service
+            .get_function(&request.name, consistency(request.consistency))
+            .await
+            .map_err(status)?;
+        ok(into_function(record))
+    }
+
+    async fn list_functions(&self, request: Request<pb::ListFunctionsRequest>) -> Reply<pb::ListFunctionsResponse> {
+        let records = self
+            .service
+            .list_functions(consistency(request.get_ref().consistency))
+            .await
+            .map_err(status)?;
+        ok(pb::ListFunctionsResponse {
+            functions: records.into_iter().map(into_function).collect(),
+        })
+    }
+
+    async fn update_function(&self, request: Request<pb::UpdateFunctionRequest>) -> Reply<pb::FunctionInfo> {
+        let request = request.into_inner();
+        let update = FunctionUpdate {
+            runtime: request.runtime,
+            handler: request.handler,
+            memory_mb: request.memory_mb,
+            timeout_s: request.timeout_s,
+            environment: request.environment.map(|e| e.variables),
+            description: request.description,
+            zip_file: request.zip_file,
+            expected_revision_id: request.expected_revision_id,
+        };
+        let record = self.service.update_function(&request.name, update).await.map_err(status)?;
+        ok(into_function(record))
+    }
+
+    async fn delete_function(&self, request: Request<pb::DeleteFunctionRequest>) -> Reply<pb::DeleteFunctionResponse> {
+        self.service.delete_function(&request.get_ref().name).await.map_err(status)?;
+        ok(pb::DeleteFunctionResponse {})
+    }
+
+    async fn put_function_concurrency(
+        &self,
+        request: Request<pb::PutFunctionConcurrencyRequest>,
+    ) -> Reply<pb::FunctionInfo> {
+        let request = request.into_inner();
+        let record = self
+            .service
+            .put_function_concurrency(&request.name, request.reserved_concurrency)
+            .await
+            .map_err(status)?;
+        ok(into_function(record))
+    }
+
+    async fn publish_version(&self, request: Request<pb::PublishVersionRequest>) -> Reply<pb::VersionInfo> {
+        let request = request.into_inner();
+        let record = self
+            .service
+            .publish_version(&request.name, &request.description, request.expected_revision_id)
+            .await
+            .map_err(status)?;
+        ok(into_version(record))
+    }
+
+    async fn list_versions(&self, request: Request<pb::ListVersionsRequest>) -> Reply<pb::ListVersionsResponse> {
+        let request = request.into_inner();
+        let (function, versions) = self
+            .service
+            .list_versions(&request.name, consistency(request.consistency))
+            .await
+            .map_err(status)?;
+        let latest = pb::VersionInfo {
+            function: function.name.clone(),
+            version: LATEST.to_string(),
+            config: Some(into_config(function.config)),
+            code: Some(into_code(function.code)),
+            description: String::new(),
+            created_at_ms: function.last_modified_ms,
+        };
+        ok(pb::ListVersionsResponse {
+            versions: std::iter::once(latest).chain(versions.into_iter().map(into_version)).collect(),
+        })
+    }
+
+    async fn create_alias(&self, request: Request<pb::CreateAliasRequest>) -> Reply<pb::AliasInfo> {
+        let request = request.into_inner();
+        let routing = parse_routing(request.routing)?;
+        let record = self
+            .service
+            .create_alias(&request.function, &request.name, &request.version, routing, &request.description)
+            .await
+            .map_err(status)?;
+        ok(into_alias(record))
+    }
+
+    async fn update_alias(&self, request: Request<pb::UpdateAliasRequest>) -> Reply<pb::AliasInfo> {
+        let request = request.into_inner();
+        let routing = match request.routing {
+            None => None,
+            Some(routing) => Some(parse_routing(Some(routing))?),
+        };
+        let update = AliasUpdate {
+            version: request.version,
+            routing,
+            description: request.description,
+            expected_revision_id: request.expected_revision_id,
+        };
+        let record = self
+            .service
+            .update_alias(&request.function, &request.name, update)
+            .await
+            .map_err(status)?;
+        ok(into_alias(record))
+    }
+
+    async fn get_alias(&self, request: Request<pb::GetAliasRequest>) -> Reply<pb::AliasInfo> {
+        let request = request.into_inner();
+        let record = self
+            .service
+            .get_alias(&request.function, &request.name, consistency(request.consistency))
+            .await
+            .map_err(status)?;
+        ok(into_alias(record))
+    }
+
+    async fn list_aliases(&self, request: Request<pb::ListAliasesRequest>) -> Reply<pb::ListAliasesResponse> {
+        let request = request.into_inner();
+        let records = self
+            .service
+            .list_aliases(&request.function, consistency(request.consistency))
+            .await
+            .map_err(status)?;
+        ok(pb::ListAliasesResponse {
+            aliases: records.into_iter().map(into_alias).collect(),
+        })
+    }
+
+    async fn delete_alias(&self, request: Request<pb::DeleteAliasRequest>) -> Reply<pb::DeleteAliasResponse> {
+        let request = request.into_inner();
+        self.service
+            .delete_alias(&request.function, &request.name)
+            .await
+            .map_err(status)?;
+        ok(pb::DeleteAliasResponse {})
+    }
+
+    async fn invoke(&self, request: Request<pb::InvokeRequest>) -> Reply<pb::InvokeResponse> {
+        let request = request.into_inner();
+        let result = self
+            .service
+            .invoke(&request.function, &request.qualifier, Bytes::from(request.payload))
+            .await
+            .map_err(status)?;
+        ok(pb::InvokeResponse {
+            payload: result.payload.to_vec(),
+            function_error: result.function_error.unwrap_or_default(),
+            executed_version: result.executed_version,
+            request_id: result.request_id,
+            node_id: result.node_id,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for PublicApi {
+    async fn status(&self, _request: Request<pb::ClusterStatusRequest>) -> Reply<pb::ClusterStatus> {
+        let view = self.service.cluster_view().map_err(status)?;
+        let (leader_id, leader_address) = match view.leader {
+            Some((id, address)) => (Some(id), address),
+            None => (None, String::new()),
+        };
+        ok(pb::ClusterStatus {
+            node_id: view.node_id,
+            leader_id,
+            leader_address,
+            term: view.term,
+            last_log_index: view.last_log_index,
+            applied_index: view.applied_index,
+            nodes: view
+                .members
+                .into_iter()
+                .map(|m| pb::NodeStatus {
+                    id: m.id,
+                    address: m.address,
+                    region: m.region,
+                    role: m.role,
+                    voter: m.voter,
+                    matched_index: m.matched_index,
+                    sandbox_mode: "process".into(),
+                })
+                .collect(),
+            quotas: view
+                .quotas
+                .into_iter()
+                .map(|(region, concurrency)| pb::RegionQuota { region, concurrency })
+                .collect(),
+        })
+    }
+
+    async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> Reply<pb::AddNodeResponse> {
+        let address = request.into_inner().address;
+        if address.is_empty() {
+            return Err(Status::invalid_argument("address is required"));
+        }
+        let node_id = self.service.add_node(&address).await.map_err(status)?;
+        ok(pb::AddNodeResponse { node_id })
+    }
+
+    async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> Reply<pb::RemoveNodeResponse> {
+        self.service.remove_node(request.get_ref().node_id).await.map_err(status)?;
+        ok(pb::RemoveNodeResponse {})
+    }
+
+    async fn set_region_quota(&self, request: Request<pb::SetRegionQuotaRequest>) -> Reply<pb::SetRegionQuotaResponse> {
+        let request = request.into_inner();
+        self.service
+            .set_region_quota(&request.region, request.concurrency)
+            .await
+            .map_err(status)?;
+        ok(pb::SetRegionQuotaResponse {})
+    }
+}

@@ -1,0 +1,258 @@
+//! The Raft side of a node: starting openraft, proposing commands (forwarded
+//! to the leader when this node is not it), linearizable reads, membership.
+//!
+//! - `network.rs`: openraft's RPCs over tonic (sending side);
+//! - `server.rs`: the internal gRPC services (receiving side);
+//! - `peers.rs`: the channel pool to other nodes.
+
+pub mod network;
+pub mod peers;
+pub mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floe_proto::internal::{Payload, ReadIndexRequest};
+use floe_raft_store::{codec, Command, CommandResult, NodeId, Raft, Response, StateReader};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
+
+use crate::config::RaftConfig;
+use crate::service::ServiceError;
+use network::Network;
+use peers::Peers;
+
+/// A started Raft member.
+pub struct Cluster {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub reader: StateReader,
+    pub peers: Arc<Peers>,
+    leader_wait: Duration,
+}
+
+/// openraft's configuration from ours.
+pub fn raft_config(config: &RaftConfig) -> anyhow::Result<openraft::Config> {
+    let raft = openraft::Config {
+        cluster_name: "floe".into(),
+        heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: config.election_timeout_min.as_millis() as u64,
+        election_timeout_max: config.election_timeout_max.as_millis() as u64,
+        // openraft's 200 ms default is too short for a loaded machine.
+        install_snapshot_timeout: 5_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: config.keep_entries_after_snapshot,
+        ..Default::default()
+    };
+    Ok(raft.validate()?)
+}
+
+impl Cluster {
+    pub async fn start(
+        id: NodeId,
+        config: &RaftConfig,
+        log_store: floe_raft_store::LogStore,
+        state_machine: floe_raft_store::StateMachineStore,
+        reader: StateReader,
+        peers: Arc<Peers>,
+    ) -> anyhow::Result<Cluster> {
+        let network = Network { peers: peers.clone() };
+        let raft = Raft::new(id, Arc::new(raft_config(config)?), network, log_store, state_machine).await?;
+        Ok(Cluster {
+            id,
+            raft,
+            reader,
+            peers,
+            leader_wait: config.leader_wait,
+        })
+    }
+
+    pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Address of a member, from the current membership.
+    pub fn member_address(&self, id: NodeId) -> Option<String> {
+        self.metrics()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|node| node.addr.clone())
+    }
+
+    /// The leader's id and address, if one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.metrics();
+        let id = metrics.current_leader?;
+        let address = metrics.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, address))
+    }
+
+    /// Waits a little for the metrics to change (a leader elected, say).
+    async fn wait_for_change(&self) {
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(Duration::from_millis(50), metrics.changed()).await;
+    }
+
+    /// Commits a command through the leader and returns the state machine's answer.
+    pub async fn propose(&self, command: Command) -> Result<Response, ServiceError> {
+        let result = self.propose_raw(command).await?;
+        result.map_err(ServiceError::from)
+    }
+
+    async fn propose_raw(&self, command: Command) -> Result<CommandResult, ServiceError> {
+        let deadline = Instant::now() + self.leader_wait;
+        loop {
+            match self.leader() {
+                Some((leader, _)) if leader == self.id => match self.raft.client_write(command.clone()).await {
+                    Ok(response) => return Ok(response.data),
+                    // Lost leadership before appending: nothing was written, so retrying is safe.
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
+                    Err(e) => return Err(ServiceError::Unavailable(format!("write failed: {e}"))),
+                },
+                Some((_, address)) => match self.forward(&address, &command).await {
+                    Ok(result) => return Ok(result),
+                    Err(Forward::Retry) => {}
+                    Err(Forward::Failed(e)) => return Err(e),
+                },
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(ServiceError::Unavailable(format!(
+                    "no leader accepted the write within {:?}",
+                    self.leader_wait
+                )));
+            }
+            self.wait_for_change().await;
+        }
+    }
+
+    async fn forward(&self, address: &str, command: &Command) -> Result<CommandResult, Forward> {
+        let data = codec::encode(command).map_err(|e| Forward::Failed(ServiceError::Internal(e)))?;
+        let mut client = self.peers.peer(address).map_err(|e| Forward::Failed(e.into()))?;
+        match client.propose(Payload { data }).await {
+            Ok(reply) => codec::decode(&reply.into_inner().data).map_err(|e| Forward::Failed(ServiceError::Internal(e))),
+            // The target was not (or no longer) the leader and wrote nothing.
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => Err(Forward::Retry),
+            // The connection never opened: nothing was sent.
+            Err(status) if is_connect_error(&status) => Err(Forward::Retry),
+            Err(status) => Err(Forward::Failed(ServiceError::OutcomeUnknown(format!(
+                "the leader at {address} failed during the write, which may or may not have been applied: {}",
+                status.message()
+            )))),
+        }
+    }
+
+    /// Makes the local state machine at least as new as every write
+    /// acknowledged before this call (read index through the leader).
+    pub async fn read_barrier(&self) -> Result<(), ServiceError> {
+        let deadline = Instant::now() + self.leader_wait;
+        loop {
+            let index = match self.leader() {
+                Some((leader, _)) if leader == self.id => match self.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(_) => None,
+                },
+                Some((_, address)) => self.remote_read_index(&address).await,
+                None => None,
+            };
+            if let Some(index) = index {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                return match self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "read barrier").await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(ServiceError::Unavailable(format!("state machine did not catch up: {e}"))),
+                };
+            }
+            if Instant::now() >= deadline {
+                return Err(ServiceError::Unavailable(format!(
+                    "no leader confirmed a linearizable read within {:?}; ask for a stale read to read this node's state",
+                    self.leader_wait
+                )));
+            }
+            self.wait_for_change().await;
+        }
+    }
+
+    async fn remote_read_index(&self, address: &str) -> Option<u64> {
+        let mut client = self.peers.peer(address).ok()?;
+        let reply = client.read_index(ReadIndexRequest {}).await.ok()?;
+        Some(reply.into_inner().index)
+    }
+
+    /// The current membership: voters and every node with its address.
+    pub fn membership(&self) -> (BTreeSet<NodeId>, BTreeMap<NodeId, String>) {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters = membership.voter_ids().collect();
+        let nodes = membership.nodes().map(|(id, node)| (*id, node.addr.clone())).collect();
+        (voters, nodes)
+    }
+
+    /// On the leader: adds a node as a learner, waits for it to catch up, then makes it a voter.
+    pub async fn add_voter(&self, id: NodeId, address: &str) -> Result<(), ServiceError> {
+        let (voters, nodes) = self.membership();
+        if !nodes.contains_key(&id) {
+            self.raft
+                .add_learner(id, BasicNode::new(address), true)
+                .await
+                .map_err(|e| ServiceError::Unavailable(format!("add learner {id}: {e}")))?;
+        }
+        if !voters.contains(&id) {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| ServiceError::Unavailable(format!("promote node {id}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// On the leader: removes a node from the voters and from the cluster.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ServiceError> {
+        let (voters, nodes) = self.membership();
+        if !nodes.contains_key(&id) {
+            return Err(ServiceError::NotFound(format!("node {id} is not a member")));
+        }
+        if voters.contains(&id) && voters.len() == 1 {
+            return Err(ServiceError::FailedPrecondition(format!("node {id} is the only voter")));
+        }
+        let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(remaining), false)
+            .await
+            .map_err(|e| ServiceError::Unavailable(format!("remove node {id}: {e}")))?;
+        // A former voter stays a learner after the voter change; drop it entirely.
+        if self.membership().1.contains_key(&id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| ServiceError::Unavailable(format!("remove node {id}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.metrics().state == ServerState::Leader
+    }
+}
+
+enum Forward {
+    Retry,
+    Failed(ServiceError),
+}
+
+/// True when the request never reached the peer (connection refused or timed out while connecting).
+fn is_connect_error(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(error) = source {
+        let text = error.to_string();
+        if text.contains("Connection refused") || text.contains("tcp connect error") || text.contains("connect timeout") {
+            return true;
+        }
+        source = error.source();
+    }
+    status.message().contains("tcp connect error")
+}

@@ -1,0 +1,126 @@
+//! The receiving side of node-to-node traffic: openraft's RPCs, proposals
+//! forwarded to the leader, read-index requests, joining, and packages.
+
+use std::sync::Arc;
+
+use floe_proto::internal::peer_server::Peer;
+use floe_proto::internal::raft_server::Raft as RaftService;
+use floe_proto::internal::{
+    AssignIdRequest, AssignIdResponse, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload,
+    PutPackageResponse, ReadIndexRequest, ReadIndexResponse,
+};
+use floe_raft_store::{codec, Command, NodeId, TypeConfig};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tonic::{Request, Response, Status};
+
+use crate::api::error::into_status;
+use crate::service::Service;
+
+/// Both internal services over one shared [`Service`].
+#[derive(Clone)]
+pub struct InternalApi {
+    pub service: Arc<Service>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(payload: &Payload) -> Result<T, Status> {
+    codec::decode(&payload.data).map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    let data = codec::encode(value).map_err(Status::internal)?;
+    Ok(Response::new(Payload { data }))
+}
+
+impl InternalApi {
+    fn raft(&self) -> Result<&floe_raft_store::Raft, Status> {
+        Ok(&self.service.cluster().map_err(into_status)?.raft)
+    }
+}
+
+#[tonic::async_trait]
+impl RaftService for InternalApi {
+    async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref())?;
+        encode(&self.raft()?.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(request.get_ref())?;
+        encode(&self.raft()?.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(request.get_ref())?;
+        encode(&self.raft()?.install_snapshot(rpc).await)
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for InternalApi {
+    /// Applies a forwarded command if this node leads; FailedPrecondition
+    /// (nothing written) otherwise, so the sender looks for the leader again.
+    async fn propose(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let command: Command = decode(request.get_ref())?;
+        match self.raft()?.client_write(command).await {
+            Ok(response) => encode(&response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(Status::failed_precondition("not the leader"))
+            }
+            Err(e) => Err(Status::unavailable(format!("write failed: {e}"))),
+        }
+    }
+
+    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        match self.raft()?.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => Ok(Response::new(ReadIndexResponse {
+                index: read_log_id.map(|id| id.index).unwrap_or(0),
+            })),
+            Err(e) => Err(Status::failed_precondition(format!("cannot serve a read index: {e}"))),
+        }
+    }
+
+    async fn hello(&self, _request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+        Ok(Response::new(HelloResponse {
+            node_id: self.service.started_cluster().map(|c| c.id).unwrap_or(0),
+            region: self.service.config.region.clone(),
+            sandbox_mode: "process".into(),
+        }))
+    }
+
+    async fn assign_id(&self, request: Request<AssignIdRequest>) -> Result<Response<AssignIdResponse>, Status> {
+        let id = request.into_inner().node_id;
+        if id == 0 {
+            return Err(Status::invalid_argument("node id 0 is reserved"));
+        }
+        if let Some(cluster) = self.service.started_cluster() {
+            return if cluster.id == id {
+                Ok(Response::new(AssignIdResponse {}))
+            } else {
+                Err(Status::failed_precondition(format!("this node already is node {}", cluster.id)))
+            };
+        }
+        crate::write_node_id(&self.service.config.data_dir, id).map_err(|e| Status::internal(e.to_string()))?;
+        self.service
+            .start_raft(id)
+            .await
+            .map_err(|e| Status::internal(format!("start raft: {e:#}")))?;
+        tracing::info!(node_id = id, "assigned an id; raft started");
+        Ok(Response::new(AssignIdResponse {}))
+    }
+
+    async fn put_package(&self, request: Request<Package>) -> Result<Response<PutPackageResponse>, Status> {
+        let package = request.into_inner();
+        let code = self.service.packages.put(&package.data).map_err(into_status)?;
+        if code.sha256 != package.sha256 {
+            return Err(Status::invalid_argument("the package does not match its sha256"));
+        }
+        Ok(Response::new(PutPackageResponse {}))
+    }
+
+    async fn get_package(&self, request: Request<GetPackageRequest>) -> Result<Response<Package>, Status> {
+        let sha256 = request.into_inner().sha256;
+        let data = self.service.packages.get(&sha256).map_err(into_status)?;
+        Ok(Response::new(Package { sha256, data }))
+    }
+}

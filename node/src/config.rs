@@ -1,0 +1,181 @@
+//! Node configuration: one `NodeConfig`, from defaults < TOML file <
+//! environment (`FLOE_*`) < flags. `main.rs` does the merging; this file
+//! owns the shape, the defaults and `validate()`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Where Raft's RocksDB, packages and sandboxes' code live.
+    pub data_dir: PathBuf,
+    /// gRPC listen address for the public API and node-to-node traffic.
+    /// Port 0 picks a free port (printed on start).
+    pub listen: SocketAddr,
+    /// The address other nodes and clients use to reach this node; defaults
+    /// to the bound listen address.
+    pub advertise: Option<String>,
+    /// The region label this node serves (quotas are per region).
+    pub region: String,
+    /// Existing members to join through, on first start. Empty: start (or
+    /// restart) a cluster of its own.
+    pub join: Vec<String>,
+    /// On first start without `join`, wait to be added (`floe cluster add`)
+    /// instead of starting a single-node cluster.
+    pub no_bootstrap: bool,
+    pub raft: RaftConfig,
+    pub executor: ExecutorConfig,
+}
+
+/// Raft timing and log compaction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+    /// Build a snapshot (and purge the log behind it) after this many entries.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind the last snapshot, for slow followers.
+    pub keep_entries_after_snapshot: u64,
+    /// How long a write or linearizable read waits for a leader before it fails.
+    #[serde(with = "humantime_serde")]
+    pub leader_wait: Duration,
+}
+
+/// How functions run on this node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    /// Interpreter for each runtime family (`python`, `nodejs`), by path or name.
+    /// Names are resolved to real paths at start, so no shim runs per sandbox.
+    pub interpreters: BTreeMap<String, String>,
+    /// Idle sandboxes are stopped after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./floe-data"),
+            listen: "127.0.0.1:7400".parse().expect("static address"),
+            advertise: None,
+            region: "local".into(),
+            join: Vec::new(),
+            no_bootstrap: false,
+            raft: RaftConfig::default(),
+            executor: ExecutorConfig::default(),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            snapshot_after_entries: 10_000,
+            keep_entries_after_snapshot: 1_000,
+            leader_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            interpreters: BTreeMap::from([
+                ("python".to_string(), "python3".to_string()),
+                ("nodejs".to_string(), "node".to_string()),
+            ]),
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn from_toml(text: &str) -> anyhow::Result<NodeConfig> {
+        toml::from_str(text).context("parse config")
+    }
+
+    /// Refuses settings that cannot work, before anything starts.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        floe_raft_store::validate::region(&self.region).map_err(|e| anyhow::anyhow!("region: {e}"))?;
+        let raft = &self.raft;
+        if raft.heartbeat_interval.is_zero() || raft.heartbeat_interval >= raft.election_timeout_min {
+            bail!("raft.heartbeat_interval must be above zero and below raft.election_timeout_min");
+        }
+        if raft.election_timeout_min >= raft.election_timeout_max {
+            bail!("raft.election_timeout_min must be below raft.election_timeout_max");
+        }
+        if raft.snapshot_after_entries == 0 {
+            bail!("raft.snapshot_after_entries must be at least 1");
+        }
+        if self.no_bootstrap && !self.join.is_empty() {
+            bail!("no_bootstrap and join exclude each other: join already implies waiting to be added");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        NodeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn parses_human_units_and_refuses_unknown_keys() {
+        let config = NodeConfig::from_toml(
+            "region = \"eu-1\"\n[raft]\nheartbeat_interval = \"50ms\"\nelection_timeout_min = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.raft.heartbeat_interval, Duration::from_millis(50));
+        assert_eq!(config.region, "eu-1");
+        let error = NodeConfig::from_toml("regoin = \"x\"").unwrap_err();
+        assert!(format!("{error:#}").contains("unknown field"), "{error:#}");
+    }
+
+    #[test]
+    fn refuses_impossible_timing() {
+        let mut config = NodeConfig::default();
+        config.raft.heartbeat_interval = Duration::from_secs(1);
+        assert!(config.validate().is_err());
+        let mut config = NodeConfig::default();
+        config.region = "bad region".into();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn example_configs_in_deploy_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                NodeConfig::from_toml(&text)
+                    .and_then(|c| c.validate().map(|_| c))
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no example configs in deploy/");
+    }
+}

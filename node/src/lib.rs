@@ -1,0 +1,156 @@
+//! `floed`: one node of a floe cluster.
+//!
+//! Read in this order:
+//! - [`config`]: what a node is told;
+//! - [`service`]: every operation, once (functions, invoke, cluster);
+//! - [`api`]: adapters from wire protocols to the service;
+//! - [`cluster`]: Raft wiring, forwarding to the leader, node-to-node RPCs;
+//! - [`executor`]: sandboxes and the Runtime API;
+//! - [`packages`]: code packages by sha256.
+//!
+//! [`run`] starts everything and, on shutdown, stops it in this order: stop
+//! accepting requests, let in-flight requests finish (the gRPC server's
+//! graceful shutdown), stop sandboxes, stop Raft, close RocksDB.
+
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod executor;
+pub mod packages;
+pub mod service;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use floe_proto::internal::peer_server::PeerServer;
+use floe_proto::internal::raft_server::RaftServer;
+use floe_proto::v1::cluster_server::ClusterServer;
+use floe_proto::v1::functions_server::FunctionsServer;
+use floe_proto::MAX_MESSAGE_BYTES;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::grpc::PublicApi;
+use crate::cluster::server::InternalApi;
+use crate::config::NodeConfig;
+use crate::service::{PendingStore, Service};
+
+/// The file in the data dir that holds this node's id once it has one.
+const NODE_ID_FILE: &str = "node_id";
+/// The file in the data dir where a running node writes its gRPC address.
+pub const ADDRESS_FILE: &str = "floed.addr";
+
+pub fn read_node_id(data_dir: &Path) -> anyhow::Result<Option<u64>> {
+    match std::fs::read_to_string(data_dir.join(NODE_ID_FILE)) {
+        Ok(text) => Ok(Some(text.trim().parse().context("parse node_id file")?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("read node_id file"),
+    }
+}
+
+pub fn write_node_id(data_dir: &Path, id: u64) -> anyhow::Result<()> {
+    let staging = data_dir.join(format!("{NODE_ID_FILE}.tmp"));
+    std::fs::write(&staging, format!("{id}\n"))?;
+    std::fs::File::open(&staging)?.sync_all()?;
+    std::fs::rename(staging, data_dir.join(NODE_ID_FILE))?;
+    Ok(())
+}
+
+/// Runs a node until `shutdown` is cancelled.
+pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("create data dir {}", data_dir.display()))?;
+    let (log_store, state_machine, reader) = floe_raft_store::open(&data_dir.join("raft"))
+        .with_context(|| format!("open the Raft store in {} (is another floed using it?)", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.listen))?;
+    let bound = listener.local_addr()?;
+    let address = config.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let packages = packages::Packages::open(&data_dir)?;
+    let executor = executor::Executor::new(&config.executor, &data_dir)?;
+    let service = Arc::new(Service::new(
+        config.clone(),
+        address.clone(),
+        reader,
+        PendingStore {
+            log_store,
+            state_machine,
+        },
+        packages,
+        executor.clone(),
+    ));
+
+    let public = PublicApi {
+        service: service.clone(),
+    };
+    let internal = InternalApi {
+        service: service.clone(),
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server_shutdown = shutdown.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            FunctionsServer::new(public.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(ClusterServer::new(public))
+        .add_service(
+            RaftServer::new(internal.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            PeerServer::new(internal)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });
+    let server = tokio::spawn(server);
+    std::fs::write(data_dir.join(ADDRESS_FILE), &address)?;
+    tracing::info!(%address, data_dir = %data_dir.display(), region = %config.region, "floed listening");
+
+    match read_node_id(&data_dir)? {
+        Some(id) => {
+            let cluster = service.start_raft(id).await?;
+            // A first node that crashed between writing its id and initialising.
+            if id == service::cluster::FIRST_NODE_ID
+                && config.join.is_empty()
+                && !config.no_bootstrap
+                && !cluster.raft.is_initialized().await?
+            {
+                service.bootstrap().await?;
+            }
+            tracing::info!(node_id = id, "restarted from the data dir");
+        }
+        None if !config.join.is_empty() => {
+            let service = service.clone();
+            let join = config.join.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = service.join(&join, &shutdown).await {
+                    tracing::error!(error = %format!("{e:#}"), "could not join the cluster");
+                }
+            });
+        }
+        None if config.no_bootstrap => tracing::info!("waiting to be added with `floe cluster add {address}`"),
+        None => {
+            write_node_id(&data_dir, service::cluster::FIRST_NODE_ID)?;
+            service.bootstrap().await.context("bootstrap a new cluster")?;
+            tracing::info!("started a new single-node cluster as node 1");
+        }
+    }
+
+    let evictor = tokio::spawn(executor.clone().run_evictor(shutdown.clone()));
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    server.await.context("gRPC server task")?.context("gRPC server")?;
+    let _ = evictor.await;
+    if let Some(cluster) = service.started_cluster() {
+        cluster.raft.shutdown().await.ok();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

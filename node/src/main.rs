@@ -1,0 +1,110 @@
+//! The `floed` binary: flags, file and environment into a `NodeConfig`, a
+//! shutdown signal, then `floe_node::run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use floe_node::config::NodeConfig;
+use tokio_util::sync::CancellationToken;
+
+/// floed: a node of a floe cluster (a self-hosted, Lambda-like function service).
+///
+/// With no flags it starts (or restarts) a single-node cluster in ./floe-data,
+/// listening on 127.0.0.1:7400. To grow a cluster, start more nodes with
+/// `--join ADDRESS` of any member.
+///
+/// Settings come from, in rising precedence: built-in defaults, the TOML
+/// file given with --config, FLOE_* environment variables, and flags.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Flags {
+    /// TOML configuration file (see deploy/ for examples).
+    #[arg(long, env = "FLOE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./floe-data].
+    #[arg(long, env = "FLOE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address, e.g. 127.0.0.1:7400; port 0 picks a free port [default: 127.0.0.1:7400].
+    #[arg(long, env = "FLOE_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Address other nodes and clients use to reach this node [default: the bound listen address].
+    #[arg(long, env = "FLOE_ADVERTISE")]
+    advertise: Option<String>,
+    /// Region label of this node [default: local].
+    #[arg(long, env = "FLOE_REGION")]
+    region: Option<String>,
+    /// On first start, join the cluster through this member (repeat or comma-separate for several).
+    #[arg(long, env = "FLOE_JOIN", value_delimiter = ',')]
+    join: Vec<String>,
+    /// On first start, wait to be added with `floe cluster add` instead of starting a new cluster.
+    #[arg(long, env = "FLOE_NO_BOOTSTRAP")]
+    no_bootstrap: bool,
+    /// Log filter, e.g. info or floe_node=debug [default: info].
+    #[arg(long, env = "FLOE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
+    let mut config = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
+            NodeConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?
+        }
+        None => NodeConfig::default(),
+    };
+    // clap has merged environment variables into the flags already.
+    if let Some(data_dir) = &flags.data_dir {
+        config.data_dir = data_dir.clone();
+    }
+    if let Some(listen) = flags.listen {
+        config.listen = listen;
+    }
+    if let Some(advertise) = &flags.advertise {
+        config.advertise = Some(advertise.clone());
+    }
+    if let Some(region) = &flags.region {
+        config.region = region.clone();
+    }
+    if !flags.join.is_empty() {
+        config.join = flags.join.clone();
+    }
+    if flags.no_bootstrap {
+        config.no_bootstrap = true;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&flags.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match load(&flags) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("floed: invalid configuration: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    runtime.spawn(async move {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        signal.cancel();
+    });
+    match runtime.block_on(floe_node::run(config, shutdown)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

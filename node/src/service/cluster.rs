@@ -1,0 +1,231 @@
+//! Membership and status: bootstrap, join, add, remove, quotas.
+
+use std::time::Duration;
+
+use floe_proto::internal::{AssignIdRequest, HelloRequest};
+use floe_raft_store::model::NodeRecord;
+use floe_raft_store::{state_machine, validate, Command, NodeId, Response};
+use openraft::BasicNode;
+
+use super::{Service, ServiceError};
+
+/// The id of the node that starts a new cluster.
+pub const FIRST_NODE_ID: NodeId = 1;
+
+/// A snapshot of the cluster as this node sees it.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub node_id: NodeId,
+    pub leader: Option<(NodeId, String)>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub members: Vec<MemberView>,
+    pub quotas: Vec<(String, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub address: String,
+    pub region: String,
+    pub role: String,
+    pub voter: bool,
+    pub matched_index: Option<u64>,
+}
+
+impl Service {
+    /// First start of a new cluster: this node becomes node 1 and the only voter.
+    pub async fn bootstrap(&self) -> anyhow::Result<()> {
+        let cluster = self.start_raft(FIRST_NODE_ID).await?;
+        let members = std::collections::BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.address))]);
+        cluster.raft.initialize(members).await?;
+        cluster
+            .propose(Command::RegisterNode {
+                id: Some(FIRST_NODE_ID),
+                address: self.address.clone(),
+                region: self.config.region.clone(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// On a waiting node: asks the members in `join` to add it, until one does.
+    pub async fn join(&self, join: &[String], shutdown: &tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+        let mut attempt = 0u32;
+        loop {
+            for address in join {
+                let result = async {
+                    let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(address)?);
+                    client
+                        .add_node(floe_proto::v1::AddNodeRequest {
+                            address: self.address.clone(),
+                        })
+                        .await
+                }
+                .await;
+                match result {
+                    Ok(reply) => {
+                        tracing::info!(node_id = reply.into_inner().node_id, via = %address, "joined the cluster");
+                        return Ok(());
+                    }
+                    Err(status) => {
+                        tracing::warn!(via = %address, error = %status.message(), "join attempt failed; retrying")
+                    }
+                }
+            }
+            attempt += 1;
+            let backoff = Duration::from_millis(200 * u64::from(attempt.min(10)));
+            tokio::select! {
+                _ = shutdown.cancelled() => anyhow::bail!("shut down before joining"),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    /// Adds the waiting node at `address`: registers it (allocating its id),
+    /// tells it its id, then makes it a learner and a voter. Runs on the
+    /// leader; other nodes forward it there.
+    pub async fn add_node(&self, address: &str) -> Result<NodeId, ServiceError> {
+        let cluster = self.cluster()?;
+        if !cluster.is_leader() {
+            let (_, leader) = cluster
+                .leader()
+                .ok_or_else(|| ServiceError::Unavailable("no leader to add the node".into()))?;
+            let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
+            let reply = client
+                .add_node(floe_proto::v1::AddNodeRequest {
+                    address: address.to_string(),
+                })
+                .await?;
+            return Ok(reply.into_inner().node_id);
+        }
+        let _one_at_a_time = self.membership_lock.lock().await;
+        let hello = self
+            .peers
+            .peer(address)?
+            .hello(HelloRequest {})
+            .await
+            .map_err(|status| {
+                ServiceError::Unavailable(format!("cannot reach the new node at {address}: {}", status.message()))
+            })?
+            .into_inner();
+        let registered = state_machine::list_nodes(&self.reader)?;
+        let id = match registered.iter().find(|node| node.address == address) {
+            // Registered by an earlier attempt that did not finish: go on with that id.
+            Some(node) if hello.node_id == 0 || hello.node_id == node.id => node.id,
+            Some(node) => {
+                return Err(ServiceError::AlreadyExists(format!(
+                    "address {address} belongs to node {}, but the node there says it is node {}",
+                    node.id, hello.node_id
+                )))
+            }
+            None if hello.node_id != 0 => {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "the node at {address} already belongs to a cluster (as node {}): start it with an empty data dir",
+                    hello.node_id
+                )))
+            }
+            None => match cluster
+                .propose(Command::RegisterNode {
+                    id: None,
+                    address: address.to_string(),
+                    region: hello.region.clone(),
+                })
+                .await?
+            {
+                Response::Node(node) => node.id,
+                other => return Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
+            },
+        };
+        if hello.node_id == 0 {
+            self.peers
+                .peer(address)?
+                .assign_id(AssignIdRequest { node_id: id })
+                .await
+                .map_err(|status| ServiceError::Unavailable(format!("assign id to {address}: {}", status.message())))?;
+        }
+        cluster.add_voter(id, address).await?;
+        tracing::info!(node_id = id, %address, "node added");
+        Ok(id)
+    }
+
+    /// Removes a member from Raft and from the registry.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), ServiceError> {
+        let cluster = self.cluster()?;
+        if !cluster.is_leader() {
+            let (_, leader) = cluster
+                .leader()
+                .ok_or_else(|| ServiceError::Unavailable("no leader to remove the node".into()))?;
+            let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
+            client.remove_node(floe_proto::v1::RemoveNodeRequest { node_id: id }).await?;
+            return Ok(());
+        }
+        let _one_at_a_time = self.membership_lock.lock().await;
+        cluster.remove_member(id).await?;
+        match cluster.propose(Command::RemoveNode { id }).await {
+            Ok(_) | Err(ServiceError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn set_region_quota(&self, region: &str, concurrency: u32) -> Result<(), ServiceError> {
+        validate::region(region)?;
+        self.cluster()?
+            .propose(Command::SetRegionQuota {
+                region: region.to_string(),
+                concurrency,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The cluster as this node sees it (the leader also knows each member's progress).
+    pub fn cluster_view(&self) -> Result<ClusterView, ServiceError> {
+        let cluster = self.cluster()?;
+        let metrics = cluster.metrics();
+        let registry: Vec<NodeRecord> = state_machine::list_nodes(&self.reader)?;
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let replication = metrics.replication.clone();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let region = registry
+                    .iter()
+                    .find(|record| record.id == *id)
+                    .map(|record| record.region.clone())
+                    .unwrap_or_default();
+                let voter = voters.contains(id);
+                let role = if Some(*id) == metrics.current_leader {
+                    "leader"
+                } else if voter {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let matched_index = replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|log_id| log_id.index);
+                MemberView {
+                    id: *id,
+                    address: node.addr.clone(),
+                    region,
+                    role: role.to_string(),
+                    voter,
+                    matched_index,
+                }
+            })
+            .collect();
+        Ok(ClusterView {
+            node_id: cluster.id,
+            leader: cluster.leader(),
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            members,
+            quotas: state_machine::list_region_quotas(&self.reader)?,
+        })
+    }
+}

@@ -1,0 +1,250 @@
+//! Functions, versions and aliases: validate, store the package, propose.
+
+use floe_raft_store::model::{AliasRecord, AliasRouting, FunctionConfig, FunctionRecord, VersionRecord};
+use floe_raft_store::{state_machine, validate, ApplyError, Command, Response};
+
+use super::{Consistency, Service, ServiceError};
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn new_revision_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Changes to `$LATEST`; `None` keeps a field.
+#[derive(Debug, Default, Clone)]
+pub struct FunctionUpdate {
+    pub runtime: Option<String>,
+    pub handler: Option<String>,
+    pub memory_mb: Option<u32>,
+    pub timeout_s: Option<u32>,
+    pub environment: Option<std::collections::BTreeMap<String, String>>,
+    pub description: Option<String>,
+    pub zip_file: Option<Vec<u8>>,
+    pub expected_revision_id: Option<String>,
+}
+
+/// Changes to an alias; `routing: Some(None)` clears the routing.
+#[derive(Debug, Default, Clone)]
+pub struct AliasUpdate {
+    pub version: Option<String>,
+    pub routing: Option<Option<AliasRouting>>,
+    pub description: Option<String>,
+    pub expected_revision_id: Option<String>,
+}
+
+fn expect_function(response: Response) -> Result<FunctionRecord, ServiceError> {
+    match response {
+        Response::Function(record) => Ok(record),
+        other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
+    }
+}
+
+fn expect_alias(response: Response) -> Result<AliasRecord, ServiceError> {
+    match response {
+        Response::Alias(record) => Ok(record),
+        other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
+    }
+}
+
+impl Service {
+    pub async fn create_function(
+        &self,
+        name: &str,
+        config: FunctionConfig,
+        zip_file: &[u8],
+    ) -> Result<FunctionRecord, ServiceError> {
+        validate::function_name(name)?;
+        validate::function_config(&config)?;
+        let code = self.store_package(zip_file).await?;
+        let command = Command::CreateFunction {
+            name: name.to_string(),
+            config,
+            code,
+            revision_id: new_revision_id(),
+            now_ms: now_ms(),
+        };
+        expect_function(self.cluster()?.propose(command).await?)
+    }
+
+    pub async fn get_function(&self, name: &str, consistency: Consistency) -> Result<FunctionRecord, ServiceError> {
+        validate::function_name(name)?;
+        self.read_barrier(consistency).await?;
+        state_machine::get_function(&self.reader, name)?
+            .ok_or_else(|| ApplyError::FunctionNotFound { name: name.to_string() }.into())
+    }
+
+    pub async fn list_functions(&self, consistency: Consistency) -> Result<Vec<FunctionRecord>, ServiceError> {
+        self.read_barrier(consistency).await?;
+        Ok(state_machine::list_functions(&self.reader)?)
+    }
+
+    /// Merges the update into the current `$LATEST`. Without a caller's
+    /// expected revision, a concurrent change makes it merge again rather
+    /// than overwrite the other change.
+    pub async fn update_function(&self, name: &str, update: FunctionUpdate) -> Result<FunctionRecord, ServiceError> {
+        let code = match &update.zip_file {
+            Some(zip) => Some(self.store_package(zip).await?),
+            None => None,
+        };
+        loop {
+            let current = self.get_function(name, Consistency::Linearizable).await?;
+            if let Some(expected) = &update.expected_revision_id {
+                if *expected != current.revision_id {
+                    return Err(ApplyError::RevisionMismatch {
+                        what: format!("function {name}"),
+                        expected: expected.clone(),
+                        actual: current.revision_id,
+                    }
+                    .into());
+                }
+            }
+            let mut config = current.config.clone();
+            let mut changed = false;
+            macro_rules! merge {
+                ($field:ident) => {
+                    if let Some(value) = &update.$field {
+                        config.$field = value.clone();
+                        changed = true;
+                    }
+                };
+            }
+            merge!(runtime);
+            merge!(handler);
+            merge!(memory_mb);
+            merge!(timeout_s);
+            merge!(environment);
+            merge!(description);
+            if !changed && code.is_none() {
+                return Err(ServiceError::InvalidArgument("the update changes nothing".into()));
+            }
+            let command = Command::UpdateFunction {
+                name: name.to_string(),
+                config: changed.then_some(config),
+                code: code.clone(),
+                expected_revision_id: Some(current.revision_id.clone()),
+                revision_id: new_revision_id(),
+                now_ms: now_ms(),
+            };
+            match self.cluster()?.propose(command).await {
+                Err(ServiceError::FailedPrecondition(_)) if update.expected_revision_id.is_none() => continue,
+                result => return expect_function(result?),
+            }
+        }
+    }
+
+    pub async fn delete_function(&self, name: &str) -> Result<(), ServiceError> {
+        validate::function_name(name)?;
+        self.cluster()?.propose(Command::DeleteFunction { name: name.to_string() }).await?;
+        Ok(())
+    }
+
+    pub async fn put_function_concurrency(&self, name: &str, reserved: Option<u32>) -> Result<FunctionRecord, ServiceError> {
+        validate::function_name(name)?;
+        let command = Command::PutFunctionConcurrency {
+            name: name.to_string(),
+            reserved_concurrency: reserved,
+        };
+        expect_function(self.cluster()?.propose(command).await?)
+    }
+
+    pub async fn publish_version(
+        &self,
+        name: &str,
+        description: &str,
+        expected_revision_id: Option<String>,
+    ) -> Result<VersionRecord, ServiceError> {
+        validate::function_name(name)?;
+        let command = Command::PublishVersion {
+            name: name.to_string(),
+            description: description.to_string(),
+            expected_revision_id,
+            now_ms: now_ms(),
+        };
+        match self.cluster()?.propose(command).await? {
+            Response::Version(version) => Ok(version),
+            other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// `$LATEST` (as version 0 with the function's config) then every published version.
+    pub async fn list_versions(
+        &self,
+        name: &str,
+        consistency: Consistency,
+    ) -> Result<(FunctionRecord, Vec<VersionRecord>), ServiceError> {
+        let function = self.get_function(name, consistency).await?;
+        let versions = state_machine::list_versions(&self.reader, name)?;
+        Ok((function, versions))
+    }
+
+    pub async fn create_alias(
+        &self,
+        function: &str,
+        name: &str,
+        version: &str,
+        routing: Option<AliasRouting>,
+        description: &str,
+    ) -> Result<AliasRecord, ServiceError> {
+        validate::function_name(function)?;
+        validate::alias_name(name)?;
+        let command = Command::CreateAlias {
+            function: function.to_string(),
+            name: name.to_string(),
+            version: version.to_string(),
+            routing,
+            description: description.to_string(),
+            revision_id: new_revision_id(),
+        };
+        expect_alias(self.cluster()?.propose(command).await?)
+    }
+
+    pub async fn update_alias(&self, function: &str, name: &str, update: AliasUpdate) -> Result<AliasRecord, ServiceError> {
+        validate::function_name(function)?;
+        validate::alias_name(name)?;
+        let command = Command::UpdateAlias {
+            function: function.to_string(),
+            name: name.to_string(),
+            version: update.version,
+            routing: update.routing,
+            description: update.description,
+            expected_revision_id: update.expected_revision_id,
+            revision_id: new_revision_id(),
+        };
+        expect_alias(self.cluster()?.propose(command).await?)
+    }
+
+    pub async fn get_alias(&self, function: &str, name: &str, consistency: Consistency) -> Result<AliasRecord, ServiceError> {
+        validate::function_name(function)?;
+        validate::alias_name(name)?;
+        self.read_barrier(consistency).await?;
+        state_machine::get_alias(&self.reader, function, name)?.ok_or_else(|| {
+            ApplyError::AliasNotFound {
+                function: function.to_string(),
+                name: name.to_string(),
+            }
+            .into()
+        })
+    }
+
+    pub async fn list_aliases(&self, function: &str, consistency: Consistency) -> Result<Vec<AliasRecord>, ServiceError> {
+        self.get_function(function, consistency).await?;
+        Ok(state_machine::list_aliases(&self.reader, function)?)
+    }
+
+    pub async fn delete_alias(&self, function: &str, name: &str) -> Result<(), ServiceError> {
+        validate::function_name(function)?;
+        validate::alias_name(name)?;
+        let command = Command::DeleteAlias {
+            function: function.to_string(),
+            name: name.to_string(),
+        };
+        self.cluster()?.propose(command).await?;
+        Ok(())
+    }
+}

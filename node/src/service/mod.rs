@@ -1,0 +1,176 @@
+//! The service layer: every operation of floe, once, whatever the adapter
+//! (gRPC today, Lambda REST later) that calls it. Adapters convert wire
+//! types to these calls and [`ServiceError`] back to their status codes.
+
+pub mod cluster;
+pub mod functions;
+pub mod invoke;
+mod packages;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use floe_raft_store::{ApplyError, LogStore, StateMachineStore, StateReader, StoreError};
+
+use crate::cluster::peers::Peers;
+use crate::cluster::Cluster;
+use crate::config::NodeConfig;
+use crate::executor::Executor;
+use crate::packages::Packages;
+
+/// Why an operation failed, in terms an API can map to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request reached the leader, which failed before answering: it may
+    /// or may not have been applied. Never retried blindly.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ApplyError> for ServiceError {
+    fn from(error: ApplyError) -> Self {
+        let message = error.to_string();
+        match error {
+            ApplyError::InvalidArgument { .. } => ServiceError::InvalidArgument(message),
+            ApplyError::FunctionNotFound { .. }
+            | ApplyError::VersionNotFound { .. }
+            | ApplyError::AliasNotFound { .. }
+            | ApplyError::NodeNotFound { .. } => ServiceError::NotFound(message),
+            ApplyError::FunctionExists { .. } | ApplyError::AliasExists { .. } => ServiceError::AlreadyExists(message),
+            ApplyError::RevisionMismatch { .. } | ApplyError::FailedPrecondition { .. } => {
+                ServiceError::FailedPrecondition(message)
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        ServiceError::Internal(error.to_string())
+    }
+}
+
+impl From<tonic::Status> for ServiceError {
+    fn from(status: tonic::Status) -> Self {
+        let message = status.message().to_string();
+        match status.code() {
+            tonic::Code::InvalidArgument => ServiceError::InvalidArgument(message),
+            tonic::Code::NotFound => ServiceError::NotFound(message),
+            tonic::Code::AlreadyExists => ServiceError::AlreadyExists(message),
+            tonic::Code::FailedPrecondition => ServiceError::FailedPrecondition(message),
+            tonic::Code::ResourceExhausted => ServiceError::PayloadTooLarge(message),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ServiceError::Unavailable(message),
+            _ => ServiceError::Internal(message),
+        }
+    }
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Stale,
+}
+
+/// The storage a node opened but has not handed to Raft yet (a node that
+/// waits to join has no id, so no Raft).
+pub struct PendingStore {
+    pub log_store: LogStore,
+    pub state_machine: StateMachineStore,
+}
+
+/// One node's service: configuration, Raft (once started), packages, executor.
+pub struct Service {
+    pub config: NodeConfig,
+    /// The address peers and clients use for this node.
+    pub address: String,
+    pub reader: StateReader,
+    pub peers: Arc<Peers>,
+    pub packages: Packages,
+    pub executor: Arc<Executor>,
+    cluster: OnceLock<Arc<Cluster>>,
+    pending_store: Mutex<Option<PendingStore>>,
+    /// Serialises membership changes on the leader (ids are allocated one at a time).
+    membership_lock: tokio::sync::Mutex<()>,
+}
+
+impl Service {
+    pub fn new(
+        config: NodeConfig,
+        address: String,
+        reader: StateReader,
+        pending_store: PendingStore,
+        packages: Packages,
+        executor: Arc<Executor>,
+    ) -> Service {
+        Service {
+            config,
+            address,
+            reader,
+            peers: Arc::new(Peers::default()),
+            packages,
+            executor,
+            cluster: OnceLock::new(),
+            pending_store: Mutex::new(Some(pending_store)),
+            membership_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The Raft side, or Unavailable while this node waits to join.
+    pub fn cluster(&self) -> Result<&Arc<Cluster>, ServiceError> {
+        self.cluster
+            .get()
+            .ok_or_else(|| ServiceError::Unavailable("this node has not joined a cluster yet".into()))
+    }
+
+    pub fn started_cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Starts Raft under `id` (once).
+    pub async fn start_raft(&self, id: u64) -> anyhow::Result<Arc<Cluster>> {
+        let pending = self.pending_store.lock().expect("store lock").take();
+        let Some(pending) = pending else {
+            return self.cluster.get().cloned().ok_or_else(|| anyhow::anyhow!("raft is starting"));
+        };
+        let cluster = Cluster::start(
+            id,
+            &self.config.raft,
+            pending.log_store,
+            pending.state_machine,
+            self.reader.clone(),
+            self.peers.clone(),
+        )
+        .await?;
+        let cluster = Arc::new(cluster);
+        let _ = self.cluster.set(cluster.clone());
+        Ok(cluster)
+    }
+
+    /// Makes a read as fresh as asked.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ServiceError> {
+        let cluster = self.cluster()?;
+        match consistency {
+            Consistency::Stale => Ok(()),
+            Consistency::Linearizable => cluster.read_barrier().await,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+}

@@ -1,0 +1,73 @@
+//! Packages across the cluster: a package is stored on this node and copied
+//! to peers so that a majority holds it before the metadata that names it is
+//! committed; a node that lacks one fetches it from a peer.
+
+use floe_proto::internal::{GetPackageRequest, Package};
+use floe_raft_store::model::CodeRef;
+
+use super::{Service, ServiceError};
+
+impl Service {
+    /// Validates and stores a zip package, then copies it to a majority of members.
+    pub async fn store_package(&self, zip_file: &[u8]) -> Result<CodeRef, ServiceError> {
+        let code = self.packages.put(zip_file)?;
+        let cluster = self.cluster()?;
+        let (voters, nodes) = cluster.membership();
+        let needed = voters.len() / 2 + 1;
+        let mut holders = 1; // this node
+        let mut failures = Vec::new();
+        let copies = nodes.iter().filter(|(id, _)| **id != cluster.id).map(|(id, address)| {
+            let data = zip_file.to_vec();
+            let sha256 = code.sha256.clone();
+            let peers = self.peers.clone();
+            let address = address.clone();
+            let id = *id;
+            async move {
+                let result = async {
+                    peers.peer(&address)?.put_package(Package { sha256, data }).await?;
+                    Ok::<_, tonic::Status>(())
+                }
+                .await;
+                (id, result)
+            }
+        });
+        for (id, result) in futures::future::join_all(copies).await {
+            match result {
+                Ok(()) => holders += 1,
+                Err(status) => failures.push(format!("node {id}: {}", status.message())),
+            }
+        }
+        if holders < needed {
+            return Err(ServiceError::Unavailable(format!(
+                "the package reached {holders} of the {needed} nodes it must reach: {}",
+                failures.join("; ")
+            )));
+        }
+        Ok(code)
+    }
+
+    /// Makes sure this node holds a package, fetching it from a peer if needed.
+    pub async fn ensure_package(&self, code: &CodeRef) -> Result<(), ServiceError> {
+        if self.packages.has(&code.sha256) {
+            return Ok(());
+        }
+        let cluster = self.cluster()?;
+        let (_, nodes) = cluster.membership();
+        for (id, address) in nodes {
+            if id == cluster.id {
+                continue;
+            }
+            let Ok(mut client) = self.peers.peer(&address) else { continue };
+            if let Ok(reply) = client.get_package(GetPackageRequest { sha256: code.sha256.clone() }).await {
+                let stored = self.packages.put(&reply.into_inner().data)?;
+                if stored.sha256 == code.sha256 {
+                    return Ok(());
+                }
+            }
+        }
+        Err(ServiceError::Unavailable(format!(
+            "package {} is on no reachable node",
+            code.sha256
+        )))
+    }
+}

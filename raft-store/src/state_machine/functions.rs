@@ -1,0 +1,162 @@
+//! The functions and versions tables: `$LATEST`, publishing, deletion.
+
+use super::kv::{get_json, scan_json, KvRead, Overlay};
+use crate::command::{ApplyError, CommandResult, Response};
+use crate::error::StoreError;
+use crate::keys;
+use crate::model::{CodeRef, FunctionConfig, FunctionRecord, VersionRecord};
+use crate::validate;
+
+type Staged<'a, 'b> = Overlay<'a, dyn KvRead + 'b>;
+
+pub fn get_function(kv: &(impl KvRead + ?Sized), name: &str) -> Result<Option<FunctionRecord>, StoreError> {
+    get_json(kv, &keys::function(name))
+}
+
+pub fn list_functions(kv: &(impl KvRead + ?Sized)) -> Result<Vec<FunctionRecord>, StoreError> {
+    scan_json(kv, keys::FUNCTIONS)
+}
+
+pub fn get_version(kv: &(impl KvRead + ?Sized), function: &str, version: u64) -> Result<Option<VersionRecord>, StoreError> {
+    get_json(kv, &keys::version(function, version))
+}
+
+/// Published versions, oldest first.
+pub fn list_versions(kv: &(impl KvRead + ?Sized), function: &str) -> Result<Vec<VersionRecord>, StoreError> {
+    scan_json(kv, &keys::versions_of(function))
+}
+
+fn not_found(name: &str) -> ApplyError {
+    ApplyError::FunctionNotFound { name: name.to_string() }
+}
+
+pub(super) fn check_revision(what: &str, actual: &str, expected: Option<&str>) -> Result<(), ApplyError> {
+    match expected {
+        Some(expected) if expected != actual => Err(ApplyError::RevisionMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Loads a function or refuses with `FunctionNotFound`.
+pub(super) fn require(kv: &Staged, name: &str) -> Result<Result<FunctionRecord, ApplyError>, StoreError> {
+    Ok(get_function(kv, name)?.ok_or_else(|| not_found(name)))
+}
+
+macro_rules! refuse {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+    };
+}
+pub(super) use refuse;
+
+pub(super) fn create(
+    kv: &mut Staged,
+    name: &str,
+    config: &FunctionConfig,
+    code: &CodeRef,
+    revision_id: &str,
+    now_ms: i64,
+) -> Result<CommandResult, StoreError> {
+    refuse!(validate::function_name(name));
+    refuse!(validate::function_config(config));
+    refuse!(validate::sha256(&code.sha256));
+    if get_function(kv, name)?.is_some() {
+        return Ok(Err(ApplyError::FunctionExists { name: name.to_string() }));
+    }
+    let record = FunctionRecord {
+        name: name.to_string(),
+        config: config.clone(),
+        code: code.clone(),
+        revision_id: revision_id.to_string(),
+        created_at_ms: now_ms,
+        last_modified_ms: now_ms,
+        latest_version: 0,
+        reserved_concurrency: None,
+    };
+    kv.put_json(keys::function(name), &record)?;
+    Ok(Ok(Response::Function(record)))
+}
+
+pub(super) fn update(
+    kv: &mut Staged,
+    name: &str,
+    config: Option<&FunctionConfig>,
+    code: Option<&CodeRef>,
+    expected_revision_id: Option<&str>,
+    revision_id: &str,
+    now_ms: i64,
+) -> Result<CommandResult, StoreError> {
+    let mut record = refuse!(require(kv, name)?);
+    refuse!(check_revision(&format!("function {name}"), &record.revision_id, expected_revision_id));
+    if let Some(config) = config {
+        refuse!(validate::function_config(config));
+        record.config = config.clone();
+    }
+    if let Some(code) = code {
+        refuse!(validate::sha256(&code.sha256));
+        record.code = code.clone();
+    }
+    record.revision_id = revision_id.to_string();
+    record.last_modified_ms = now_ms;
+    kv.put_json(keys::function(name), &record)?;
+    Ok(Ok(Response::Function(record)))
+}
+
+pub(super) fn delete(kv: &mut Staged, name: &str) -> Result<CommandResult, StoreError> {
+    refuse!(require(kv, name)?);
+    for prefix in [keys::versions_of(name), keys::aliases_of(name)] {
+        for (key, _) in kv.scan_prefix(&prefix)? {
+            kv.delete(key);
+        }
+    }
+    kv.delete(keys::function(name));
+    Ok(Ok(Response::None))
+}
+
+pub(super) fn put_concurrency(kv: &mut Staged, name: &str, reserved: Option<u32>) -> Result<CommandResult, StoreError> {
+    let mut record = refuse!(require(kv, name)?);
+    record.reserved_concurrency = reserved;
+    kv.put_json(keys::function(name), &record)?;
+    Ok(Ok(Response::Function(record)))
+}
+
+/// Publishing an unchanged `$LATEST` returns the latest version instead of a
+/// new one, as Lambda does.
+pub(super) fn publish(
+    kv: &mut Staged,
+    name: &str,
+    description: &str,
+    expected_revision_id: Option<&str>,
+    now_ms: i64,
+) -> Result<CommandResult, StoreError> {
+    refuse!(validate::description(description));
+    let mut record = refuse!(require(kv, name)?);
+    refuse!(check_revision(&format!("function {name}"), &record.revision_id, expected_revision_id));
+    if record.latest_version > 0 {
+        if let Some(latest) = get_version(kv, name, record.latest_version)? {
+            if latest.config == record.config && latest.code == record.code {
+                return Ok(Ok(Response::Version(latest)));
+            }
+        }
+    }
+    record.latest_version += 1;
+    let version = VersionRecord {
+        function: name.to_string(),
+        version: record.latest_version,
+        config: record.config.clone(),
+        code: record.code.clone(),
+        description: description.to_string(),
+        revision_id: record.revision_id.clone(),
+        created_at_ms: now_ms,
+    };
+    kv.put_json(keys::version(name, version.version), &version)?;
+    kv.put_json(keys::function(name), &record)?;
+    Ok(Ok(Response::Version(version)))
+}

@@ -1,0 +1,103 @@
+//! floe's replicated state machine: how each [`Command`] changes the tables.
+//!
+//! Pure logic over a [`KvRead`] view: no clock, no randomness, no IO but the
+//! view. `store.rs` runs it over RocksDB; the tests below run it over a
+//! `BTreeMap`. One file per table.
+
+mod aliases;
+mod cluster;
+mod functions;
+pub mod kv;
+
+pub use aliases::{get_alias, list_aliases};
+pub use cluster::{list_nodes, list_region_quotas};
+pub use functions::{get_function, get_version, list_functions, list_versions};
+
+use std::collections::BTreeMap;
+
+use kv::{KvRead, Overlay};
+
+use crate::command::{Command, CommandResult};
+use crate::error::StoreError;
+
+/// Writes staged by applying commands: key → new value, `None` to delete.
+pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Applies one command to `base`. A refused command returns its error and no
+/// writes; an accepted one returns its response and its writes.
+pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Writes), StoreError> {
+    let mut overlay = Overlay::new(base);
+    let result = match command {
+        Command::CreateFunction {
+            name,
+            config,
+            code,
+            revision_id,
+            now_ms,
+        } => functions::create(&mut overlay, name, config, code, revision_id, *now_ms)?,
+        Command::UpdateFunction {
+            name,
+            config,
+            code,
+            expected_revision_id,
+            revision_id,
+            now_ms,
+        } => functions::update(
+            &mut overlay,
+            name,
+            config.as_ref(),
+            code.as_ref(),
+            expected_revision_id.as_deref(),
+            revision_id,
+            *now_ms,
+        )?,
+        Command::DeleteFunction { name } => functions::delete(&mut overlay, name)?,
+        Command::PutFunctionConcurrency {
+            name,
+            reserved_concurrency,
+        } => functions::put_concurrency(&mut overlay, name, *reserved_concurrency)?,
+        Command::PublishVersion {
+            name,
+            description,
+            expected_revision_id,
+            now_ms,
+        } => functions::publish(&mut overlay, name, description, expected_revision_id.as_deref(), *now_ms)?,
+        Command::CreateAlias {
+            function,
+            name,
+            version,
+            routing,
+            description,
+            revision_id,
+        } => aliases::create(&mut overlay, function, name, version, routing.as_ref(), description, revision_id)?,
+        Command::UpdateAlias {
+            function,
+            name,
+            version,
+            routing,
+            description,
+            expected_revision_id,
+            revision_id,
+        } => aliases::update(
+            &mut overlay,
+            aliases::AliasUpdate {
+                function,
+                name,
+                version: version.as_deref(),
+                routing: routing.as_ref().map(|r| r.as_ref()),
+                description: description.as_deref(),
+                expected_revision_id: expected_revision_id.as_deref(),
+                revision_id,
+            },
+        )?,
+        Command::DeleteAlias { function, name } => aliases::delete(&mut overlay, function, name)?,
+        Command::SetRegionQuota { region, concurrency } => cluster::set_quota(&mut overlay, region, *concurrency)?,
+        Command::RegisterNode { id, address, region } => cluster::register(&mut overlay, *id, address, region)?,
+        Command::RemoveNode { id } => cluster::remove(&mut overlay, *id)?,
+    };
+    let writes = if result.is_ok() { overlay.into_writes() } else { Writes::new() };
+    Ok((result, writes))
+}
+
+#[cfg(test)]
+mod tests;

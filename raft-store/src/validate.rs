@@ -1,0 +1,175 @@
+//! Lambda's input rules, checked by the entry node before proposing and again
+//! by the state machine when applying (so a bad command can never be stored,
+//! whoever proposed it).
+
+use crate::command::ApplyError;
+use crate::model::{AliasRouting, FunctionConfig};
+
+/// Runtime ids a function may name. Which interpreter runs each one is node
+/// configuration.
+pub const RUNTIMES: &[&str] = &[
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "provided",
+    "provided.al2",
+    "provided.al2023",
+];
+
+pub const MIN_MEMORY_MB: u32 = 128;
+pub const MAX_MEMORY_MB: u32 = 10_240;
+pub const MIN_TIMEOUT_S: u32 = 1;
+pub const MAX_TIMEOUT_S: u32 = 900;
+/// Lambda's limit on the total size of environment variables (keys and values).
+pub const MAX_ENVIRONMENT_BYTES: usize = 4 * 1024;
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+pub const MAX_HANDLER_CHARS: usize = 128;
+
+fn invalid(message: String) -> ApplyError {
+    ApplyError::InvalidArgument { message }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+/// Function names: `[A-Za-z0-9_-]{1,64}`.
+pub fn function_name(name: &str) -> Result<(), ApplyError> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(is_name_char) {
+        return Err(invalid(format!(
+            "invalid function name {name:?}: use 1 to 64 letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
+/// Alias names: `[A-Za-z0-9_-]{1,128}`, not all digits (that would read as a version).
+pub fn alias_name(name: &str) -> Result<(), ApplyError> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name.chars().all(is_name_char)
+        || name.chars().all(|c| c.is_ascii_digit())
+    {
+        return Err(invalid(format!(
+            "invalid alias name {name:?}: use 1 to 128 letters, digits, '-' or '_', not only digits"
+        )));
+    }
+    Ok(())
+}
+
+/// Environment variable keys: `[a-zA-Z][a-zA-Z0-9_]+`.
+fn environment_key(key: &str) -> Result<(), ApplyError> {
+    let mut chars = key.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest: Vec<char> = chars.collect();
+    if !first_ok || rest.is_empty() || !rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == '_') {
+        return Err(invalid(format!(
+            "invalid environment variable name {key:?}: it must match [a-zA-Z][a-zA-Z0-9_]+"
+        )));
+    }
+    Ok(())
+}
+
+pub fn function_config(config: &FunctionConfig) -> Result<(), ApplyError> {
+    if !RUNTIMES.contains(&config.runtime.as_str()) {
+        return Err(invalid(format!(
+            "unknown runtime {:?}: expected one of {}",
+            config.runtime,
+            RUNTIMES.join(", ")
+        )));
+    }
+    if config.handler.is_empty() || config.handler.len() > MAX_HANDLER_CHARS {
+        return Err(invalid(format!(
+            "invalid handler {:?}: it must be 1 to {MAX_HANDLER_CHARS} characters",
+            config.handler
+        )));
+    }
+    if !config.runtime.starts_with("provided") && !config.handler.contains('.') {
+        return Err(invalid(format!(
+            "invalid handler {:?}: expected \"module.function\"",
+            config.handler
+        )));
+    }
+    if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&config.memory_mb) {
+        return Err(invalid(format!(
+            "memory {} MB is out of range: use {MIN_MEMORY_MB} to {MAX_MEMORY_MB} MB",
+            config.memory_mb
+        )));
+    }
+    if !(MIN_TIMEOUT_S..=MAX_TIMEOUT_S).contains(&config.timeout_s) {
+        return Err(invalid(format!(
+            "timeout {} s is out of range: use {MIN_TIMEOUT_S} to {MAX_TIMEOUT_S} seconds",
+            config.timeout_s
+        )));
+    }
+    let mut environment_bytes = 0;
+    for (key, value) in &config.environment {
+        environment_key(key)?;
+        environment_bytes += key.len() + value.len();
+    }
+    if environment_bytes > MAX_ENVIRONMENT_BYTES {
+        return Err(invalid(format!(
+            "environment variables take {environment_bytes} bytes: the limit is {MAX_ENVIRONMENT_BYTES}"
+        )));
+    }
+    if config.description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(invalid(format!(
+            "description is longer than {MAX_DESCRIPTION_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+pub fn description(description: &str) -> Result<(), ApplyError> {
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(invalid(format!(
+            "description is longer than {MAX_DESCRIPTION_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+pub fn routing(routing: &AliasRouting) -> Result<(), ApplyError> {
+    if !(0.0..=1.0).contains(&routing.weight) || routing.weight.is_nan() {
+        return Err(invalid(format!(
+            "routing weight {} is out of range: use a number from 0 to 1",
+            routing.weight
+        )));
+    }
+    Ok(())
+}
+
+pub fn sha256(sha256: &str) -> Result<(), ApplyError> {
+    if sha256.len() != 64 || !sha256.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+        return Err(invalid(format!("invalid package sha256 {sha256:?}")));
+    }
+    Ok(())
+}
+
+/// Region labels: like function names, 1 to 64 characters.
+pub fn region(region: &str) -> Result<(), ApplyError> {
+    if region.is_empty() || region.len() > 64 || !region.chars().all(is_name_char) {
+        return Err(invalid(format!(
+            "invalid region {region:?}: use 1 to 64 letters, digits, '-' or '_'"
+        )));
+    }
+    Ok(())
+}
+
+/// A version qualifier: `$LATEST` or a positive number.
+pub fn parse_version(version: &str) -> Result<Option<u64>, ApplyError> {
+    if version == crate::model::LATEST {
+        return Ok(None);
+    }
+    match version.parse::<u64>() {
+        Ok(n) if n > 0 && !version.starts_with('0') => Ok(Some(n)),
+        _ => Err(invalid(format!(
+            "invalid version {version:?}: expected $LATEST or a published version number"
+        ))),
+    }
+}
