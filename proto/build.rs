@@ -9,8 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Deterministic map order: environments are compared and hashed.
         .btree_map(".")
         .compile_protos(
-        &["proto/floe/v1/floe.proto", "proto/floe/v1/internal.proto"],
-        &["proto"],
-    )?;
+            &["proto/floe/v1/floe.proto", "proto/floe/v1/internal.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

@@ -185,7 +185,13 @@ impl TestCluster {
     pub fn addresses(&mut self) -> Vec<String> {
         self.nodes
             .iter_mut()
-            .filter_map(|node| if node.is_running() { node.address.clone() } else { None })
+            .filter_map(|node| {
+                if node.is_running() {
+                    node.address.clone()
+                } else {
+                    None
+                }
+            })
             .collect()
     }
 
@@ -235,9 +241,15 @@ impl TestCluster {
     pub async fn leader(&mut self) -> anyhow::Result<usize> {
         let addresses = self.addresses();
         for address in addresses {
-            let client = Client::connect([address]).await?.with_retry_for(Duration::from_millis(200));
+            let client = Client::connect([address])
+                .await?
+                .with_retry_for(Duration::from_millis(200));
             if let Ok(status) = client.cluster_status().await {
-                if let Some(index) = self.nodes.iter().position(|n| n.address.as_deref() == Some(&status.leader_address)) {
+                if let Some(index) = self
+                    .nodes
+                    .iter()
+                    .position(|n| n.address.as_deref() == Some(&status.leader_address))
+                {
                     if status.leader_id.is_some() {
                         return Ok(index);
                     }
@@ -253,10 +265,15 @@ impl TestCluster {
         wait_for(&format!("{count} voters"), Duration::from_secs(30), || {
             let addresses = addresses.clone();
             async move {
-                let Ok(client) = Client::connect(addresses).await else { return false };
+                let Ok(client) = Client::connect(addresses).await else {
+                    return false;
+                };
                 let client = client.with_retry_for(Duration::from_millis(200));
                 match client.cluster_status().await {
-                    Ok(status) => status.leader_id.is_some() && status.nodes.iter().filter(|n| n.voter).count() == count,
+                    Ok(status) => {
+                        status.leader_id.is_some()
+                            && status.nodes.iter().filter(|n| n.voter).count() == count
+                    }
                     Err(_) => false,
                 }
             }

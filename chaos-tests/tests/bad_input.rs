@@ -23,7 +23,11 @@ fn config() -> FunctionConfig {
 
 fn package() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("app.py"), "def handler(event, context):\n    return 1\n").unwrap();
+    std::fs::write(
+        dir.path().join("app.py"),
+        "def handler(event, context):\n    return 1\n",
+    )
+    .unwrap();
     floe_client::package::zip_directory(dir.path()).unwrap()
 }
 
@@ -31,49 +35,184 @@ fn package() -> Vec<u8> {
 fn refused<T: std::fmt::Debug>(result: Result<T, floe_client::Error>, code: Code, text: &str) {
     let error = result.expect_err("the call should fail");
     assert_eq!(error.code(), Some(code), "{error}");
-    assert!(error.to_string().contains(text), "expected {text:?} in {error:?}");
+    assert!(
+        error.to_string().contains(text),
+        "expected {text:?} in {error:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn validation_rules_map_to_grpc_statuses() -> anyhow::Result<()> {
     let cluster = TestCluster::start(1).await?;
-    let client = Client::connect([cluster.address(0)]).await?.with_retry_for(Duration::from_secs(1));
+    let client = Client::connect([cluster.address(0)])
+        .await?
+        .with_retry_for(Duration::from_secs(1));
     let create = |name: &str, config: FunctionConfig, zip: Vec<u8>| {
         let client = &client;
         let name = name.to_string();
         async move { client.create_function(&name, config, zip).await }
     };
 
-    refused(create("has space", config(), package()).await, Code::InvalidArgument, "invalid function name");
-    refused(create(&"x".repeat(65), config(), package()).await, Code::InvalidArgument, "invalid function name");
-    refused(create("f", FunctionConfig { memory_mb: 64, ..config() }, package()).await, Code::InvalidArgument, "memory 64 MB");
-    refused(create("f", FunctionConfig { memory_mb: 20_000, ..config() }, package()).await, Code::InvalidArgument, "memory");
-    refused(create("f", FunctionConfig { timeout_s: 0, ..config() }, package()).await, Code::InvalidArgument, "timeout 0 s");
-    refused(create("f", FunctionConfig { timeout_s: 901, ..config() }, package()).await, Code::InvalidArgument, "timeout 901 s");
-    refused(create("f", FunctionConfig { runtime: "ruby9".into(), ..config() }, package()).await, Code::InvalidArgument, "unknown runtime");
+    refused(
+        create("has space", config(), package()).await,
+        Code::InvalidArgument,
+        "invalid function name",
+    );
+    refused(
+        create(&"x".repeat(65), config(), package()).await,
+        Code::InvalidArgument,
+        "invalid function name",
+    );
+    refused(
+        create(
+            "f",
+            FunctionConfig {
+                memory_mb: 64,
+                ..config()
+            },
+            package(),
+        )
+        .await,
+        Code::InvalidArgument,
+        "memory 64 MB",
+    );
+    refused(
+        create(
+            "f",
+            FunctionConfig {
+                memory_mb: 20_000,
+                ..config()
+            },
+            package(),
+        )
+        .await,
+        Code::InvalidArgument,
+        "memory",
+    );
+    refused(
+        create(
+            "f",
+            FunctionConfig {
+                timeout_s: 0,
+                ..config()
+            },
+            package(),
+        )
+        .await,
+        Code::InvalidArgument,
+        "timeout 0 s",
+    );
+    refused(
+        create(
+            "f",
+            FunctionConfig {
+                timeout_s: 901,
+                ..config()
+            },
+            package(),
+        )
+        .await,
+        Code::InvalidArgument,
+        "timeout 901 s",
+    );
+    refused(
+        create(
+            "f",
+            FunctionConfig {
+                runtime: "ruby9".into(),
+                ..config()
+            },
+            package(),
+        )
+        .await,
+        Code::InvalidArgument,
+        "unknown runtime",
+    );
     let mut environment = BTreeMap::new();
     environment.insert("9LIVES".to_string(), "x".to_string());
-    refused(create("f", FunctionConfig { environment, ..config() }, package()).await, Code::InvalidArgument, "environment variable name");
+    refused(
+        create(
+            "f",
+            FunctionConfig {
+                environment,
+                ..config()
+            },
+            package(),
+        )
+        .await,
+        Code::InvalidArgument,
+        "environment variable name",
+    );
     let mut environment = BTreeMap::new();
     environment.insert("BIG".to_string(), "x".repeat(5000));
-    refused(create("f", FunctionConfig { environment, ..config() }, package()).await, Code::InvalidArgument, "the limit is 4096");
-    refused(create("f", config(), b"not a zip".to_vec()).await, Code::InvalidArgument, "not a valid zip");
-    refused(create("f", config(), hostile_zip()).await, Code::InvalidArgument, "unsafe path");
+    refused(
+        create(
+            "f",
+            FunctionConfig {
+                environment,
+                ..config()
+            },
+            package(),
+        )
+        .await,
+        Code::InvalidArgument,
+        "the limit is 4096",
+    );
+    refused(
+        create("f", config(), b"not a zip".to_vec()).await,
+        Code::InvalidArgument,
+        "not a valid zip",
+    );
+    refused(
+        create("f", config(), hostile_zip()).await,
+        Code::InvalidArgument,
+        "unsafe path",
+    );
 
     create("f", config(), package()).await?;
-    refused(create("f", config(), package()).await, Code::AlreadyExists, "already exists");
-    refused(client.get_function("nope", ReadConsistency::Linearizable).await, Code::NotFound, "function nope not found");
-    refused(client.invoke("f", "7", b"{}".to_vec()).await, Code::NotFound, "version 7");
-    refused(client.invoke("f", "nosuchalias", b"{}".to_vec()).await, Code::NotFound, "alias nosuchalias");
-    refused(client.invoke("f", "", b"{not json".to_vec()).await, Code::InvalidArgument, "not valid JSON");
-    refused(client.invoke("f", "", vec![b' '; 7 * 1024 * 1024]).await, Code::ResourceExhausted, "limit is 6291456");
+    refused(
+        create("f", config(), package()).await,
+        Code::AlreadyExists,
+        "already exists",
+    );
+    refused(
+        client
+            .get_function("nope", ReadConsistency::Linearizable)
+            .await,
+        Code::NotFound,
+        "function nope not found",
+    );
+    refused(
+        client.invoke("f", "7", b"{}".to_vec()).await,
+        Code::NotFound,
+        "version 7",
+    );
+    refused(
+        client.invoke("f", "nosuchalias", b"{}".to_vec()).await,
+        Code::NotFound,
+        "alias nosuchalias",
+    );
+    refused(
+        client.invoke("f", "", b"{not json".to_vec()).await,
+        Code::InvalidArgument,
+        "not valid JSON",
+    );
+    refused(
+        client.invoke("f", "", vec![b' '; 7 * 1024 * 1024]).await,
+        Code::ResourceExhausted,
+        "limit is 6291456",
+    );
     let stale_update = proto::UpdateFunctionRequest {
         name: "f".into(),
         memory_mb: Some(256),
         expected_revision_id: Some("not-the-revision".into()),
         ..Default::default()
     };
-    refused(client.update_function(stale_update).await, Code::FailedPrecondition, "revision");
+    refused(
+        client.update_function(stale_update).await,
+        Code::FailedPrecondition,
+        "revision",
+    );
     refused(
         client
             .create_alias(proto::CreateAliasRequest {
@@ -101,14 +240,22 @@ async fn validation_rules_map_to_grpc_statuses() -> anyhow::Result<()> {
         "invalid alias name",
     );
     // Nothing already stored was harmed by any of it.
-    assert_eq!(client.list_functions(ReadConsistency::Linearizable).await?.len(), 1);
+    assert_eq!(
+        client
+            .list_functions(ReadConsistency::Linearizable)
+            .await?
+            .len(),
+        1
+    );
     Ok(())
 }
 
 fn hostile_zip() -> Vec<u8> {
     let mut buffer = std::io::Cursor::new(Vec::new());
     let mut writer = zip::ZipWriter::new(&mut buffer);
-    writer.start_file("../../escape.py", zip::write::SimpleFileOptions::default()).unwrap();
+    writer
+        .start_file("../../escape.py", zip::write::SimpleFileOptions::default())
+        .unwrap();
     writer.write_all(b"x").unwrap();
     writer.finish().unwrap();
     buffer.into_inner()
@@ -130,7 +277,15 @@ async fn garbage_on_the_grpc_port_does_not_harm_the_node() -> anyhow::Result<()>
         let _ = stream.read_to_end(&mut sink);
     }
     let client = Client::connect([address]).await?;
-    client.create_function("still-serving", config(), package()).await?;
-    assert_eq!(client.get_function("still-serving", ReadConsistency::Linearizable).await?.name, "still-serving");
+    client
+        .create_function("still-serving", config(), package())
+        .await?;
+    assert_eq!(
+        client
+            .get_function("still-serving", ReadConsistency::Linearizable)
+            .await?
+            .name,
+        "still-serving"
+    );
     Ok(())
 }

@@ -35,11 +35,18 @@ fn write_handler(dir: &Path, tag: &str) {
         ),
     )
     .unwrap();
-    std::fs::write(dir.join("helper.py"), "def greet(name):\n    return 'hello ' + name\n").unwrap();
+    std::fs::write(
+        dir.join("helper.py"),
+        "def greet(name):\n    return 'hello ' + name\n",
+    )
+    .unwrap();
 }
 
 fn invoke(endpoint: &str, target: &str) -> serde_json::Value {
-    let stdout = ok(endpoint, &["invoke", target, "--payload", r#"{"name":"floe"}"#]);
+    let stdout = ok(
+        endpoint,
+        &["invoke", target, "--payload", r#"{"name":"floe"}"#],
+    );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
@@ -51,7 +58,20 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
     write_handler(code.path(), "v1");
     let code_path = code.path().to_str().unwrap();
 
-    ok(&endpoint, &["function", "create", "greeter", "--runtime", "python3.11", "--handler", "app.handler", "--code", code_path]);
+    ok(
+        &endpoint,
+        &[
+            "function",
+            "create",
+            "greeter",
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "app.handler",
+            "--code",
+            code_path,
+        ],
+    );
     let first = invoke(&endpoint, "greeter");
     assert_eq!(first["tag"], "v1");
     assert_eq!(first["greeting"], "hello floe");
@@ -60,24 +80,44 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
 
     assert!(ok(&endpoint, &["version", "publish", "greeter"]).contains("version 1"));
     write_handler(code.path(), "v2");
-    ok(&endpoint, &["function", "update", "greeter", "--code", code_path]);
-    assert_eq!(invoke(&endpoint, "greeter")["tag"], "v2", "$LATEST runs the new code at once");
+    ok(
+        &endpoint,
+        &["function", "update", "greeter", "--code", code_path],
+    );
+    assert_eq!(
+        invoke(&endpoint, "greeter")["tag"],
+        "v2",
+        "$LATEST runs the new code at once"
+    );
     assert!(ok(&endpoint, &["version", "publish", "greeter"]).contains("version 2"));
     // Publishing an unchanged $LATEST returns the latest version.
     assert!(ok(&endpoint, &["version", "publish", "greeter"]).contains("version 2"));
 
-    ok(&endpoint, &["alias", "create", "greeter", "live", "--version", "1"]);
+    ok(
+        &endpoint,
+        &["alias", "create", "greeter", "live", "--version", "1"],
+    );
     let through_alias = invoke(&endpoint, "greeter:live");
     assert_eq!(through_alias["tag"], "v1");
     assert_eq!(through_alias["version"], "1");
-    ok(&endpoint, &["alias", "update", "greeter", "live", "--version", "2"]);
+    ok(
+        &endpoint,
+        &["alias", "update", "greeter", "live", "--version", "2"],
+    );
     let through_alias = invoke(&endpoint, "greeter:live");
     assert_eq!(through_alias["tag"], "v2");
     assert_eq!(through_alias["version"], "2");
-    assert_eq!(invoke(&endpoint, "greeter:1")["tag"], "v1", "version 1 is immutable");
+    assert_eq!(
+        invoke(&endpoint, "greeter:1")["tag"],
+        "v1",
+        "version 1 is immutable"
+    );
 
     let versions = ok(&endpoint, &["--json", "version", "list", "greeter"]);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&versions)?, serde_json::json!(["$LATEST", "1", "2"]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&versions)?,
+        serde_json::json!(["$LATEST", "1", "2"])
+    );
     let status = ok(&endpoint, &["cluster", "status"]);
     assert!(status.contains("leader"), "{status}");
 
@@ -85,10 +125,36 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
     let (code, _, stderr) = floe(&endpoint, &["invoke", "missing"]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("function missing not found"), "{stderr}");
-    let (code, _, stderr) = floe(&endpoint, &["function", "create", "greeter", "--runtime", "python3.11", "--handler", "app.handler", "--code", code_path]);
+    let (code, _, stderr) = floe(
+        &endpoint,
+        &[
+            "function",
+            "create",
+            "greeter",
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "app.handler",
+            "--code",
+            code_path,
+        ],
+    );
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("already exists"), "{stderr}");
-    let (code, _, stderr) = floe(&endpoint, &["function", "create", "bad name", "--runtime", "python3.11", "--handler", "app.handler", "--code", code_path]);
+    let (code, _, stderr) = floe(
+        &endpoint,
+        &[
+            "function",
+            "create",
+            "bad name",
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "app.handler",
+            "--code",
+            code_path,
+        ],
+    );
     assert_eq!(code, 2, "{stderr}");
     let (code, _, stderr) = floe("127.0.0.1:1", &["function", "list"]);
     assert_eq!(code, 5, "an unreachable cluster: {stderr}");

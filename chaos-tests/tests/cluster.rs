@@ -20,7 +20,11 @@ fn config() -> FunctionConfig {
 
 fn package() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("app.py"), "def handler(event, context):\n    return event\n").unwrap();
+    std::fs::write(
+        dir.path().join("app.py"),
+        "def handler(event, context):\n    return event\n",
+    )
+    .unwrap();
     floe_client::package::zip_directory(dir.path()).unwrap()
 }
 
@@ -41,12 +45,17 @@ async fn three_nodes_replicate_a_write_made_through_a_follower() -> anyhow::Resu
     create(&cluster.client_of(follower).await?, "through-follower").await?;
     for index in 0..3 {
         let client = cluster.client_of(index).await?;
-        let function = client.get_function("through-follower", ReadConsistency::Linearizable).await?;
+        let function = client
+            .get_function("through-follower", ReadConsistency::Linearizable)
+            .await?;
         assert_eq!(function.name, "through-follower", "node {index}");
     }
     let status = cluster.status(follower).await?;
     assert_eq!(status.nodes.len(), 3);
-    assert_eq!(status.nodes.iter().filter(|n| n.role == "leader").count(), 1);
+    assert_eq!(
+        status.nodes.iter().filter(|n| n.role == "leader").count(),
+        1
+    );
     Ok(())
 }
 
@@ -75,17 +84,25 @@ async fn leader_kill_loses_no_acknowledged_write_and_the_node_catches_up() -> an
     create(&survivors, "after-kill").await?;
     acknowledged.push("after-kill".into());
     for name in &acknowledged {
-        assert!(has_function(&survivors, name, ReadConsistency::Linearizable).await, "{name} lost");
+        assert!(
+            has_function(&survivors, name, ReadConsistency::Linearizable).await,
+            "{name} lost"
+        );
     }
 
     cluster.restart(old_leader).await?;
     let restarted = cluster.client_of(old_leader).await?;
-    wait_for("the restarted node to catch up", Duration::from_secs(20), || async {
-        has_function(&restarted, "after-kill", ReadConsistency::Stale).await
-    })
+    wait_for(
+        "the restarted node to catch up",
+        Duration::from_secs(20),
+        || async { has_function(&restarted, "after-kill", ReadConsistency::Stale).await },
+    )
     .await?;
     for name in &acknowledged {
-        assert!(has_function(&restarted, name, ReadConsistency::Stale).await, "{name} missing after restart");
+        assert!(
+            has_function(&restarted, name, ReadConsistency::Stale).await,
+            "{name} missing after restart"
+        );
     }
     Ok(())
 }
@@ -95,6 +112,7 @@ async fn a_node_down_while_the_log_is_purged_catches_up_from_a_snapshot() -> any
     let mut cluster = TestCluster::start(3).await?;
     let leader = cluster.leader().await?;
     let lagging = (leader + 1) % 3;
+    let applied_at_kill = cluster.status(lagging).await?.applied_index;
     cluster.kill(lagging);
     let client = cluster.client().await?;
     // Test nodes snapshot every 50 entries and keep none behind the snapshot.
@@ -102,17 +120,36 @@ async fn a_node_down_while_the_log_is_purged_catches_up_from_a_snapshot() -> any
         client.set_region_quota(&format!("r{i}"), i).await?;
     }
     create(&client, "last-write").await?;
+    let leader_client = cluster.client_of(leader).await?;
+    wait_for(
+        "the leader to purge its log past the lagging node's state",
+        Duration::from_secs(20),
+        || async {
+            match leader_client.cluster_status().await {
+                Ok(status) => status.purged_index > applied_at_kill,
+                Err(_) => false,
+            }
+        },
+    )
+    .await?;
     cluster.restart(lagging).await?;
     let restarted = cluster.client_of(lagging).await?;
-    wait_for("the lagging node to install the snapshot", Duration::from_secs(30), || async {
-        has_function(&restarted, "last-write", ReadConsistency::Stale).await
-    })
+    wait_for(
+        "the lagging node to install the snapshot",
+        Duration::from_secs(30),
+        || async { has_function(&restarted, "last-write", ReadConsistency::Stale).await },
+    )
     .await?;
     let status = restarted.cluster_status().await?;
-    assert_eq!(status.quotas.len(), 120, "every quota written while the node was down");
-    // The snapshot really replaced the purged log: its first entries are gone everywhere.
-    let leader_status = cluster.status(leader).await?;
-    assert!(leader_status.last_log_index > 120);
+    assert_eq!(
+        status.quotas.len(),
+        120,
+        "every quota written while the node was down"
+    );
+    assert!(
+        status.snapshot_index > applied_at_kill,
+        "the node holds a snapshot past its old state"
+    );
     Ok(())
 }
 
@@ -134,12 +171,19 @@ async fn a_fourth_node_joins_and_another_is_removed() -> anyhow::Result<()> {
     cluster.client().await?.remove_node(removed_id).await?;
     cluster.kill(removed);
     let client = cluster.client().await?;
-    wait_for("three voters without the removed node", Duration::from_secs(10), || async {
-        match client.cluster_status().await {
-            Ok(status) => status.nodes.len() == 3 && status.nodes.iter().all(|n| n.id != removed_id && n.voter),
-            Err(_) => false,
-        }
-    })
+    wait_for(
+        "three voters without the removed node",
+        Duration::from_secs(10),
+        || async {
+            match client.cluster_status().await {
+                Ok(status) => {
+                    status.nodes.len() == 3
+                        && status.nodes.iter().all(|n| n.id != removed_id && n.voter)
+                }
+                Err(_) => false,
+            }
+        },
+    )
     .await?;
     create(&client, "after-remove").await?;
     assert!(has_function(&newcomer, "after-remove", ReadConsistency::Linearizable).await);

@@ -59,7 +59,11 @@ pub struct Client {
 }
 
 fn channel(address: &str) -> Result<Channel, Error> {
-    let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
+    let url = if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
     let endpoint = Endpoint::from_shared(url).map_err(|e| Error::Endpoint {
         endpoint: address.to_string(),
         message: e.to_string(),
@@ -113,9 +117,14 @@ impl Client {
     pub async fn find_leader(&self) {
         for (index, (_, channel)) in self.endpoints.iter().enumerate() {
             let mut cluster = ClusterClient::new(channel.clone());
-            let Ok(status) = cluster.status(proto::ClusterStatusRequest {}).await else { continue };
+            let Ok(status) = cluster.status(proto::ClusterStatusRequest {}).await else {
+                continue;
+            };
             let leader = status.into_inner().leader_address;
-            let position = self.endpoints.iter().position(|(address, _)| *address == leader);
+            let position = self
+                .endpoints
+                .iter()
+                .position(|(address, _)| *address == leader);
             *self.preferred.lock().expect("preferred lock") = position.unwrap_or(index);
             return;
         }
@@ -131,7 +140,8 @@ impl Client {
         let started = Instant::now();
         let mut attempt = 0usize;
         loop {
-            let index = (*self.preferred.lock().expect("preferred lock") + attempt) % self.endpoints.len();
+            let index =
+                (*self.preferred.lock().expect("preferred lock") + attempt) % self.endpoints.len();
             match call(self.endpoints[index].1.clone()).await {
                 Ok(response) => {
                     *self.preferred.lock().expect("preferred lock") = index;
@@ -139,7 +149,7 @@ impl Client {
                 }
                 Err(status) if retriable(&status) && started.elapsed() < self.retry_for => {
                     attempt += 1;
-                    if attempt % self.endpoints.len() == 0 {
+                    if attempt.is_multiple_of(self.endpoints.len()) {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -172,7 +182,11 @@ impl Client {
         .await
     }
 
-    pub async fn get_function(&self, name: &str, consistency: proto::ReadConsistency) -> Result<proto::FunctionInfo, Error> {
+    pub async fn get_function(
+        &self,
+        name: &str,
+        consistency: proto::ReadConsistency,
+    ) -> Result<proto::FunctionInfo, Error> {
         let request = proto::GetFunctionRequest {
             name: name.to_string(),
             consistency: consistency as i32,
@@ -184,15 +198,23 @@ impl Client {
         .await
     }
 
-    pub async fn list_functions(&self, consistency: proto::ReadConsistency) -> Result<Vec<proto::FunctionInfo>, Error> {
+    pub async fn list_functions(
+        &self,
+        consistency: proto::ReadConsistency,
+    ) -> Result<Vec<proto::FunctionInfo>, Error> {
         let request = proto::ListFunctionsRequest {
             consistency: consistency as i32,
         };
-        let reply = self.call(|c| async move { Self::functions(c).list_functions(request).await }).await?;
+        let reply = self
+            .call(|c| async move { Self::functions(c).list_functions(request).await })
+            .await?;
         Ok(reply.functions)
     }
 
-    pub async fn update_function(&self, request: proto::UpdateFunctionRequest) -> Result<proto::FunctionInfo, Error> {
+    pub async fn update_function(
+        &self,
+        request: proto::UpdateFunctionRequest,
+    ) -> Result<proto::FunctionInfo, Error> {
         self.call(|c| {
             let request = request.clone();
             async move { Self::functions(c).update_function(request).await }
@@ -201,7 +223,9 @@ impl Client {
     }
 
     pub async fn delete_function(&self, name: &str) -> Result<(), Error> {
-        let request = proto::DeleteFunctionRequest { name: name.to_string() };
+        let request = proto::DeleteFunctionRequest {
+            name: name.to_string(),
+        };
         self.call(|c| {
             let request = request.clone();
             async move { Self::functions(c).delete_function(request).await }
@@ -210,7 +234,11 @@ impl Client {
         Ok(())
     }
 
-    pub async fn put_function_concurrency(&self, name: &str, reserved: Option<u32>) -> Result<proto::FunctionInfo, Error> {
+    pub async fn put_function_concurrency(
+        &self,
+        name: &str,
+        reserved: Option<u32>,
+    ) -> Result<proto::FunctionInfo, Error> {
         let request = proto::PutFunctionConcurrencyRequest {
             name: name.to_string(),
             reserved_concurrency: reserved,
@@ -222,7 +250,11 @@ impl Client {
         .await
     }
 
-    pub async fn publish_version(&self, name: &str, description: &str) -> Result<proto::VersionInfo, Error> {
+    pub async fn publish_version(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<proto::VersionInfo, Error> {
         let request = proto::PublishVersionRequest {
             name: name.to_string(),
             description: description.to_string(),
@@ -249,7 +281,10 @@ impl Client {
         Ok(reply.versions)
     }
 
-    pub async fn create_alias(&self, request: proto::CreateAliasRequest) -> Result<proto::AliasInfo, Error> {
+    pub async fn create_alias(
+        &self,
+        request: proto::CreateAliasRequest,
+    ) -> Result<proto::AliasInfo, Error> {
         self.call(|c| {
             let request = request.clone();
             async move { Self::functions(c).create_alias(request).await }
@@ -257,7 +292,10 @@ impl Client {
         .await
     }
 
-    pub async fn update_alias(&self, request: proto::UpdateAliasRequest) -> Result<proto::AliasInfo, Error> {
+    pub async fn update_alias(
+        &self,
+        request: proto::UpdateAliasRequest,
+    ) -> Result<proto::AliasInfo, Error> {
         self.call(|c| {
             let request = request.clone();
             async move { Self::functions(c).update_alias(request).await }
@@ -306,7 +344,12 @@ impl Client {
     }
 
     /// Invokes `function` at `qualifier` ("" for `$LATEST`) with a JSON payload.
-    pub async fn invoke(&self, function: &str, qualifier: &str, payload: Vec<u8>) -> Result<proto::InvokeResponse, Error> {
+    pub async fn invoke(
+        &self,
+        function: &str,
+        qualifier: &str,
+        payload: Vec<u8>,
+    ) -> Result<proto::InvokeResponse, Error> {
         let request = proto::InvokeRequest {
             function: function.to_string(),
             qualifier: qualifier.to_string(),
@@ -320,8 +363,12 @@ impl Client {
     }
 
     pub async fn cluster_status(&self) -> Result<proto::ClusterStatus, Error> {
-        self.call(|c| async move { ClusterClient::new(c).status(proto::ClusterStatusRequest {}).await })
-            .await
+        self.call(|c| async move {
+            ClusterClient::new(c)
+                .status(proto::ClusterStatusRequest {})
+                .await
+        })
+        .await
     }
 
     /// Asks the cluster to add the waiting node at `address`; returns its id.
@@ -339,8 +386,12 @@ impl Client {
     }
 
     pub async fn remove_node(&self, node_id: u64) -> Result<(), Error> {
-        self.call(|c| async move { ClusterClient::new(c).remove_node(proto::RemoveNodeRequest { node_id }).await })
-            .await?;
+        self.call(|c| async move {
+            ClusterClient::new(c)
+                .remove_node(proto::RemoveNodeRequest { node_id })
+                .await
+        })
+        .await?;
         Ok(())
     }
 

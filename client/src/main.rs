@@ -14,14 +14,28 @@ use floe_client::proto::{self, ReadConsistency};
 use floe_client::{package, Client, Error};
 
 #[derive(Parser)]
-#[command(name = "floe", version, about = "Drive a floe cluster: functions, versions, aliases, invocations, membership.")]
+#[command(
+    name = "floe",
+    version,
+    about = "Drive a floe cluster: functions, versions, aliases, invocations, membership."
+)]
 struct Cli {
     /// Cluster endpoints (host:port), comma-separated; any member works.
-    #[arg(long, short, global = true, env = "FLOE_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:7400")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "FLOE_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7400"
+    )]
     endpoint: Vec<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// How long to keep retrying while no node answers or no leader is elected.
+    #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    wait: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -152,9 +166,17 @@ enum AliasCommand {
         #[arg(long)]
         description: Option<String>,
     },
-    Get { function: String, name: String },
-    List { function: String },
-    Delete { function: String, name: String },
+    Get {
+        function: String,
+        name: String,
+    },
+    List {
+        function: String,
+    },
+    Delete {
+        function: String,
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -174,13 +196,19 @@ enum QuotaCommand {
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))?;
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))?;
     Ok((key.to_string(), value.to_string()))
 }
 
 fn parse_routing(text: &str) -> Result<(String, f64), String> {
-    let (version, weight) = text.split_once('=').ok_or_else(|| format!("expected VERSION=WEIGHT, got {text:?}"))?;
-    let weight: f64 = weight.parse().map_err(|_| format!("weight {weight:?} is not a number"))?;
+    let (version, weight) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected VERSION=WEIGHT, got {text:?}"))?;
+    let weight: f64 = weight
+        .parse()
+        .map_err(|_| format!("weight {weight:?} is not a number"))?;
     Ok((version.to_string(), weight))
 }
 
@@ -223,7 +251,7 @@ fn consistency(stale: bool) -> ReadConsistency {
     }
 }
 
-fn load_code(path: &PathBuf) -> Result<Vec<u8>, Failure> {
+fn load_code(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
     package::load(path).map_err(|e| usage(format!("cannot read code at {}: {e}", path.display())))
 }
 
@@ -253,14 +281,27 @@ fn print_function(json: bool, info: &proto::FunctionInfo) {
         ("handler", config.handler),
         ("memory", format!("{} MB", config.memory_mb)),
         ("timeout", format!("{} s", config.timeout_s)),
-        ("environment", config.environment.keys().cloned().collect::<Vec<_>>().join(", ")),
+        (
+            "environment",
+            config
+                .environment
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         ("description", config.description),
-        ("code", format!("sha256:{} ({} bytes)", code.sha256, code.size)),
+        (
+            "code",
+            format!("sha256:{} ({} bytes)", code.sha256, code.size),
+        ),
         ("revision", info.revision_id.clone()),
         ("latest version", info.latest_version.to_string()),
         (
             "reserved concurrency",
-            info.reserved_concurrency.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            info.reserved_concurrency
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
         ),
     ];
     for (key, value) in rows {
@@ -282,21 +323,33 @@ fn print_alias(json: bool, alias: &proto::AliasInfo) {
                 "routing": routing, "description": alias.description, "revision_id": alias.revision_id})
         );
     } else {
-        println!("{}:{} -> {} {}", alias.function, alias.name, alias.version, routing);
+        println!(
+            "{}:{} -> {} {}",
+            alias.function, alias.name, alias.version, routing
+        );
     }
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let client = Client::connect(cli.endpoint.clone()).await?;
+    let client = Client::connect(cli.endpoint.clone())
+        .await?
+        .with_retry_for(cli.wait);
     let json = cli.json;
     match cli.command {
         Command::Function(command) => match command {
             FunctionCommand::Create { name, config } => {
-                let code = config.code.as_ref().ok_or_else(|| usage("--code DIR|ZIP is required"))?;
+                let code = config
+                    .code
+                    .as_ref()
+                    .ok_or_else(|| usage("--code DIR|ZIP is required"))?;
                 let zip = load_code(code)?;
                 let wire = proto::FunctionConfig {
-                    runtime: config.runtime.ok_or_else(|| usage("--runtime is required"))?,
-                    handler: config.handler.ok_or_else(|| usage("--handler is required"))?,
+                    runtime: config
+                        .runtime
+                        .ok_or_else(|| usage("--runtime is required"))?,
+                    handler: config
+                        .handler
+                        .ok_or_else(|| usage("--handler is required"))?,
                     memory_mb: config.memory.unwrap_or(128),
                     timeout_s: config.timeout.unwrap_or(3),
                     environment: environment(&config.environment),
@@ -315,7 +368,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 } else {
                     let mut table = Table::new();
                     table.load_preset(UTF8_FULL_CONDENSED);
-                    table.set_header(vec!["NAME", "RUNTIME", "HANDLER", "MEMORY", "TIMEOUT", "LATEST VERSION"]);
+                    table.set_header(vec![
+                        "NAME",
+                        "RUNTIME",
+                        "HANDLER",
+                        "MEMORY",
+                        "TIMEOUT",
+                        "LATEST VERSION",
+                    ]);
                     for function in functions {
                         let config = function.config.unwrap_or_default();
                         table.add_row(vec![
@@ -335,7 +395,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 config,
                 if_revision,
             } => {
-                let zip_file = config.code.as_ref().map(load_code).transpose()?;
+                let zip_file = config.code.as_deref().map(load_code).transpose()?;
                 let request = proto::UpdateFunctionRequest {
                     name,
                     runtime: config.runtime,
@@ -355,15 +415,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 client.delete_function(&name).await?;
                 eprintln!("deleted function {name}");
             }
-            FunctionCommand::Concurrency { name, reserved } => {
-                print_function(json, &client.put_function_concurrency(&name, reserved).await?)
-            }
+            FunctionCommand::Concurrency { name, reserved } => print_function(
+                json,
+                &client.put_function_concurrency(&name, reserved).await?,
+            ),
         },
         Command::Version(command) => match command {
             VersionCommand::Publish { name, description } => {
                 let version = client.publish_version(&name, &description).await?;
                 if json {
-                    println!("{}", serde_json::json!({"function": version.function, "version": version.version}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"function": version.function, "version": version.version})
+                    );
                 } else {
                     println!("published {} version {}", version.function, version.version);
                 }
@@ -376,7 +440,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 } else {
                     let mut table = Table::new();
                     table.load_preset(UTF8_FULL_CONDENSED);
-                    table.set_header(vec!["VERSION", "RUNTIME", "HANDLER", "CODE SHA256", "DESCRIPTION"]);
+                    table.set_header(vec![
+                        "VERSION",
+                        "RUNTIME",
+                        "HANDLER",
+                        "CODE SHA256",
+                        "DESCRIPTION",
+                    ]);
                     for version in versions {
                         let config = version.config.unwrap_or_default();
                         let code = version.code.unwrap_or_default();
@@ -438,7 +508,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 };
                 print_alias(json, &client.update_alias(request).await?);
             }
-            AliasCommand::Get { function, name } => print_alias(json, &client.get_alias(&function, &name).await?),
+            AliasCommand::Get { function, name } => {
+                print_alias(json, &client.get_alias(&function, &name).await?)
+            }
             AliasCommand::List { function } => {
                 for alias in client.list_aliases(&function).await? {
                     print_alias(json, &alias);
@@ -452,7 +524,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Invoke { target, payload } => {
             let (function, qualifier) = target.split_once(':').unwrap_or((&target, ""));
             let payload = match payload.strip_prefix('@') {
-                Some(path) => std::fs::read(path).map_err(|e| usage(format!("cannot read payload file {path}: {e}")))?,
+                Some(path) => std::fs::read(path)
+                    .map_err(|e| usage(format!("cannot read payload file {path}: {e}")))?,
                 None => payload.into_bytes(),
             };
             let result = client.invoke(function, qualifier, payload).await?;
@@ -485,7 +558,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 } else {
                     let mut table = Table::new();
                     table.load_preset(UTF8_FULL_CONDENSED);
-                    table.set_header(vec!["ID", "ADDRESS", "REGION", "ROLE", "VOTER", "MATCHED INDEX", "SANDBOX"]);
+                    table.set_header(vec![
+                        "ID",
+                        "ADDRESS",
+                        "REGION",
+                        "ROLE",
+                        "VOTER",
+                        "MATCHED INDEX",
+                        "SANDBOX",
+                    ]);
                     for node in &status.nodes {
                         table.add_row(vec![
                             node.id.to_string(),
@@ -493,18 +574,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             node.region.clone(),
                             node.role.clone(),
                             if node.voter { "yes" } else { "no" }.to_string(),
-                            node.matched_index.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                            node.matched_index
+                                .map(|i| i.to_string())
+                                .unwrap_or_else(|| "-".into()),
                             node.sandbox_mode.clone(),
                         ]);
                     }
                     println!("{table}");
-                    let leader = status.leader_id.map(|id| id.to_string()).unwrap_or_else(|| "none".into());
+                    let leader = status
+                        .leader_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_else(|| "none".into());
                     println!(
-                        "leader: {leader}   term: {}   last log index: {}   applied: {}   (answered by node {})",
-                        status.term, status.last_log_index, status.applied_index, status.node_id
+                        "leader: {leader}   term: {}   last log index: {}   applied: {}   snapshot: {}   (answered by node {})",
+                        status.term, status.last_log_index, status.applied_index, status.snapshot_index, status.node_id
                     );
                     for quota in &status.quotas {
-                        println!("quota: region {} allows {} concurrent executions", quota.region, quota.concurrency);
+                        println!(
+                            "quota: region {} allows {} concurrent executions",
+                            quota.region, quota.concurrency
+                        );
                     }
                 }
             }
@@ -517,7 +606,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("removed node {id}");
             }
         },
-        Command::Quota(QuotaCommand::Set { region, concurrency }) => {
+        Command::Quota(QuotaCommand::Set {
+            region,
+            concurrency,
+        }) => {
             client.set_region_quota(&region, concurrency).await?;
             println!("region {region}: quota {concurrency}");
         }

@@ -28,7 +28,9 @@ pub fn zip_directory(root: &Path) -> std::io::Result<Vec<u8>> {
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .unix_permissions(if mode & 0o111 != 0 { 0o755 } else { 0o644 });
-        writer.start_file(relative.as_str(), options).map_err(std::io::Error::other)?;
+        writer
+            .start_file(relative.as_str(), options)
+            .map_err(std::io::Error::other)?;
         writer.write_all(&std::fs::read(&full)?)?;
     }
     writer.finish().map_err(std::io::Error::other)?;
@@ -68,6 +70,9 @@ mod tests {
         assert_eq!(first, second);
         let archive = zip::ZipArchive::new(std::io::Cursor::new(first)).unwrap();
         let names: Vec<_> = archive.file_names().collect();
-        assert!(names.contains(&"app.py") && names.contains(&"lib/b.py"), "{names:?}");
+        assert!(
+            names.contains(&"app.py") && names.contains(&"lib/b.py"),
+            "{names:?}"
+        );
     }
 }

@@ -113,9 +113,11 @@ impl NodeConfig {
 
     /// Refuses settings that cannot work, before anything starts.
     pub fn validate(&self) -> anyhow::Result<()> {
-        floe_raft_store::validate::region(&self.region).map_err(|e| anyhow::anyhow!("region: {e}"))?;
+        floe_raft_store::validate::region(&self.region)
+            .map_err(|e| anyhow::anyhow!("region: {e}"))?;
         let raft = &self.raft;
-        if raft.heartbeat_interval.is_zero() || raft.heartbeat_interval >= raft.election_timeout_min {
+        if raft.heartbeat_interval.is_zero() || raft.heartbeat_interval >= raft.election_timeout_min
+        {
             bail!("raft.heartbeat_interval must be above zero and below raft.election_timeout_min");
         }
         if raft.election_timeout_min >= raft.election_timeout_max {
@@ -157,8 +159,10 @@ mod tests {
         let mut config = NodeConfig::default();
         config.raft.heartbeat_interval = Duration::from_secs(1);
         assert!(config.validate().is_err());
-        let mut config = NodeConfig::default();
-        config.region = "bad region".into();
+        let config = NodeConfig {
+            region: "bad region".into(),
+            ..Default::default()
+        };
         assert!(config.validate().is_err());
     }
 

@@ -48,8 +48,10 @@ struct Flags {
 fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
     let mut config = match &flags.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
-            NodeConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
+            NodeConfig::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?
         }
         None => NodeConfig::default(),
     };
@@ -79,7 +81,9 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
 fn main() -> ExitCode {
     let flags = Flags::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&flags.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&flags.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let config = match load(&flags) {
@@ -93,7 +97,9 @@ fn main() -> ExitCode {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     runtime.spawn(async move {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}

@@ -55,7 +55,8 @@ impl Packages {
 
     pub fn get(&self, sha256: &str) -> Result<Vec<u8>, ServiceError> {
         floe_raft_store::validate::sha256(sha256)?;
-        fs::read(self.blob_path(sha256)).map_err(|_| ServiceError::NotFound(format!("package {sha256} is not on this node")))
+        fs::read(self.blob_path(sha256))
+            .map_err(|_| ServiceError::NotFound(format!("package {sha256} is not on this node")))
     }
 
     /// Checks a zip and stores it; returns its content address.
@@ -79,7 +80,9 @@ impl Packages {
             return Ok(target);
         }
         let zip_file = self.get(sha256)?;
-        let staging = self.code.join(format!("{sha256}.{}.tmp", uuid::Uuid::new_v4()));
+        let staging = self
+            .code
+            .join(format!("{sha256}.{}.tmp", uuid::Uuid::new_v4()));
         extract(&zip_file, &staging)?;
         match fs::rename(&staging, &target) {
             Ok(()) => Ok(target),
@@ -128,7 +131,9 @@ pub fn check_zip(zip_file: &[u8]) -> Result<(), ServiceError> {
             return Err(invalid(format!("the package has an unsafe path {name:?}")));
         }
         if entry.is_symlink() {
-            return Err(invalid(format!("the package has a symbolic link {name:?}: links are not allowed")));
+            return Err(invalid(format!(
+                "the package has a symbolic link {name:?}: links are not allowed"
+            )));
         }
         total = total.saturating_add(entry.size());
         if total > MAX_UNZIPPED_BYTES {
@@ -143,12 +148,14 @@ pub fn check_zip(zip_file: &[u8]) -> Result<(), ServiceError> {
 /// Extracts into a new directory, counting real bytes (declared sizes can lie).
 fn extract(zip_file: &[u8], into: &Path) -> Result<(), ServiceError> {
     check_zip(zip_file)?;
-    let mut archive =
-        zip::ZipArchive::new(std::io::Cursor::new(zip_file)).map_err(|e| invalid(format!("bad zip: {e}")))?;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_file))
+        .map_err(|e| invalid(format!("bad zip: {e}")))?;
     fs::create_dir_all(into).map_err(|e| internal("create code dir", e))?;
     let mut budget = MAX_UNZIPPED_BYTES;
     for index in 0..archive.len() {
-        let mut entry = archive.by_index(index).map_err(|e| invalid(format!("bad zip: {e}")))?;
+        let mut entry = archive
+            .by_index(index)
+            .map_err(|e| invalid(format!("bad zip: {e}")))?;
         let relative = entry
             .enclosed_name()
             .ok_or_else(|| invalid(format!("unsafe path {:?}", entry.name())))?;
@@ -161,17 +168,21 @@ fn extract(zip_file: &[u8], into: &Path) -> Result<(), ServiceError> {
             fs::create_dir_all(parent).map_err(|e| internal("extract", e))?;
         }
         let mut out = fs::File::create(&path).map_err(|e| internal("extract", e))?;
-        let written = std::io::copy(&mut (&mut entry).take(budget + 1), &mut out).map_err(|e| invalid(format!("bad zip: {e}")))?;
+        let written = std::io::copy(&mut (&mut entry).take(budget + 1), &mut out)
+            .map_err(|e| invalid(format!("bad zip: {e}")))?;
         if written > budget {
             let _ = fs::remove_dir_all(into);
-            return Err(invalid(format!("the package unzips to more than {MAX_UNZIPPED_BYTES} bytes")));
+            return Err(invalid(format!(
+                "the package unzips to more than {MAX_UNZIPPED_BYTES} bytes"
+            )));
         }
         budget -= written;
         // Keep the executable bit (a `provided` bootstrap needs it); nothing else.
         let executable = entry.unix_mode().is_some_and(|mode| mode & 0o111 != 0);
         let mode = if executable { 0o555 } else { 0o444 };
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|e| internal("extract", e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(|e| internal("extract", e))?;
     }
     Ok(())
 }
@@ -184,7 +195,9 @@ mod tests {
         let mut buffer = std::io::Cursor::new(Vec::new());
         let mut writer = zip::ZipWriter::new(&mut buffer);
         for (name, data) in entries {
-            writer.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+            writer
+                .start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
             writer.write_all(data).unwrap();
         }
         writer.finish().unwrap();
@@ -195,7 +208,10 @@ mod tests {
     fn stores_by_sha256_and_extracts() {
         let dir = tempfile::tempdir().unwrap();
         let packages = Packages::open(dir.path()).unwrap();
-        let zip = zip_of(&[("app.py", b"def handler(e, c): return 1\n"), ("lib/x.py", b"")]);
+        let zip = zip_of(&[
+            ("app.py", b"def handler(e, c): return 1\n"),
+            ("lib/x.py", b""),
+        ]);
         let code = packages.put(&zip).unwrap();
         assert_eq!(code.sha256, hex::encode(Sha256::digest(&zip)));
         let tree = packages.extracted(&code.sha256).unwrap();
@@ -215,14 +231,24 @@ mod tests {
         // A symbolic link out of the root.
         let mut buffer = std::io::Cursor::new(Vec::new());
         let mut writer = zip::ZipWriter::new(&mut buffer);
-        writer.add_symlink("link", "/etc/passwd", zip::write::SimpleFileOptions::default()).unwrap();
+        writer
+            .add_symlink(
+                "link",
+                "/etc/passwd",
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
         writer.finish().unwrap();
         check(buffer.into_inner(), "symbolic link");
         // A bomb: 300 MB of zeros compresses to a few hundred KB.
         let mut buffer = std::io::Cursor::new(Vec::new());
         let mut writer = zip::ZipWriter::new(&mut buffer);
         writer
-            .start_file("zeros", zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated))
+            .start_file(
+                "zeros",
+                zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Deflated),
+            )
             .unwrap();
         let chunk = vec![0u8; 1 << 20];
         for _ in 0..300 {

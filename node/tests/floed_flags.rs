@@ -3,8 +3,12 @@
 use std::process::Command;
 
 fn floed(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_floed")).args(args).output().expect("run floed");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let output = Command::new(env!("CARGO_BIN_EXE_floed"))
+        .args(args)
+        .output()
+        .expect("run floed");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
     (output.status.code().unwrap_or(-1), text)
 }
 
@@ -12,7 +16,14 @@ fn floed(args: &[&str]) -> (i32, String) {
 fn help_explains_the_flags() {
     let (code, text) = floed(&["--help"]);
     assert_eq!(code, 0);
-    for flag in ["--data-dir", "--listen", "--join", "--region", "--config", "--no-bootstrap"] {
+    for flag in [
+        "--data-dir",
+        "--listen",
+        "--join",
+        "--region",
+        "--config",
+        "--no-bootstrap",
+    ] {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
 }
@@ -26,7 +37,12 @@ fn unknown_config_keys_and_bad_values_are_refused() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("unknown field `regoin`"), "{text}");
 
-    let (code, text) = floed(&["--region", "not a region", "--data-dir", dir.path().to_str().unwrap()]);
+    let (code, text) = floed(&[
+        "--region",
+        "not a region",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("invalid region"), "{text}");
 

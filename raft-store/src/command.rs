@@ -30,7 +30,9 @@ pub enum Command {
         now_ms: i64,
     },
     /// Deletes the function with its versions and aliases.
-    DeleteFunction { name: String },
+    DeleteFunction {
+        name: String,
+    },
     PutFunctionConcurrency {
         name: String,
         reserved_concurrency: Option<u32>,
@@ -60,8 +62,14 @@ pub enum Command {
         expected_revision_id: Option<String>,
         revision_id: String,
     },
-    DeleteAlias { function: String, name: String },
-    SetRegionQuota { region: String, concurrency: u32 },
+    DeleteAlias {
+        function: String,
+        name: String,
+    },
+    SetRegionQuota {
+        region: String,
+        concurrency: u32,
+    },
     /// Records a node in the registry. With `id: None` the state machine
     /// allocates the next id; the bootstrap node registers itself with its id.
     RegisterNode {
@@ -70,7 +78,9 @@ pub enum Command {
         region: String,
     },
     /// Removes a node from the registry (its Raft membership is changed apart).
-    RemoveNode { id: u64 },
+    RemoveNode {
+        id: u64,
+    },
 }
 
 /// What a successful apply returns.

@@ -24,11 +24,14 @@ use openraft::{
     Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership, Vote,
 };
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{CommandResult, Response};
-use crate::state_machine::kv::{KvRead, Overlay};
+use crate::state_machine::kv::{KvRead, Overlay, Pairs};
 use crate::{codec, keys, state_machine, NodeId, StoreError, TypeConfig};
 
 const CF_LOGS: &str = "logs";
@@ -42,7 +45,8 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore, StateReader), S
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    let families = [CF_LOGS, CF_META, CF_STATE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let families = [CF_LOGS, CF_META, CF_STATE]
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = Arc::new(DB::open_cf_descriptors(&options, path, families)?);
     Ok((
         LogStore { db: db.clone() },
@@ -52,7 +56,8 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore, StateReader), S
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
-    db.cf_handle(name).expect("column families are created in open()")
+    db.cf_handle(name)
+        .expect("column families are created in open()")
 }
 
 fn synced() -> WriteOptions {
@@ -114,9 +119,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let mut entries = Vec::new();
         let from = keys::log_index(start);
-        for item in self.db.iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::From(&from, Direction::Forward)) {
+        for item in self.db.iterator_cf(
+            cf(&self.db, CF_LOGS),
+            IteratorMode::From(&from, Direction::Forward),
+        ) {
             let (key, value) = item.map_err(read_err)?;
-            let index = keys::parse_log_index(&key).ok_or_else(|| read_err(StoreError::corrupt(&key, "log key")))?;
+            let index = keys::parse_log_index(&key)
+                .ok_or_else(|| read_err(StoreError::corrupt(&key, "log key")))?;
             if !range.contains(&index) {
                 break;
             }
@@ -130,8 +139,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(keys::LAST_PURGED).map_err(read_err)?;
-        let last = self.db.iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::End).next();
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            self.get_meta(keys::LAST_PURGED).map_err(read_err)?;
+        let last = self
+            .db
+            .iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::End)
+            .next();
         let last_log_id = match last {
             None => last_purged_log_id,
             Some(item) => {
@@ -159,17 +172,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        self.get_meta(keys::VOTE).map_err(|e| StorageIOError::read_vote(&e).into())
+        self.get_meta(keys::VOTE)
+            .map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
         // Not synced: losing it only makes a restart re-apply from the state machine's own mark.
         let bytes = to_json(&committed).map_err(write_err)?;
-        self.db.put_cf(cf(&self.db, CF_META), keys::COMMITTED, bytes).map_err(write_err)
+        self.db
+            .put_cf(cf(&self.db, CF_META), keys::COMMITTED, bytes)
+            .map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>(keys::COMMITTED).map_err(read_err)?.flatten())
+        Ok(self
+            .get_meta::<Option<LogId<NodeId>>>(keys::COMMITTED)
+            .map_err(read_err)?
+            .flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -180,7 +199,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         for entry in entries {
             let bytes = to_json(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.put_cf(cf(&self.db, CF_LOGS), keys::log_index(entry.log_id.index), bytes);
+            batch.put_cf(
+                cf(&self.db, CF_LOGS),
+                keys::log_index(entry.log_id.index),
+                bytes,
+            );
         }
         let db = self.db.clone();
         let result = blocking(move || Ok(db.write_opt(batch, &synced())?)).await;
@@ -200,7 +223,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         blocking(move || {
             let mut batch = WriteBatch::default();
-            batch.delete_range_cf(cf(&db, CF_LOGS), keys::log_index(log_id.index), keys::log_index(u64::MAX));
+            batch.delete_range_cf(
+                cf(&db, CF_LOGS),
+                keys::log_index(log_id.index),
+                keys::log_index(u64::MAX),
+            );
             Ok(db.write_opt(batch, &synced())?)
         })
         .await
@@ -215,7 +242,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         blocking(move || {
             db.put_cf_opt(cf(&db, CF_META), keys::LAST_PURGED, bytes, &synced())?;
             let mut batch = WriteBatch::default();
-            batch.delete_range_cf(cf(&db, CF_LOGS), keys::log_index(0), keys::log_index(log_id.index + 1));
+            batch.delete_range_cf(
+                cf(&db, CF_LOGS),
+                keys::log_index(0),
+                keys::log_index(log_id.index + 1),
+            );
             Ok(db.write(batch)?)
         })
         .await
@@ -236,9 +267,12 @@ impl KvRead for StateReader {
         Ok(self.db.get_cf(cf(&self.db, CF_STATE), key)?)
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         let mut pairs = Vec::new();
-        for item in self.db.iterator_cf(cf(&self.db, CF_STATE), IteratorMode::From(prefix, Direction::Forward)) {
+        for item in self.db.iterator_cf(
+            cf(&self.db, CF_STATE),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
             let (key, value) = item?;
             if !key.starts_with(prefix) {
                 break;
@@ -257,7 +291,13 @@ struct StoredSnapshot {
 }
 
 /// The snapshot payload: every pair of the `state` column family but Raft's own marks.
-type SnapshotPairs = Vec<(Vec<u8>, Vec<u8>)>;
+type SnapshotPairs = Pairs;
+
+/// The last applied log id and membership, as the state machine recorded them.
+type AppliedState = (
+    Option<LogId<NodeId>>,
+    StoredMembership<NodeId, openraft::BasicNode>,
+);
 
 /// The state machine, persisted in the `state` column family.
 #[derive(Clone)]
@@ -267,10 +307,12 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     fn reader(&self) -> StateReader {
-        StateReader { db: self.db.clone() }
+        StateReader {
+            db: self.db.clone(),
+        }
     }
 
-    fn applied_state_sync(&self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), StoreError> {
+    fn applied_state_sync(&self) -> Result<AppliedState, StoreError> {
         let reader = self.reader();
         let last_applied = match reader.get(keys::LAST_APPLIED)? {
             Some(bytes) => from_json(keys::LAST_APPLIED, &bytes)?,
@@ -286,13 +328,17 @@ impl StateMachineStore {
     fn current_snapshot_sync(&self) -> Result<Option<StoredSnapshot>, StoreError> {
         match self.db.get_cf(cf(&self.db, CF_META), keys::SNAPSHOT)? {
             None => Ok(None),
-            Some(bytes) => codec::decode(&bytes).map(Some).map_err(|e| StoreError::corrupt(keys::SNAPSHOT, e)),
+            Some(bytes) => codec::decode(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt(keys::SNAPSHOT, e)),
         }
     }
 
     fn save_snapshot_sync(&self, snapshot: &StoredSnapshot) -> Result<(), StoreError> {
         let bytes = codec::encode(snapshot).map_err(StoreError::Encode)?;
-        Ok(self.db.put_cf_opt(cf(&self.db, CF_META), keys::SNAPSHOT, bytes, &synced())?)
+        Ok(self
+            .db
+            .put_cf_opt(cf(&self.db, CF_META), keys::SNAPSHOT, bytes, &synced())?)
     }
 
     fn build_snapshot_sync(&self) -> Result<StoredSnapshot, StoreError> {
@@ -327,21 +373,33 @@ impl StateMachineStore {
     }
 
     fn install_snapshot_sync(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
-        let pairs: SnapshotPairs = codec::decode(&snapshot.data).map_err(|e| StoreError::corrupt(keys::SNAPSHOT, e))?;
+        let pairs: SnapshotPairs =
+            codec::decode(&snapshot.data).map_err(|e| StoreError::corrupt(keys::SNAPSHOT, e))?;
         let state = cf(&self.db, CF_STATE);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(state, [0u8].as_slice(), [0xffu8; 64].as_slice());
         for (key, value) in pairs {
             batch.put_cf(state, key, value);
         }
-        batch.put_cf(state, keys::LAST_APPLIED, to_json(&snapshot.meta.last_log_id)?);
-        batch.put_cf(state, keys::LAST_MEMBERSHIP, to_json(&snapshot.meta.last_membership)?);
+        batch.put_cf(
+            state,
+            keys::LAST_APPLIED,
+            to_json(&snapshot.meta.last_log_id)?,
+        );
+        batch.put_cf(
+            state,
+            keys::LAST_MEMBERSHIP,
+            to_json(&snapshot.meta.last_membership)?,
+        );
         self.db.write_opt(batch, &synced())?;
         self.save_snapshot_sync(&snapshot)
     }
 
     /// Applies a batch of entries as one atomic RocksDB write.
-    fn apply_sync(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<CommandResult>, StoreError> {
+    fn apply_sync(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> Result<Vec<CommandResult>, StoreError> {
         let reader = self.reader();
         let mut batch_view = Overlay::new(&reader as &dyn KvRead);
         let mut responses = Vec::with_capacity(entries.len());
@@ -396,8 +454,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(
         &mut self,
-    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>)> {
-        self.applied_state_sync().map_err(|e| StorageIOError::read_state_machine(&e).into())
+    ) -> StorageResult<(
+        Option<LogId<NodeId>>,
+        StoredMembership<NodeId, openraft::BasicNode>,
+    )> {
+        self.applied_state_sync()
+            .map_err(|e| StorageIOError::read_state_machine(&e).into())
     }
 
     async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResult>>
@@ -407,7 +469,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         // Not synced, so it does not wait on the disk: run it inline.
         let entries: Vec<_> = entries.into_iter().collect();
-        self.apply_sync(entries).map_err(|e| StorageIOError::write_state_machine(&e).into())
+        self.apply_sync(entries)
+            .map_err(|e| StorageIOError::write_state_machine(&e).into())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

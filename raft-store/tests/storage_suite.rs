@@ -16,6 +16,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RocksBui
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
-    Suite::test_all(RocksBuilder)
+fn openraft_storage_suite() {
+    if let Err(error) = Suite::test_all(RocksBuilder) {
+        panic!("storage suite failed: {error}");
+    }
 }

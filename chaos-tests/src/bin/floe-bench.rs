@@ -57,7 +57,13 @@ struct WriteFigures {
     throughput: f64,
 }
 
-async fn measure<W, F>(sequential: usize, writers: usize, per_writer: usize, make: impl Fn() -> F, write: W) -> anyhow::Result<WriteFigures>
+async fn measure<W, F>(
+    sequential: usize,
+    writers: usize,
+    per_writer: usize,
+    make: impl Fn() -> F,
+    write: W,
+) -> anyhow::Result<WriteFigures>
 where
     F: std::future::Future<Output = anyhow::Result<W>>,
     W: Writer,
@@ -93,7 +99,11 @@ where
 }
 
 trait Writer: Send + 'static {
-    fn write(&mut self, key: &str, value: u32) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+    fn write(
+        &mut self,
+        key: &str,
+        value: u32,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// A floe metadata write: a region quota (a Raft write with no package).
@@ -177,7 +187,11 @@ fn base64(bytes: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -222,7 +236,9 @@ async fn start_etcd() -> anyhow::Result<Etcd> {
     let dir = tempfile::tempdir()?;
     let clients: Vec<String> = (0..3).map(|_| free_address().to_string()).collect();
     let peers: Vec<String> = (0..3).map(|_| free_address().to_string()).collect();
-    let initial: Vec<String> = (0..3).map(|i| format!("e{i}=http://{}", peers[i])).collect();
+    let initial: Vec<String> = (0..3)
+        .map(|i| format!("e{i}=http://{}", peers[i]))
+        .collect();
     let mut children = Vec::new();
     for i in 0..3 {
         let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))?;
@@ -234,7 +250,10 @@ async fn start_etcd() -> anyhow::Result<Etcd> {
                 .args(["--listen-client-urls", &format!("http://{}", clients[i])])
                 .args(["--advertise-client-urls", &format!("http://{}", clients[i])])
                 .args(["--listen-peer-urls", &format!("http://{}", peers[i])])
-                .args(["--initial-advertise-peer-urls", &format!("http://{}", peers[i])])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &format!("http://{}", peers[i]),
+                ])
                 .args(["--initial-cluster", &initial.join(",")])
                 .args(["--initial-cluster-state", "new"])
                 .stdout(std::process::Stdio::null())
@@ -252,7 +271,9 @@ async fn start_etcd() -> anyhow::Result<Etcd> {
     wait_for("etcd to elect a leader", Duration::from_secs(30), || {
         let first = first.clone();
         async move {
-            let Ok(mut writer) = EtcdWriter::connect(&first).await else { return false };
+            let Ok(mut writer) = EtcdWriter::connect(&first).await else {
+                return false;
+            };
             writer.write("probe", 1).await.is_ok()
         }
     })
@@ -276,7 +297,12 @@ async fn etcd_leader(etcd: &Etcd) -> anyhow::Result<String> {
 /// floe's defaults, as a user runs them.
 const DEFAULT_CONFIG: &str = "";
 
-async fn metadata(sequential: usize, writers: usize, per_writer: usize, failovers: usize) -> anyhow::Result<()> {
+async fn metadata(
+    sequential: usize,
+    writers: usize,
+    per_writer: usize,
+    failovers: usize,
+) -> anyhow::Result<()> {
     println!("== metadata writes: 3 nodes on loopback, fsync on ==");
     let mut cluster = TestCluster::start_with(3, DEFAULT_CONFIG).await?;
     let client = std::sync::Arc::new(cluster.client().await?);
@@ -284,7 +310,14 @@ async fn metadata(sequential: usize, writers: usize, per_writer: usize, failover
         let client = client.clone();
         async move { anyhow::Ok(FloeWriter(client)) }
     };
-    let floe = measure(sequential, writers, per_writer, make, FloeWriter(client.clone())).await?;
+    let floe = measure(
+        sequential,
+        writers,
+        per_writer,
+        make,
+        FloeWriter(client.clone()),
+    )
+    .await?;
 
     let etcd = start_etcd().await?;
     let leader = etcd_leader(&etcd).await?;
@@ -292,13 +325,25 @@ async fn metadata(sequential: usize, writers: usize, per_writer: usize, failover
         let leader = leader.clone();
         async move { EtcdWriter::connect(&leader).await }
     };
-    let etcd_figures = measure(sequential, writers, per_writer, make, EtcdWriter::connect(&leader).await?).await?;
+    let etcd_figures = measure(
+        sequential,
+        writers,
+        per_writer,
+        make,
+        EtcdWriter::connect(&leader).await?,
+    )
+    .await?;
     drop(etcd);
 
     println!("| system | sequential p50 | sequential p99 | {writers} concurrent writers |");
     println!("| --- | --- | --- | --- |");
     for (name, f) in [("floe", &floe), ("etcd 3.4 (JSON gateway)", &etcd_figures)] {
-        println!("| {name} | {} | {} | {:.0} writes/s |", ms(f.p50), ms(f.p99), f.throughput);
+        println!(
+            "| {name} | {} | {} | {:.0} writes/s |",
+            ms(f.p50),
+            ms(f.p99),
+            f.throughput
+        );
     }
 
     println!("\n== leader failover: kill -9 of the leader to the first successful write ==");
@@ -309,11 +354,15 @@ async fn metadata(sequential: usize, writers: usize, per_writer: usize, failover
             .filter(|i| *i != leader)
             .map(|i| cluster.address(i))
             .collect();
-        let client = Client::connect(survivors).await?.with_retry_for(Duration::from_secs(30));
+        let client = Client::connect(survivors)
+            .await?
+            .with_retry_for(Duration::from_secs(30));
         client.set_region_quota("failover", 0).await?;
         let killed_at = Instant::now();
         cluster.kill(leader);
-        client.set_region_quota("failover", round as u32 + 1).await?;
+        client
+            .set_region_quota("failover", round as u32 + 1)
+            .await?;
         let elapsed = killed_at.elapsed();
         println!("round {round}: {}", ms(elapsed));
         times.push(elapsed);
@@ -323,7 +372,11 @@ async fn metadata(sequential: usize, writers: usize, per_writer: usize, failover
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     times.sort();
-    println!("failover p50 {} (max {}) over {failovers} kills", ms(percentile(&times, 0.5)), ms(*times.last().unwrap()));
+    println!(
+        "failover p50 {} (max {}) over {failovers} kills",
+        ms(percentile(&times, 0.5)),
+        ms(*times.last().unwrap())
+    );
     Ok(())
 }
 

@@ -107,7 +107,11 @@ fn parse_routing(routing: Option<pb::AliasRouting>) -> Result<Option<model::Alia
         Some(r) => {
             let version = floe_raft_store::validate::parse_version(&r.additional_version)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?
-                .ok_or_else(|| Status::invalid_argument("routing cannot name $LATEST as the additional version"))?;
+                .ok_or_else(|| {
+                    Status::invalid_argument(
+                        "routing cannot name $LATEST as the additional version",
+                    )
+                })?;
             Ok(Some(model::AliasRouting {
                 additional_version: version,
                 weight: r.weight,
@@ -122,7 +126,10 @@ fn status(error: ServiceError) -> Status {
 
 #[tonic::async_trait]
 impl Functions for PublicApi {
-    async fn create_function(&self, request: Request<pb::CreateFunctionRequest>) -> Reply<pb::FunctionInfo> {
+    async fn create_function(
+        &self,
+        request: Request<pb::CreateFunctionRequest>,
+    ) -> Reply<pb::FunctionInfo> {
         let request = request.into_inner();
         let config = parse_config(request.config)?;
         let record = self
@@ -133,7 +140,10 @@ impl Functions for PublicApi {
         ok(into_function(record))
     }
 
-    async fn get_function(&self, request: Request<pb::GetFunctionRequest>) -> Reply<pb::FunctionInfo> {
+    async fn get_function(
+        &self,
+        request: Request<pb::GetFunctionRequest>,
+    ) -> Reply<pb::FunctionInfo> {
         let request = request.into_inner();
         let record = self
             .service
@@ -143,7 +153,10 @@ impl Functions for PublicApi {
         ok(into_function(record))
     }
 
-    async fn list_functions(&self, request: Request<pb::ListFunctionsRequest>) -> Reply<pb::ListFunctionsResponse> {
+    async fn list_functions(
+        &self,
+        request: Request<pb::ListFunctionsRequest>,
+    ) -> Reply<pb::ListFunctionsResponse> {
         let records = self
             .service
             .list_functions(consistency(request.get_ref().consistency))
@@ -154,7 +167,10 @@ impl Functions for PublicApi {
         })
     }
 
-    async fn update_function(&self, request: Request<pb::UpdateFunctionRequest>) -> Reply<pb::FunctionInfo> {
+    async fn update_function(
+        &self,
+        request: Request<pb::UpdateFunctionRequest>,
+    ) -> Reply<pb::FunctionInfo> {
         let request = request.into_inner();
         let update = FunctionUpdate {
             runtime: request.runtime,
@@ -166,12 +182,22 @@ impl Functions for PublicApi {
             zip_file: request.zip_file,
             expected_revision_id: request.expected_revision_id,
         };
-        let record = self.service.update_function(&request.name, update).await.map_err(status)?;
+        let record = self
+            .service
+            .update_function(&request.name, update)
+            .await
+            .map_err(status)?;
         ok(into_function(record))
     }
 
-    async fn delete_function(&self, request: Request<pb::DeleteFunctionRequest>) -> Reply<pb::DeleteFunctionResponse> {
-        self.service.delete_function(&request.get_ref().name).await.map_err(status)?;
+    async fn delete_function(
+        &self,
+        request: Request<pb::DeleteFunctionRequest>,
+    ) -> Reply<pb::DeleteFunctionResponse> {
+        self.service
+            .delete_function(&request.get_ref().name)
+            .await
+            .map_err(status)?;
         ok(pb::DeleteFunctionResponse {})
     }
 
@@ -188,17 +214,27 @@ impl Functions for PublicApi {
         ok(into_function(record))
     }
 
-    async fn publish_version(&self, request: Request<pb::PublishVersionRequest>) -> Reply<pb::VersionInfo> {
+    async fn publish_version(
+        &self,
+        request: Request<pb::PublishVersionRequest>,
+    ) -> Reply<pb::VersionInfo> {
         let request = request.into_inner();
         let record = self
             .service
-            .publish_version(&request.name, &request.description, request.expected_revision_id)
+            .publish_version(
+                &request.name,
+                &request.description,
+                request.expected_revision_id,
+            )
             .await
             .map_err(status)?;
         ok(into_version(record))
     }
 
-    async fn list_versions(&self, request: Request<pb::ListVersionsRequest>) -> Reply<pb::ListVersionsResponse> {
+    async fn list_versions(
+        &self,
+        request: Request<pb::ListVersionsRequest>,
+    ) -> Reply<pb::ListVersionsResponse> {
         let request = request.into_inner();
         let (function, versions) = self
             .service
@@ -214,7 +250,9 @@ impl Functions for PublicApi {
             created_at_ms: function.last_modified_ms,
         };
         ok(pb::ListVersionsResponse {
-            versions: std::iter::once(latest).chain(versions.into_iter().map(into_version)).collect(),
+            versions: std::iter::once(latest)
+                .chain(versions.into_iter().map(into_version))
+                .collect(),
         })
     }
 
@@ -223,7 +261,13 @@ impl Functions for PublicApi {
         let routing = parse_routing(request.routing)?;
         let record = self
             .service
-            .create_alias(&request.function, &request.name, &request.version, routing, &request.description)
+            .create_alias(
+                &request.function,
+                &request.name,
+                &request.version,
+                routing,
+                &request.description,
+            )
             .await
             .map_err(status)?;
         ok(into_alias(record))
@@ -253,13 +297,20 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let record = self
             .service
-            .get_alias(&request.function, &request.name, consistency(request.consistency))
+            .get_alias(
+                &request.function,
+                &request.name,
+                consistency(request.consistency),
+            )
             .await
             .map_err(status)?;
         ok(into_alias(record))
     }
 
-    async fn list_aliases(&self, request: Request<pb::ListAliasesRequest>) -> Reply<pb::ListAliasesResponse> {
+    async fn list_aliases(
+        &self,
+        request: Request<pb::ListAliasesRequest>,
+    ) -> Reply<pb::ListAliasesResponse> {
         let request = request.into_inner();
         let records = self
             .service
@@ -271,7 +322,10 @@ impl Functions for PublicApi {
         })
     }
 
-    async fn delete_alias(&self, request: Request<pb::DeleteAliasRequest>) -> Reply<pb::DeleteAliasResponse> {
+    async fn delete_alias(
+        &self,
+        request: Request<pb::DeleteAliasRequest>,
+    ) -> Reply<pb::DeleteAliasResponse> {
         let request = request.into_inner();
         self.service
             .delete_alias(&request.function, &request.name)
@@ -284,7 +338,11 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let result = self
             .service
-            .invoke(&request.function, &request.qualifier, Bytes::from(request.payload))
+            .invoke(
+                &request.function,
+                &request.qualifier,
+                Bytes::from(request.payload),
+            )
             .await
             .map_err(status)?;
         ok(pb::InvokeResponse {
@@ -299,7 +357,10 @@ impl Functions for PublicApi {
 
 #[tonic::async_trait]
 impl Cluster for PublicApi {
-    async fn status(&self, _request: Request<pb::ClusterStatusRequest>) -> Reply<pb::ClusterStatus> {
+    async fn status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Reply<pb::ClusterStatus> {
         let view = self.service.cluster_view().map_err(status)?;
         let (leader_id, leader_address) = match view.leader {
             Some((id, address)) => (Some(id), address),
@@ -312,6 +373,8 @@ impl Cluster for PublicApi {
             term: view.term,
             last_log_index: view.last_log_index,
             applied_index: view.applied_index,
+            snapshot_index: view.snapshot_index,
+            purged_index: view.purged_index,
             nodes: view
                 .members
                 .into_iter()
@@ -328,7 +391,10 @@ impl Cluster for PublicApi {
             quotas: view
                 .quotas
                 .into_iter()
-                .map(|(region, concurrency)| pb::RegionQuota { region, concurrency })
+                .map(|(region, concurrency)| pb::RegionQuota {
+                    region,
+                    concurrency,
+                })
                 .collect(),
         })
     }
@@ -342,12 +408,21 @@ impl Cluster for PublicApi {
         ok(pb::AddNodeResponse { node_id })
     }
 
-    async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> Reply<pb::RemoveNodeResponse> {
-        self.service.remove_node(request.get_ref().node_id).await.map_err(status)?;
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Reply<pb::RemoveNodeResponse> {
+        self.service
+            .remove_node(request.get_ref().node_id)
+            .await
+            .map_err(status)?;
         ok(pb::RemoveNodeResponse {})
     }
 
-    async fn set_region_quota(&self, request: Request<pb::SetRegionQuotaRequest>) -> Reply<pb::SetRegionQuotaResponse> {
+    async fn set_region_quota(
+        &self,
+        request: Request<pb::SetRegionQuotaRequest>,
+    ) -> Reply<pb::SetRegionQuotaResponse> {
         let request = request.into_inner();
         self.service
             .set_region_quota(&request.region, request.concurrency)

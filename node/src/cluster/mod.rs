@@ -57,8 +57,17 @@ impl Cluster {
         reader: StateReader,
         peers: Arc<Peers>,
     ) -> anyhow::Result<Cluster> {
-        let network = Network { peers: peers.clone() };
-        let raft = Raft::new(id, Arc::new(raft_config(config)?), network, log_store, state_machine).await?;
+        let network = Network {
+            peers: peers.clone(),
+        };
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config(config)?),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await?;
         Ok(Cluster {
             id,
             raft,
@@ -85,7 +94,12 @@ impl Cluster {
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.metrics();
         let id = metrics.current_leader?;
-        let address = metrics.membership_config.membership().get_node(&id)?.addr.clone();
+        let address = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .addr
+            .clone();
         Some((id, address))
     }
 
@@ -105,12 +119,16 @@ impl Cluster {
         let deadline = Instant::now() + self.leader_wait;
         loop {
             match self.leader() {
-                Some((leader, _)) if leader == self.id => match self.raft.client_write(command.clone()).await {
-                    Ok(response) => return Ok(response.data),
-                    // Lost leadership before appending: nothing was written, so retrying is safe.
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                    Err(e) => return Err(ServiceError::Unavailable(format!("write failed: {e}"))),
-                },
+                Some((leader, _)) if leader == self.id => {
+                    match self.raft.client_write(command.clone()).await {
+                        Ok(response) => return Ok(response.data),
+                        // Lost leadership before appending: nothing was written, so retrying is safe.
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
+                        Err(e) => {
+                            return Err(ServiceError::Unavailable(format!("write failed: {e}")))
+                        }
+                    }
+                }
                 Some((_, address)) => match self.forward(&address, &command).await {
                     Ok(result) => return Ok(result),
                     Err(Forward::Retry) => {}
@@ -129,8 +147,12 @@ impl Cluster {
     }
 
     async fn forward(&self, address: &str, command: &Command) -> Result<CommandResult, Forward> {
-        let data = codec::encode(command).map_err(|e| Forward::Failed(ServiceError::Internal(e)))?;
-        let mut client = self.peers.peer(address).map_err(|e| Forward::Failed(e.into()))?;
+        let data =
+            codec::encode(command).map_err(|e| Forward::Failed(ServiceError::Internal(e)))?;
+        let mut client = self
+            .peers
+            .peer(address)
+            .map_err(|e| Forward::Failed(e.into()))?;
         match client.propose(Payload { data }).await {
             Ok(reply) => codec::decode(&reply.into_inner().data).map_err(|e| Forward::Failed(ServiceError::Internal(e))),
             // The target was not (or no longer) the leader and wrote nothing.
@@ -150,18 +172,27 @@ impl Cluster {
         let deadline = Instant::now() + self.leader_wait;
         loop {
             let index = match self.leader() {
-                Some((leader, _)) if leader == self.id => match self.raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(()),
-                    Err(_) => None,
-                },
+                Some((leader, _)) if leader == self.id => {
+                    match self.raft.ensure_linearizable().await {
+                        Ok(_) => return Ok(()),
+                        Err(_) => None,
+                    }
+                }
                 Some((_, address)) => self.remote_read_index(&address).await,
                 None => None,
             };
             if let Some(index) = index {
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                return match self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "read barrier").await {
+                return match self
+                    .raft
+                    .wait(Some(remaining))
+                    .applied_index_at_least(Some(index), "read barrier")
+                    .await
+                {
                     Ok(_) => Ok(()),
-                    Err(e) => Err(ServiceError::Unavailable(format!("state machine did not catch up: {e}"))),
+                    Err(e) => Err(ServiceError::Unavailable(format!(
+                        "state machine did not catch up: {e}"
+                    ))),
                 };
             }
             if Instant::now() >= deadline {
@@ -185,7 +216,10 @@ impl Cluster {
         let metrics = self.metrics();
         let membership = metrics.membership_config.membership();
         let voters = membership.voter_ids().collect();
-        let nodes = membership.nodes().map(|(id, node)| (*id, node.addr.clone())).collect();
+        let nodes = membership
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
         (voters, nodes)
     }
 
@@ -214,7 +248,9 @@ impl Cluster {
             return Err(ServiceError::NotFound(format!("node {id} is not a member")));
         }
         if voters.contains(&id) && voters.len() == 1 {
-            return Err(ServiceError::FailedPrecondition(format!("node {id} is the only voter")));
+            return Err(ServiceError::FailedPrecondition(format!(
+                "node {id} is the only voter"
+            )));
         }
         let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
         self.raft
@@ -249,7 +285,10 @@ fn is_connect_error(status: &tonic::Status) -> bool {
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
     while let Some(error) = source {
         let text = error.to_string();
-        if text.contains("Connection refused") || text.contains("tcp connect error") || text.contains("connect timeout") {
+        if text.contains("Connection refused")
+            || text.contains("tcp connect error")
+            || text.contains("connect timeout")
+        {
             return true;
         }
         source = error.source();

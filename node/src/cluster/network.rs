@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use floe_proto::internal::Payload;
 use floe_raft_store::{codec, NodeId, TypeConfig};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
@@ -53,14 +55,23 @@ enum Rpc {
 }
 
 impl Connection {
-    async fn call<Req, Resp, E>(&self, rpc: Rpc, request: &Req, option: &RPCOption) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let data = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&CodecError(e))))?;
-        let mut client = self.peers.raft(&self.address).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let data = codec::encode(request)
+            .map_err(|e| RPCError::Network(NetworkError::new(&CodecError(e))))?;
+        let mut client = self
+            .peers
+            .raft(&self.address)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut request = tonic::Request::new(Payload { data });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
@@ -69,8 +80,8 @@ impl Connection {
             Rpc::InstallSnapshot => client.install_snapshot(request).await,
         }
         .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?;
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            codec::decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&CodecError(e))))?;
+        let result: Result<Resp, RaftError<NodeId, E>> = codec::decode(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&CodecError(e))))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -88,7 +99,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.call(Rpc::InstallSnapshot, &rpc, &option).await
     }
 

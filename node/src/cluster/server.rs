@@ -6,8 +6,8 @@ use std::sync::Arc;
 use floe_proto::internal::peer_server::Peer;
 use floe_proto::internal::raft_server::Raft as RaftService;
 use floe_proto::internal::{
-    AssignIdRequest, AssignIdResponse, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload,
-    PutPackageResponse, ReadIndexRequest, ReadIndexResponse,
+    AssignIdRequest, AssignIdResponse, GetPackageRequest, HelloRequest, HelloResponse, Package,
+    Payload, PutPackageResponse, ReadIndexRequest, ReadIndexResponse,
 };
 use floe_raft_store::{codec, Command, NodeId, TypeConfig};
 use openraft::error::{ClientWriteError, RaftError};
@@ -24,7 +24,8 @@ pub struct InternalApi {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &Payload) -> Result<T, Status> {
-    codec::decode(&payload.data).map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
+    codec::decode(&payload.data)
+        .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Response<Payload>, Status> {
@@ -50,7 +51,10 @@ impl RaftService for InternalApi {
         encode(&self.raft()?.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<Payload>,
+    ) -> Result<Response<Payload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request.get_ref())?;
         encode(&self.raft()?.install_snapshot(rpc).await)
     }
@@ -71,16 +75,24 @@ impl Peer for InternalApi {
         }
     }
 
-    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         match self.raft()?.get_read_log_id().await {
             Ok((read_log_id, _applied)) => Ok(Response::new(ReadIndexResponse {
                 index: read_log_id.map(|id| id.index).unwrap_or(0),
             })),
-            Err(e) => Err(Status::failed_precondition(format!("cannot serve a read index: {e}"))),
+            Err(e) => Err(Status::failed_precondition(format!(
+                "cannot serve a read index: {e}"
+            ))),
         }
     }
 
-    async fn hello(&self, _request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
+    async fn hello(
+        &self,
+        _request: Request<HelloRequest>,
+    ) -> Result<Response<HelloResponse>, Status> {
         Ok(Response::new(HelloResponse {
             node_id: self.service.started_cluster().map(|c| c.id).unwrap_or(0),
             region: self.service.config.region.clone(),
@@ -88,7 +100,10 @@ impl Peer for InternalApi {
         }))
     }
 
-    async fn assign_id(&self, request: Request<AssignIdRequest>) -> Result<Response<AssignIdResponse>, Status> {
+    async fn assign_id(
+        &self,
+        request: Request<AssignIdRequest>,
+    ) -> Result<Response<AssignIdResponse>, Status> {
         let id = request.into_inner().node_id;
         if id == 0 {
             return Err(Status::invalid_argument("node id 0 is reserved"));
@@ -97,10 +112,14 @@ impl Peer for InternalApi {
             return if cluster.id == id {
                 Ok(Response::new(AssignIdResponse {}))
             } else {
-                Err(Status::failed_precondition(format!("this node already is node {}", cluster.id)))
+                Err(Status::failed_precondition(format!(
+                    "this node already is node {}",
+                    cluster.id
+                )))
             };
         }
-        crate::write_node_id(&self.service.config.data_dir, id).map_err(|e| Status::internal(e.to_string()))?;
+        crate::write_node_id(&self.service.config.data_dir, id)
+            .map_err(|e| Status::internal(e.to_string()))?;
         self.service
             .start_raft(id)
             .await
@@ -109,16 +128,28 @@ impl Peer for InternalApi {
         Ok(Response::new(AssignIdResponse {}))
     }
 
-    async fn put_package(&self, request: Request<Package>) -> Result<Response<PutPackageResponse>, Status> {
+    async fn put_package(
+        &self,
+        request: Request<Package>,
+    ) -> Result<Response<PutPackageResponse>, Status> {
         let package = request.into_inner();
-        let code = self.service.packages.put(&package.data).map_err(into_status)?;
+        let code = self
+            .service
+            .packages
+            .put(&package.data)
+            .map_err(into_status)?;
         if code.sha256 != package.sha256 {
-            return Err(Status::invalid_argument("the package does not match its sha256"));
+            return Err(Status::invalid_argument(
+                "the package does not match its sha256",
+            ));
         }
         Ok(Response::new(PutPackageResponse {}))
     }
 
-    async fn get_package(&self, request: Request<GetPackageRequest>) -> Result<Response<Package>, Status> {
+    async fn get_package(
+        &self,
+        request: Request<GetPackageRequest>,
+    ) -> Result<Response<Package>, Status> {
         let sha256 = request.into_inner().sha256;
         let data = self.service.packages.get(&sha256).map_err(into_status)?;
         Ok(Response::new(Package { sha256, data }))

@@ -82,7 +82,9 @@ impl Executor {
                     tracing::info!(%family, path = %path.display(), "runtime interpreter");
                     interpreters.by_family.insert(family.clone(), path);
                 }
-                Err(e) => tracing::warn!(%family, %program, error = %e, "runtime unavailable on this node"),
+                Err(e) => {
+                    tracing::warn!(%family, %program, error = %e, "runtime unavailable on this node")
+                }
             }
         }
         Ok(Arc::new(Executor {
@@ -95,7 +97,8 @@ impl Executor {
 
     /// Stops sandboxes idle for longer than the idle timeout; runs until `shutdown`.
     pub async fn run_evictor(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let period = (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let period =
+            (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -113,7 +116,12 @@ impl Executor {
 
     /// Number of idle warm sandboxes.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().expect("pool lock").values().map(Vec::len).sum()
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     fn launch(&self, invocation: &Invocation) -> Result<Launch, ServiceError> {
@@ -123,10 +131,15 @@ impl Executor {
             (invocation.code_dir.join("bootstrap"), Vec::new())
         } else if runtime.starts_with("python") {
             let python = self.interpreters.by_family.get("python").ok_or_else(|| {
-                ServiceError::FailedPrecondition(format!("runtime {runtime} is not available on this node (no Python interpreter)"))
+                ServiceError::FailedPrecondition(format!(
+                    "runtime {runtime} is not available on this node (no Python interpreter)"
+                ))
             })?;
             let bootstrap = self.bootstrap_dir.join("python_bootstrap.py");
-            (python.clone(), vec!["-s".to_string(), bootstrap.display().to_string()])
+            (
+                python.clone(),
+                vec!["-s".to_string(), bootstrap.display().to_string()],
+            )
         } else {
             return Err(ServiceError::FailedPrecondition(format!(
                 "runtime {runtime} is not supported by this node yet"
@@ -135,23 +148,57 @@ impl Executor {
         let key = &invocation.key;
         let mut environment = vec![
             ("AWS_LAMBDA_FUNCTION_NAME".to_string(), key.function.clone()),
-            ("AWS_LAMBDA_FUNCTION_VERSION".to_string(), key.version.clone()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".to_string(), config.memory_mb.to_string()),
+            (
+                "AWS_LAMBDA_FUNCTION_VERSION".to_string(),
+                key.version.clone(),
+            ),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".to_string(),
+                config.memory_mb.to_string(),
+            ),
             ("AWS_REGION".to_string(), invocation.region.clone()),
             ("AWS_DEFAULT_REGION".to_string(), invocation.region.clone()),
-            ("AWS_EXECUTION_ENV".to_string(), format!("AWS_Lambda_{runtime}")),
-            ("AWS_LAMBDA_LOG_GROUP_NAME".to_string(), format!("/aws/lambda/{}", key.function)),
-            ("AWS_LAMBDA_LOG_STREAM_NAME".to_string(), format!("{}/[{}]{}", today(), key.version, uuid::Uuid::new_v4().simple())),
-            ("LAMBDA_TASK_ROOT".to_string(), invocation.code_dir.display().to_string()),
-            ("LAMBDA_RUNTIME_DIR".to_string(), self.bootstrap_dir.display().to_string()),
+            (
+                "AWS_EXECUTION_ENV".to_string(),
+                format!("AWS_Lambda_{runtime}"),
+            ),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME".to_string(),
+                format!("/aws/lambda/{}", key.function),
+            ),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME".to_string(),
+                format!(
+                    "{}/[{}]{}",
+                    today(),
+                    key.version,
+                    uuid::Uuid::new_v4().simple()
+                ),
+            ),
+            (
+                "LAMBDA_TASK_ROOT".to_string(),
+                invocation.code_dir.display().to_string(),
+            ),
+            (
+                "LAMBDA_RUNTIME_DIR".to_string(),
+                self.bootstrap_dir.display().to_string(),
+            ),
             ("_HANDLER".to_string(), config.handler.clone()),
             ("TZ".to_string(), ":UTC".to_string()),
             ("LANG".to_string(), "en_US.UTF-8".to_string()),
-            ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
+            (
+                "PATH".to_string(),
+                "/usr/local/bin:/usr/bin:/bin".to_string(),
+            ),
             ("PYTHONUNBUFFERED".to_string(), "1".to_string()),
             ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
         ];
-        environment.extend(config.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+        environment.extend(
+            config
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         Ok(Launch {
             program,
             args,
@@ -164,15 +211,16 @@ impl Executor {
     pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, ServiceError> {
         let warm = {
             let mut idle = self.idle.lock().expect("pool lock");
-            idle.get_mut(&invocation.key).and_then(|sandboxes| sandboxes.pop())
+            idle.get_mut(&invocation.key)
+                .and_then(|sandboxes| sandboxes.pop())
         };
         let (mut sandbox, cold_start) = match warm {
             Some(sandbox) => (sandbox, false),
             None => {
                 let launch = self.launch(&invocation)?;
-                let sandbox = Sandbox::start(&launch)
-                    .await
-                    .map_err(|e| ServiceError::FailedPrecondition(format!("cannot start the sandbox: {e}")))?;
+                let sandbox = Sandbox::start(&launch).await.map_err(|e| {
+                    ServiceError::FailedPrecondition(format!("cannot start the sandbox: {e}"))
+                })?;
                 (sandbox, true)
             }
         };
@@ -208,7 +256,10 @@ impl Executor {
             Err(Failure::Exited(reason)) => {
                 let logs = sandbox.recent_logs();
                 tracing::debug!(function = %invocation.key.function, %reason, %logs, "sandbox exited");
-                (error_document("Runtime.ExitError", &reason, cold_start), false)
+                (
+                    error_document("Runtime.ExitError", &reason, cold_start),
+                    false,
+                )
             }
         };
         if keep && sandbox.is_alive() {
@@ -245,7 +296,11 @@ fn resolve_interpreter(family: &str, program: &str) -> anyhow::Result<PathBuf> {
         let output = std::process::Command::new(program)
             .args(["-c", "import sys; print(sys.executable)"])
             .output()?;
-        anyhow::ensure!(output.status.success(), "{program} failed: {}", String::from_utf8_lossy(&output.stderr));
+        anyhow::ensure!(
+            output.status.success(),
+            "{program} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
         anyhow::ensure!(path.is_absolute(), "{program} did not report its path");
         return Ok(path);

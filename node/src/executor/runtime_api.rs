@@ -31,9 +31,15 @@ pub struct Event {
 pub enum RuntimeReply {
     Response(Bytes),
     /// `/invocation/{id}/error`: the error document and its declared type.
-    Error { error_type: Option<String>, body: Bytes },
+    Error {
+        error_type: Option<String>,
+        body: Bytes,
+    },
     /// `/init/error`: the runtime could not start the function.
-    InitError { error_type: Option<String>, body: Bytes },
+    InitError {
+        error_type: Option<String>,
+        body: Bytes,
+    },
 }
 
 /// The one in-flight invocation's reply slot.
@@ -63,7 +69,9 @@ impl RuntimeChannel {
 }
 
 /// Serves the Runtime API on a fresh loopback port until `shutdown` fires.
-pub async fn serve(shutdown: tokio_util::sync::CancellationToken) -> std::io::Result<(SocketAddr, RuntimeChannel)> {
+pub async fn serve(
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<(SocketAddr, RuntimeChannel)> {
     let (events_tx, events_rx) = mpsc::channel(1);
     let reply: Arc<ReplySlot> = Arc::new(Mutex::new(None));
     let state = Arc::new(ApiState {
@@ -72,10 +80,15 @@ pub async fn serve(shutdown: tokio_util::sync::CancellationToken) -> std::io::Re
     });
     let router = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
-        .layer(axum::extract::DefaultBodyLimit::max(super::MAX_PAYLOAD_BYTES + 64 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            super::MAX_PAYLOAD_BYTES + 64 * 1024,
+        ))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
@@ -105,12 +118,22 @@ fn header(value: &str) -> HeaderValue {
 async fn next(State(state): State<Arc<ApiState>>) -> Response {
     let event = state.events.lock().await.recv().await;
     let Some(event) = event else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "sandbox is shutting down").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "sandbox is shutting down",
+        )
+            .into_response();
     };
     let mut headers = HeaderMap::new();
     headers.insert("Lambda-Runtime-Aws-Request-Id", header(&event.request_id));
-    headers.insert("Lambda-Runtime-Deadline-Ms", header(&event.deadline_ms.to_string()));
-    headers.insert("Lambda-Runtime-Invoked-Function-Arn", header(&event.invoked_function_arn));
+    headers.insert(
+        "Lambda-Runtime-Deadline-Ms",
+        header(&event.deadline_ms.to_string()),
+    );
+    headers.insert(
+        "Lambda-Runtime-Invoked-Function-Arn",
+        header(&event.invoked_function_arn),
+    );
     headers.insert(
         "Lambda-Runtime-Trace-Id",
         header(&format!("Root=1-{}", event.request_id.replace('-', ""))),
@@ -138,7 +161,8 @@ fn deliver(state: &ApiState, id: Option<&str>, reply: RuntimeReply) -> Response 
         (None, _) => false,
     };
     if !matches {
-        let body = r#"{"errorMessage":"unknown or finished request id","errorType":"InvalidRequestID"}"#;
+        let body =
+            r#"{"errorMessage":"unknown or finished request id","errorType":"InvalidRequestID"}"#;
         return (StatusCode::BAD_REQUEST, body).into_response();
     }
     if let Some((_, sender)) = slot.take() {
@@ -147,11 +171,20 @@ fn deliver(state: &ApiState, id: Option<&str>, reply: RuntimeReply) -> Response 
     (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
 }
 
-async fn response(State(state): State<Arc<ApiState>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn response(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     deliver(&state, Some(&id), RuntimeReply::Response(body))
 }
 
-async fn error(State(state): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn error(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     deliver(
         &state,
         Some(&id),
@@ -162,7 +195,11 @@ async fn error(State(state): State<Arc<ApiState>>, Path(id): Path<String>, heade
     )
 }
 
-async fn init_error(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn init_error(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let reply = RuntimeReply::InitError {
         error_type: error_type(&headers),
         body,

@@ -56,7 +56,12 @@ impl Sandbox {
             .args(&launch.args)
             .current_dir(&launch.code_dir)
             .env_clear()
-            .envs(launch.environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                launch
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -66,7 +71,10 @@ impl Sandbox {
             Ok(child) => child,
             Err(e) => {
                 stop.cancel();
-                return Err(std::io::Error::new(e.kind(), format!("start {}: {e}", launch.program.display())));
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("start {}: {e}", launch.program.display()),
+                ));
             }
         };
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -89,7 +97,11 @@ impl Sandbox {
     }
 
     /// Runs one event and waits for the runtime's reply, the timeout, or the process's exit.
-    pub async fn invoke(&mut self, event: Event, timeout: Duration) -> Result<RuntimeReply, Failure> {
+    pub async fn invoke(
+        &mut self,
+        event: Event,
+        timeout: Duration,
+    ) -> Result<RuntimeReply, Failure> {
         self.invocations += 1;
         let mut reply = self.channel.send(event).await;
         let outcome = tokio::select! {

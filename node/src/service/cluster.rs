@@ -20,6 +20,8 @@ pub struct ClusterView {
     pub term: u64,
     pub last_log_index: u64,
     pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub purged_index: u64,
     pub members: Vec<MemberView>,
     pub quotas: Vec<(String, u32)>,
 }
@@ -38,7 +40,8 @@ impl Service {
     /// First start of a new cluster: this node becomes node 1 and the only voter.
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
         let cluster = self.start_raft(FIRST_NODE_ID).await?;
-        let members = std::collections::BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.address))]);
+        let members =
+            std::collections::BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.address))]);
         cluster.raft.initialize(members).await?;
         cluster
             .propose(Command::RegisterNode {
@@ -51,12 +54,18 @@ impl Service {
     }
 
     /// On a waiting node: asks the members in `join` to add it, until one does.
-    pub async fn join(&self, join: &[String], shutdown: &tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    pub async fn join(
+        &self,
+        join: &[String],
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
         let mut attempt = 0u32;
         loop {
             for address in join {
                 let result = async {
-                    let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(address)?);
+                    let mut client = floe_proto::v1::cluster_client::ClusterClient::new(
+                        self.peers.channel(address)?,
+                    );
                     client
                         .add_node(floe_proto::v1::AddNodeRequest {
                             address: self.address.clone(),
@@ -92,7 +101,8 @@ impl Service {
             let (_, leader) = cluster
                 .leader()
                 .ok_or_else(|| ServiceError::Unavailable("no leader to add the node".into()))?;
-            let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
+            let mut client =
+                floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
             let reply = client
                 .add_node(floe_proto::v1::AddNodeRequest {
                     address: address.to_string(),
@@ -107,7 +117,10 @@ impl Service {
             .hello(HelloRequest {})
             .await
             .map_err(|status| {
-                ServiceError::Unavailable(format!("cannot reach the new node at {address}: {}", status.message()))
+                ServiceError::Unavailable(format!(
+                    "cannot reach the new node at {address}: {}",
+                    status.message()
+                ))
             })?
             .into_inner();
         let registered = state_machine::list_nodes(&self.reader)?;
@@ -143,7 +156,12 @@ impl Service {
                 .peer(address)?
                 .assign_id(AssignIdRequest { node_id: id })
                 .await
-                .map_err(|status| ServiceError::Unavailable(format!("assign id to {address}: {}", status.message())))?;
+                .map_err(|status| {
+                    ServiceError::Unavailable(format!(
+                        "assign id to {address}: {}",
+                        status.message()
+                    ))
+                })?;
         }
         cluster.add_voter(id, address).await?;
         tracing::info!(node_id = id, %address, "node added");
@@ -157,8 +175,11 @@ impl Service {
             let (_, leader) = cluster
                 .leader()
                 .ok_or_else(|| ServiceError::Unavailable("no leader to remove the node".into()))?;
-            let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
-            client.remove_node(floe_proto::v1::RemoveNodeRequest { node_id: id }).await?;
+            let mut client =
+                floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
+            client
+                .remove_node(floe_proto::v1::RemoveNodeRequest { node_id: id })
+                .await?;
             return Ok(());
         }
         let _one_at_a_time = self.membership_lock.lock().await;
@@ -169,7 +190,11 @@ impl Service {
         }
     }
 
-    pub async fn set_region_quota(&self, region: &str, concurrency: u32) -> Result<(), ServiceError> {
+    pub async fn set_region_quota(
+        &self,
+        region: &str,
+        concurrency: u32,
+    ) -> Result<(), ServiceError> {
         validate::region(region)?;
         self.cluster()?
             .propose(Command::SetRegionQuota {
@@ -224,6 +249,8 @@ impl Service {
             term: metrics.current_term,
             last_log_index: metrics.last_log_index.unwrap_or(0),
             applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
             members,
             quotas: state_machine::list_region_quotas(&self.reader)?,
         })

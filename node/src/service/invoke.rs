@@ -42,8 +42,11 @@ impl Service {
     pub async fn resolve(&self, function: &str, qualifier: &str) -> Result<Resolved, ServiceError> {
         validate::function_name(function)?;
         self.read_barrier(Consistency::Linearizable).await?;
-        let record = state_machine::get_function(&self.reader, function)?
-            .ok_or_else(|| ApplyError::FunctionNotFound { name: function.to_string() })?;
+        let record = state_machine::get_function(&self.reader, function)?.ok_or_else(|| {
+            ApplyError::FunctionNotFound {
+                name: function.to_string(),
+            }
+        })?;
         let latest = |qualifier: &str| Resolved {
             function: function.to_string(),
             version: LATEST.to_string(),
@@ -52,20 +55,22 @@ impl Service {
             code: record.code.clone(),
             qualifier: qualifier.to_string(),
         };
-        let numbered = |number: u64, qualifier: &str| -> Result<Resolved, ServiceError> {
-            let version = state_machine::get_version(&self.reader, function, number)?.ok_or_else(|| ApplyError::VersionNotFound {
-                function: function.to_string(),
-                version: number.to_string(),
-            })?;
-            Ok(Resolved {
-                function: function.to_string(),
-                version: number.to_string(),
-                revision_id: version.revision_id,
-                config: version.config,
-                code: version.code,
-                qualifier: qualifier.to_string(),
-            })
-        };
+        let numbered =
+            |number: u64, qualifier: &str| -> Result<Resolved, ServiceError> {
+                let version = state_machine::get_version(&self.reader, function, number)?
+                    .ok_or_else(|| ApplyError::VersionNotFound {
+                        function: function.to_string(),
+                        version: number.to_string(),
+                    })?;
+                Ok(Resolved {
+                    function: function.to_string(),
+                    version: number.to_string(),
+                    revision_id: version.revision_id,
+                    config: version.config,
+                    code: version.code,
+                    qualifier: qualifier.to_string(),
+                })
+            };
         if qualifier.is_empty() || qualifier == LATEST {
             return Ok(latest(qualifier));
         }
@@ -74,12 +79,17 @@ impl Service {
             return numbered(number, qualifier);
         }
         validate::alias_name(qualifier)?;
-        let alias = state_machine::get_alias(&self.reader, function, qualifier)?.ok_or_else(|| ApplyError::AliasNotFound {
-            function: function.to_string(),
-            name: qualifier.to_string(),
-        })?;
+        let alias =
+            state_machine::get_alias(&self.reader, function, qualifier)?.ok_or_else(|| {
+                ApplyError::AliasNotFound {
+                    function: function.to_string(),
+                    name: qualifier.to_string(),
+                }
+            })?;
         let chosen = match &alias.routing {
-            Some(routing) if rand::rng().random::<f64>() < routing.weight => routing.additional_version.to_string(),
+            Some(routing) if rand::rng().random::<f64>() < routing.weight => {
+                routing.additional_version.to_string()
+            }
             _ => alias.version.clone(),
         };
         match validate::parse_version(&chosen)? {
@@ -88,21 +98,32 @@ impl Service {
         }
     }
 
-    pub async fn invoke(&self, function: &str, qualifier: &str, payload: Bytes) -> Result<InvokeResult, ServiceError> {
+    pub async fn invoke(
+        &self,
+        function: &str,
+        qualifier: &str,
+        payload: Bytes,
+    ) -> Result<InvokeResult, ServiceError> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(ServiceError::PayloadTooLarge(format!(
                 "the request payload is {} bytes: the limit is {MAX_PAYLOAD_BYTES} bytes",
                 payload.len()
             )));
         }
-        if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
-            return Err(ServiceError::InvalidArgument("the request payload is not valid JSON".into()));
+        if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err()
+        {
+            return Err(ServiceError::InvalidArgument(
+                "the request payload is not valid JSON".into(),
+            ));
         }
         let resolved = self.resolve(function, qualifier).await?;
         self.ensure_package(&resolved.code).await?;
         let code_dir = self.packages.extracted(&resolved.code.sha256)?;
         let request_id = uuid::Uuid::new_v4().to_string();
-        let mut arn = format!("arn:aws:lambda:{}:000000000000:function:{}", self.config.region, resolved.function);
+        let mut arn = format!(
+            "arn:aws:lambda:{}:000000000000:function:{}",
+            self.config.region, resolved.function
+        );
         if !resolved.qualifier.is_empty() {
             arn = format!("{arn}:{}", resolved.qualifier);
         }

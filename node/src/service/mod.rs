@@ -50,7 +50,9 @@ impl From<ApplyError> for ServiceError {
             | ApplyError::VersionNotFound { .. }
             | ApplyError::AliasNotFound { .. }
             | ApplyError::NodeNotFound { .. } => ServiceError::NotFound(message),
-            ApplyError::FunctionExists { .. } | ApplyError::AliasExists { .. } => ServiceError::AlreadyExists(message),
+            ApplyError::FunctionExists { .. } | ApplyError::AliasExists { .. } => {
+                ServiceError::AlreadyExists(message)
+            }
             ApplyError::RevisionMismatch { .. } | ApplyError::FailedPrecondition { .. } => {
                 ServiceError::FailedPrecondition(message)
             }
@@ -73,7 +75,9 @@ impl From<tonic::Status> for ServiceError {
             tonic::Code::AlreadyExists => ServiceError::AlreadyExists(message),
             tonic::Code::FailedPrecondition => ServiceError::FailedPrecondition(message),
             tonic::Code::ResourceExhausted => ServiceError::PayloadTooLarge(message),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ServiceError::Unavailable(message),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                ServiceError::Unavailable(message)
+            }
             _ => ServiceError::Internal(message),
         }
     }
@@ -132,9 +136,9 @@ impl Service {
 
     /// The Raft side, or Unavailable while this node waits to join.
     pub fn cluster(&self) -> Result<&Arc<Cluster>, ServiceError> {
-        self.cluster
-            .get()
-            .ok_or_else(|| ServiceError::Unavailable("this node has not joined a cluster yet".into()))
+        self.cluster.get().ok_or_else(|| {
+            ServiceError::Unavailable("this node has not joined a cluster yet".into())
+        })
     }
 
     pub fn started_cluster(&self) -> Option<&Arc<Cluster>> {
@@ -145,7 +149,11 @@ impl Service {
     pub async fn start_raft(&self, id: u64) -> anyhow::Result<Arc<Cluster>> {
         let pending = self.pending_store.lock().expect("store lock").take();
         let Some(pending) = pending else {
-            return self.cluster.get().cloned().ok_or_else(|| anyhow::anyhow!("raft is starting"));
+            return self
+                .cluster
+                .get()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("raft is starting"));
         };
         let cluster = Cluster::start(
             id,

@@ -10,16 +10,27 @@ use crate::validate;
 
 type Staged<'a, 'b> = Overlay<'a, dyn KvRead + 'b>;
 
-pub fn get_alias(kv: &(impl KvRead + ?Sized), function: &str, name: &str) -> Result<Option<AliasRecord>, StoreError> {
+pub fn get_alias(
+    kv: &(impl KvRead + ?Sized),
+    function: &str,
+    name: &str,
+) -> Result<Option<AliasRecord>, StoreError> {
     get_json(kv, &keys::alias(function, name))
 }
 
-pub fn list_aliases(kv: &(impl KvRead + ?Sized), function: &str) -> Result<Vec<AliasRecord>, StoreError> {
+pub fn list_aliases(
+    kv: &(impl KvRead + ?Sized),
+    function: &str,
+) -> Result<Vec<AliasRecord>, StoreError> {
     scan_json(kv, &keys::aliases_of(function))
 }
 
 /// Checks that `version` names `$LATEST` or an existing published version.
-fn check_target(kv: &Staged, function: &str, version: &str) -> Result<Result<Option<u64>, ApplyError>, StoreError> {
+fn check_target(
+    kv: &Staged,
+    function: &str,
+    version: &str,
+) -> Result<Result<Option<u64>, ApplyError>, StoreError> {
     let number = match validate::parse_version(version) {
         Ok(number) => number,
         Err(refusal) => return Ok(Err(refusal)),
@@ -109,18 +120,18 @@ pub(super) struct AliasUpdate<'c> {
 }
 
 pub(super) fn update(kv: &mut Staged, update: AliasUpdate) -> Result<CommandResult, StoreError> {
-    let AliasUpdate {
-        function,
-        name,
-        ..
-    } = update;
+    let AliasUpdate { function, name, .. } = update;
     let Some(mut record) = get_alias(kv, function, name)? else {
         return Ok(Err(ApplyError::AliasNotFound {
             function: function.to_string(),
             name: name.to_string(),
         }));
     };
-    refuse!(check_revision(&format!("alias {function}:{name}"), &record.revision_id, update.expected_revision_id));
+    refuse!(check_revision(
+        &format!("alias {function}:{name}"),
+        &record.revision_id,
+        update.expected_revision_id
+    ));
     if let Some(version) = update.version {
         record.version = version.to_string();
     }
@@ -140,7 +151,11 @@ pub(super) fn update(kv: &mut Staged, update: AliasUpdate) -> Result<CommandResu
     Ok(Ok(Response::Alias(record)))
 }
 
-pub(super) fn delete(kv: &mut Staged, function: &str, name: &str) -> Result<CommandResult, StoreError> {
+pub(super) fn delete(
+    kv: &mut Staged,
+    function: &str,
+    name: &str,
+) -> Result<CommandResult, StoreError> {
     if get_alias(kv, function, name)?.is_none() {
         return Ok(Err(ApplyError::AliasNotFound {
             function: function.to_string(),

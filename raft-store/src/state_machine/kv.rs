@@ -10,11 +10,14 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::StoreError;
 
+/// Key-value pairs in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Read access to ordered keys.
 pub trait KvRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// All pairs whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError>;
 }
 
 impl KvRead for BTreeMap<Vec<u8>, Vec<u8>> {
@@ -22,7 +25,7 @@ impl KvRead for BTreeMap<Vec<u8>, Vec<u8>> {
         Ok(BTreeMap::get(self, key).cloned())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         Ok(self
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
@@ -78,8 +81,9 @@ impl<R: KvRead + ?Sized> KvRead for Overlay<'_, R> {
         }
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.base.scan_prefix(prefix)?.into_iter().collect();
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.base.scan_prefix(prefix)?.into_iter().collect();
         for (key, value) in self.writes.range(prefix.to_vec()..) {
             if !key.starts_with(prefix) {
                 break;
@@ -94,7 +98,10 @@ impl<R: KvRead + ?Sized> KvRead for Overlay<'_, R> {
 }
 
 /// Reads and decodes a JSON record.
-pub fn get_json<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), key: &[u8]) -> Result<Option<T>, StoreError> {
+pub fn get_json<T: DeserializeOwned>(
+    kv: &(impl KvRead + ?Sized),
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
     match kv.get(key)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
@@ -104,9 +111,14 @@ pub fn get_json<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), key: &[u8]) ->
 }
 
 /// Reads and decodes every JSON record under a prefix.
-pub fn scan_json<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+pub fn scan_json<T: DeserializeOwned>(
+    kv: &(impl KvRead + ?Sized),
+    prefix: &[u8],
+) -> Result<Vec<T>, StoreError> {
     kv.scan_prefix(prefix)?
         .into_iter()
-        .map(|(key, bytes)| serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&key, e)))
+        .map(|(key, bytes)| {
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&key, e))
+        })
         .collect()
 }

@@ -61,7 +61,13 @@ pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Wri
             description,
             expected_revision_id,
             now_ms,
-        } => functions::publish(&mut overlay, name, description, expected_revision_id.as_deref(), *now_ms)?,
+        } => functions::publish(
+            &mut overlay,
+            name,
+            description,
+            expected_revision_id.as_deref(),
+            *now_ms,
+        )?,
         Command::CreateAlias {
             function,
             name,
@@ -69,7 +75,15 @@ pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Wri
             routing,
             description,
             revision_id,
-        } => aliases::create(&mut overlay, function, name, version, routing.as_ref(), description, revision_id)?,
+        } => aliases::create(
+            &mut overlay,
+            function,
+            name,
+            version,
+            routing.as_ref(),
+            description,
+            revision_id,
+        )?,
         Command::UpdateAlias {
             function,
             name,
@@ -91,11 +105,22 @@ pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Wri
             },
         )?,
         Command::DeleteAlias { function, name } => aliases::delete(&mut overlay, function, name)?,
-        Command::SetRegionQuota { region, concurrency } => cluster::set_quota(&mut overlay, region, *concurrency)?,
-        Command::RegisterNode { id, address, region } => cluster::register(&mut overlay, *id, address, region)?,
+        Command::SetRegionQuota {
+            region,
+            concurrency,
+        } => cluster::set_quota(&mut overlay, region, *concurrency)?,
+        Command::RegisterNode {
+            id,
+            address,
+            region,
+        } => cluster::register(&mut overlay, *id, address, region)?,
         Command::RemoveNode { id } => cluster::remove(&mut overlay, *id)?,
     };
-    let writes = if result.is_ok() { overlay.into_writes() } else { Writes::new() };
+    let writes = if result.is_ok() {
+        overlay.into_writes()
+    } else {
+        Writes::new()
+    };
     Ok((result, writes))
 }
 

@@ -27,7 +27,10 @@ fn create(name: &str) -> Command {
     Command::CreateFunction {
         name: name.into(),
         config: config(),
-        code: CodeRef { sha256: sha(1), size: 10 },
+        code: CodeRef {
+            sha256: sha(1),
+            size: 10,
+        },
         revision_id: "r1".into(),
         now_ms: 1000,
     }
@@ -37,7 +40,10 @@ fn update_code(name: &str, code: u8, revision: &str) -> Command {
     Command::UpdateFunction {
         name: name.into(),
         config: None,
-        code: Some(CodeRef { sha256: sha(code), size: 10 }),
+        code: Some(CodeRef {
+            sha256: sha(code),
+            size: 10,
+        }),
         expected_revision_id: None,
         revision_id: revision.into(),
         now_ms: 2000,
@@ -85,9 +91,14 @@ fn check(setup: &[Command], command: Command, expect: Expect) {
     let before = table.clone();
     let (result, writes) = apply(&table, &command).expect("storage");
     match (&result, expect) {
-        (Ok(response), Expect::Ok(accept)) => assert!(accept(response), "unexpected response {response:?}"),
+        (Ok(response), Expect::Ok(accept)) => {
+            assert!(accept(response), "unexpected response {response:?}")
+        }
         (Err(error), Expect::Refused(text)) => {
-            assert!(format!("{error:?}").contains(text), "expected refusal {text:?}, got {error:?}");
+            assert!(
+                format!("{error:?}").contains(text),
+                "expected refusal {text:?}, got {error:?}"
+            );
             assert!(writes.is_empty(), "a refusal must not write");
         }
         (result, expect) => panic!("{command:?}: expected {expect:?}, got {result:?}"),
@@ -114,28 +125,71 @@ fn is_f(response: &Response) -> bool {
 #[test]
 fn create_function() {
     check(&[], create("f"), Expect::Ok(is_f));
-    check(&[create("f")], create("f"), Expect::Refused("FunctionExists"));
-    check(&[], create("bad name"), Expect::Refused("invalid function name"));
-    check(&[], create(&"x".repeat(65)), Expect::Refused("invalid function name"));
+    check(
+        &[create("f")],
+        create("f"),
+        Expect::Refused("FunctionExists"),
+    );
+    check(
+        &[],
+        create("bad name"),
+        Expect::Refused("invalid function name"),
+    );
+    check(
+        &[],
+        create(&"x".repeat(65)),
+        Expect::Refused("invalid function name"),
+    );
     let with = |change: fn(&mut FunctionConfig)| {
         let mut config = config();
         change(&mut config);
         Command::CreateFunction {
             name: "f".into(),
             config,
-            code: CodeRef { sha256: sha(1), size: 1 },
+            code: CodeRef {
+                sha256: sha(1),
+                size: 1,
+            },
             revision_id: "r".into(),
             now_ms: 0,
         }
     };
-    check(&[], with(|c| c.memory_mb = 127), Expect::Refused("memory 127 MB is out of range"));
-    check(&[], with(|c| c.memory_mb = 10_241), Expect::Refused("out of range"));
+    check(
+        &[],
+        with(|c| c.memory_mb = 127),
+        Expect::Refused("memory 127 MB is out of range"),
+    );
+    check(
+        &[],
+        with(|c| c.memory_mb = 10_241),
+        Expect::Refused("out of range"),
+    );
     check(&[], with(|c| c.memory_mb = 10_240), Expect::Ok(is_f));
-    check(&[], with(|c| c.timeout_s = 0), Expect::Refused("timeout 0 s"));
-    check(&[], with(|c| c.timeout_s = 901), Expect::Refused("timeout 901 s"));
-    check(&[], with(|c| c.runtime = "cobol".into()), Expect::Refused("unknown runtime"));
-    check(&[], with(|c| c.handler = "nodot".into()), Expect::Refused("module.function"));
-    check(&[], with(|c| c.handler = String::new()), Expect::Refused("invalid handler"));
+    check(
+        &[],
+        with(|c| c.timeout_s = 0),
+        Expect::Refused("timeout 0 s"),
+    );
+    check(
+        &[],
+        with(|c| c.timeout_s = 901),
+        Expect::Refused("timeout 901 s"),
+    );
+    check(
+        &[],
+        with(|c| c.runtime = "cobol".into()),
+        Expect::Refused("unknown runtime"),
+    );
+    check(
+        &[],
+        with(|c| c.handler = "nodot".into()),
+        Expect::Refused("module.function"),
+    );
+    check(
+        &[],
+        with(|c| c.handler = String::new()),
+        Expect::Refused("invalid handler"),
+    );
     check(
         &[],
         with(|c| {
@@ -157,13 +211,20 @@ fn create_function() {
         }),
         Expect::Refused("the limit is 4096"),
     );
-    check(&[], with(|c| c.description = "d".repeat(257)), Expect::Refused("description"));
+    check(
+        &[],
+        with(|c| c.description = "d".repeat(257)),
+        Expect::Refused("description"),
+    );
     check(
         &[],
         Command::CreateFunction {
             name: "f".into(),
             config: config(),
-            code: CodeRef { sha256: "nothex".into(), size: 1 },
+            code: CodeRef {
+                sha256: "nothex".into(),
+                size: 1,
+            },
             revision_id: "r".into(),
             now_ms: 0,
         },
@@ -173,23 +234,45 @@ fn create_function() {
 
 #[test]
 fn update_function() {
-    check(&[create("f")], update_code("f", 2, "r2"), Expect::Ok(|r| {
-        matches!(r, Response::Function(f) if f.revision_id == "r2" && f.code.sha256 == sha(2) && f.last_modified_ms == 2000)
-    }));
-    check(&[], update_code("f", 2, "r2"), Expect::Refused("FunctionNotFound"));
+    check(
+        &[create("f")],
+        update_code("f", 2, "r2"),
+        Expect::Ok(
+            |r| matches!(r, Response::Function(f) if f.revision_id == "r2" && f.code.sha256 == sha(2) && f.last_modified_ms == 2000),
+        ),
+    );
+    check(
+        &[],
+        update_code("f", 2, "r2"),
+        Expect::Refused("FunctionNotFound"),
+    );
     let conditional = |expected: &str| Command::UpdateFunction {
         name: "f".into(),
-        config: Some(FunctionConfig { memory_mb: 256, ..config() }),
+        config: Some(FunctionConfig {
+            memory_mb: 256,
+            ..config()
+        }),
         code: None,
         expected_revision_id: Some(expected.into()),
         revision_id: "r2".into(),
         now_ms: 1,
     };
-    check(&[create("f")], conditional("r1"), Expect::Ok(|r| matches!(r, Response::Function(f) if f.config.memory_mb == 256)));
-    check(&[create("f")], conditional("stale"), Expect::Refused("RevisionMismatch"));
+    check(
+        &[create("f")],
+        conditional("r1"),
+        Expect::Ok(|r| matches!(r, Response::Function(f) if f.config.memory_mb == 256)),
+    );
+    check(
+        &[create("f")],
+        conditional("stale"),
+        Expect::Refused("RevisionMismatch"),
+    );
     let bad = Command::UpdateFunction {
         name: "f".into(),
-        config: Some(FunctionConfig { timeout_s: 1000, ..config() }),
+        config: Some(FunctionConfig {
+            timeout_s: 1000,
+            ..config()
+        }),
         code: None,
         expected_revision_id: None,
         revision_id: "r2".into(),
@@ -201,7 +284,13 @@ fn update_function() {
 #[test]
 fn delete_function_removes_versions_and_aliases() {
     let mut table = Table::new();
-    for command in [create("f"), create("f2"), publish("f"), alias("f", "live", "1", None), publish("f2")] {
+    for command in [
+        create("f"),
+        create("f2"),
+        publish("f"),
+        alias("f", "live", "1", None),
+        publish("f2"),
+    ] {
         let (result, writes) = apply(&table, &command).unwrap();
         assert!(result.is_ok());
         commit(&mut table, writes);
@@ -214,18 +303,32 @@ fn delete_function_removes_versions_and_aliases() {
     assert!(list_aliases(&table, "f").unwrap().is_empty());
     // The other function is untouched.
     assert_eq!(list_versions(&table, "f2").unwrap().len(), 1);
-    check(&[], Command::DeleteFunction { name: "f".into() }, Expect::Refused("FunctionNotFound"));
+    check(
+        &[],
+        Command::DeleteFunction { name: "f".into() },
+        Expect::Refused("FunctionNotFound"),
+    );
 }
 
 #[test]
 fn publish_version() {
-    check(&[create("f")], publish("f"), Expect::Ok(|r| matches!(r, Response::Version(v) if v.version == 1)));
+    check(
+        &[create("f")],
+        publish("f"),
+        Expect::Ok(|r| matches!(r, Response::Version(v) if v.version == 1)),
+    );
     // Unchanged $LATEST: the existing version comes back.
-    check(&[create("f"), publish("f")], publish("f"), Expect::Ok(|r| matches!(r, Response::Version(v) if v.version == 1)));
+    check(
+        &[create("f"), publish("f")],
+        publish("f"),
+        Expect::Ok(|r| matches!(r, Response::Version(v) if v.version == 1)),
+    );
     check(
         &[create("f"), publish("f"), update_code("f", 2, "r2")],
         publish("f"),
-        Expect::Ok(|r| matches!(r, Response::Version(v) if v.version == 2 && v.code.sha256 == sha(2) && v.revision_id == "r2")),
+        Expect::Ok(
+            |r| matches!(r, Response::Version(v) if v.version == 2 && v.code.sha256 == sha(2) && v.revision_id == "r2"),
+        ),
     );
     check(&[], publish("f"), Expect::Refused("FunctionNotFound"));
     let conditional = Command::PublishVersion {
@@ -234,7 +337,11 @@ fn publish_version() {
         expected_revision_id: Some("old".into()),
         now_ms: 0,
     };
-    check(&[create("f")], conditional, Expect::Refused("RevisionMismatch"));
+    check(
+        &[create("f")],
+        conditional,
+        Expect::Refused("RevisionMismatch"),
+    );
 }
 
 #[test]
@@ -247,30 +354,97 @@ fn versions_are_immutable() {
     }
     let version = get_version(&table, "f", 1).unwrap().unwrap();
     assert_eq!(version.code.sha256, sha(1));
-    assert_eq!(get_function(&table, "f").unwrap().unwrap().code.sha256, sha(9));
+    assert_eq!(
+        get_function(&table, "f").unwrap().unwrap().code.sha256,
+        sha(9)
+    );
 }
 
 #[test]
 fn aliases() {
-    let two_versions = [create("f"), publish("f"), update_code("f", 2, "r2"), publish("f")];
-    check(&two_versions, alias("f", "live", "1", None), Expect::Ok(|r| matches!(r, Response::Alias(a) if a.version == "1")));
-    check(&two_versions, alias("f", "live", "$LATEST", None), Expect::Ok(|r| matches!(r, Response::Alias(_))));
-    check(&two_versions, alias("f", "live", "3", None), Expect::Refused("VersionNotFound"));
-    check(&two_versions, alias("f", "live", "x1", None), Expect::Refused("invalid version"));
-    check(&two_versions, alias("f", "123", "1", None), Expect::Refused("invalid alias name"));
-    check(&two_versions, alias("f", "a/b", "1", None), Expect::Refused("invalid alias name"));
-    check(&two_versions, alias("g", "live", "1", None), Expect::Refused("FunctionNotFound"));
+    let two_versions = [
+        create("f"),
+        publish("f"),
+        update_code("f", 2, "r2"),
+        publish("f"),
+    ];
+    check(
+        &two_versions,
+        alias("f", "live", "1", None),
+        Expect::Ok(|r| matches!(r, Response::Alias(a) if a.version == "1")),
+    );
+    check(
+        &two_versions,
+        alias("f", "live", "$LATEST", None),
+        Expect::Ok(|r| matches!(r, Response::Alias(_))),
+    );
+    check(
+        &two_versions,
+        alias("f", "live", "3", None),
+        Expect::Refused("VersionNotFound"),
+    );
+    check(
+        &two_versions,
+        alias("f", "live", "x1", None),
+        Expect::Refused("invalid version"),
+    );
+    check(
+        &two_versions,
+        alias("f", "123", "1", None),
+        Expect::Refused("invalid alias name"),
+    );
+    check(
+        &two_versions,
+        alias("f", "a/b", "1", None),
+        Expect::Refused("invalid alias name"),
+    );
+    check(
+        &two_versions,
+        alias("g", "live", "1", None),
+        Expect::Refused("FunctionNotFound"),
+    );
     let mut with_alias = two_versions.to_vec();
     with_alias.push(alias("f", "live", "1", None));
-    check(&with_alias, alias("f", "live", "2", None), Expect::Refused("AliasExists"));
-    let routing = |version: u64, weight: f64| Some(AliasRouting { additional_version: version, weight });
-    check(&two_versions, alias("f", "live", "1", routing(2, 0.25)), Expect::Ok(|r| matches!(r, Response::Alias(a) if a.routing.is_some())));
-    check(&two_versions, alias("f", "live", "1", routing(2, 1.5)), Expect::Refused("routing weight"));
-    check(&two_versions, alias("f", "live", "1", routing(1, 0.5)), Expect::Refused("must differ"));
-    check(&two_versions, alias("f", "live", "1", routing(7, 0.5)), Expect::Refused("VersionNotFound"));
-    check(&two_versions, alias("f", "live", "$LATEST", routing(1, 0.5)), Expect::Refused("$LATEST cannot route"));
+    check(
+        &with_alias,
+        alias("f", "live", "2", None),
+        Expect::Refused("AliasExists"),
+    );
+    let routing = |version: u64, weight: f64| {
+        Some(AliasRouting {
+            additional_version: version,
+            weight,
+        })
+    };
+    check(
+        &two_versions,
+        alias("f", "live", "1", routing(2, 0.25)),
+        Expect::Ok(|r| matches!(r, Response::Alias(a) if a.routing.is_some())),
+    );
+    check(
+        &two_versions,
+        alias("f", "live", "1", routing(2, 1.5)),
+        Expect::Refused("routing weight"),
+    );
+    check(
+        &two_versions,
+        alias("f", "live", "1", routing(1, 0.5)),
+        Expect::Refused("must differ"),
+    );
+    check(
+        &two_versions,
+        alias("f", "live", "1", routing(7, 0.5)),
+        Expect::Refused("VersionNotFound"),
+    );
+    check(
+        &two_versions,
+        alias("f", "live", "$LATEST", routing(1, 0.5)),
+        Expect::Refused("$LATEST cannot route"),
+    );
 
-    let update = |version: Option<&str>, routing: Option<Option<AliasRouting>>, expected: Option<&str>| Command::UpdateAlias {
+    let update = |version: Option<&str>,
+                  routing: Option<Option<AliasRouting>>,
+                  expected: Option<&str>| Command::UpdateAlias {
         function: "f".into(),
         name: "live".into(),
         version: version.map(String::from),
@@ -279,46 +453,136 @@ fn aliases() {
         expected_revision_id: expected.map(String::from),
         revision_id: "a2".into(),
     };
-    check(&with_alias, update(Some("2"), None, None), Expect::Ok(|r| matches!(r, Response::Alias(a) if a.version == "2" && a.revision_id == "a2")));
-    check(&with_alias, update(Some("9"), None, None), Expect::Refused("VersionNotFound"));
-    check(&with_alias, update(None, Some(routing(2, 0.5)), Some("a1")), Expect::Ok(|r| matches!(r, Response::Alias(a) if a.routing.is_some())));
-    check(&with_alias, update(None, None, Some("zz")), Expect::Refused("RevisionMismatch"));
-    check(&two_versions, update(Some("2"), None, None), Expect::Refused("AliasNotFound"));
+    check(
+        &with_alias,
+        update(Some("2"), None, None),
+        Expect::Ok(
+            |r| matches!(r, Response::Alias(a) if a.version == "2" && a.revision_id == "a2"),
+        ),
+    );
+    check(
+        &with_alias,
+        update(Some("9"), None, None),
+        Expect::Refused("VersionNotFound"),
+    );
+    check(
+        &with_alias,
+        update(None, Some(routing(2, 0.5)), Some("a1")),
+        Expect::Ok(|r| matches!(r, Response::Alias(a) if a.routing.is_some())),
+    );
+    check(
+        &with_alias,
+        update(None, None, Some("zz")),
+        Expect::Refused("RevisionMismatch"),
+    );
+    check(
+        &two_versions,
+        update(Some("2"), None, None),
+        Expect::Refused("AliasNotFound"),
+    );
 
-    check(&with_alias, Command::DeleteAlias { function: "f".into(), name: "live".into() }, Expect::Ok(|r| *r == Response::None));
-    check(&two_versions, Command::DeleteAlias { function: "f".into(), name: "live".into() }, Expect::Refused("AliasNotFound"));
+    check(
+        &with_alias,
+        Command::DeleteAlias {
+            function: "f".into(),
+            name: "live".into(),
+        },
+        Expect::Ok(|r| *r == Response::None),
+    );
+    check(
+        &two_versions,
+        Command::DeleteAlias {
+            function: "f".into(),
+            name: "live".into(),
+        },
+        Expect::Refused("AliasNotFound"),
+    );
 }
 
 #[test]
 fn concurrency_and_quotas() {
     check(
         &[create("f")],
-        Command::PutFunctionConcurrency { name: "f".into(), reserved_concurrency: Some(5) },
+        Command::PutFunctionConcurrency {
+            name: "f".into(),
+            reserved_concurrency: Some(5),
+        },
         Expect::Ok(|r| matches!(r, Response::Function(f) if f.reserved_concurrency == Some(5))),
     );
-    check(&[], Command::PutFunctionConcurrency { name: "f".into(), reserved_concurrency: None }, Expect::Refused("FunctionNotFound"));
-    check(&[], Command::SetRegionQuota { region: "eu-1".into(), concurrency: 10 }, Expect::Ok(|r| *r == Response::None));
-    check(&[], Command::SetRegionQuota { region: "bad region".into(), concurrency: 10 }, Expect::Refused("invalid region"));
+    check(
+        &[],
+        Command::PutFunctionConcurrency {
+            name: "f".into(),
+            reserved_concurrency: None,
+        },
+        Expect::Refused("FunctionNotFound"),
+    );
+    check(
+        &[],
+        Command::SetRegionQuota {
+            region: "eu-1".into(),
+            concurrency: 10,
+        },
+        Expect::Ok(|r| *r == Response::None),
+    );
+    check(
+        &[],
+        Command::SetRegionQuota {
+            region: "bad region".into(),
+            concurrency: 10,
+        },
+        Expect::Refused("invalid region"),
+    );
     let mut table = Table::new();
-    let (_, writes) = apply(&table, &Command::SetRegionQuota { region: "eu-1".into(), concurrency: 10 }).unwrap();
+    let (_, writes) = apply(
+        &table,
+        &Command::SetRegionQuota {
+            region: "eu-1".into(),
+            concurrency: 10,
+        },
+    )
+    .unwrap();
     commit(&mut table, writes);
-    assert_eq!(list_region_quotas(&table).unwrap(), vec![("eu-1".to_string(), 10)]);
+    assert_eq!(
+        list_region_quotas(&table).unwrap(),
+        vec![("eu-1".to_string(), 10)]
+    );
 }
 
 #[test]
 fn node_registry() {
-    let register = |id: Option<u64>, address: &str| Command::RegisterNode { id, address: address.into(), region: "local".into() };
-    check(&[], register(Some(1), "a:1"), Expect::Ok(|r| matches!(r, Response::Node(n) if n.id == 1)));
-    // Allocation continues after the highest id seen, and never reuses a removed one.
-    check(&[register(Some(1), "a:1")], register(None, "b:1"), Expect::Ok(|r| matches!(r, Response::Node(n) if n.id == 2)));
+    let register = |id: Option<u64>, address: &str| Command::RegisterNode {
+        id,
+        address: address.into(),
+        region: "local".into(),
+    };
     check(
-        &[register(Some(1), "a:1"), register(None, "b:1"), Command::RemoveNode { id: 2 }],
+        &[],
+        register(Some(1), "a:1"),
+        Expect::Ok(|r| matches!(r, Response::Node(n) if n.id == 1)),
+    );
+    // Allocation continues after the highest id seen, and never reuses a removed one.
+    check(
+        &[register(Some(1), "a:1")],
+        register(None, "b:1"),
+        Expect::Ok(|r| matches!(r, Response::Node(n) if n.id == 2)),
+    );
+    check(
+        &[
+            register(Some(1), "a:1"),
+            register(None, "b:1"),
+            Command::RemoveNode { id: 2 },
+        ],
         register(None, "c:1"),
         Expect::Ok(|r| matches!(r, Response::Node(n) if n.id == 3)),
     );
     check(&[], register(Some(0), "a:1"), Expect::Refused("reserved"));
     check(&[], register(None, ""), Expect::Refused("needs an address"));
-    check(&[], Command::RemoveNode { id: 4 }, Expect::Refused("NodeNotFound"));
+    check(
+        &[],
+        Command::RemoveNode { id: 4 },
+        Expect::Refused("NodeNotFound"),
+    );
 }
 
 #[test]
@@ -327,7 +591,11 @@ fn refusal_inside_a_batch_keeps_earlier_writes() {
     // middle must neither undo the first nor leak into the third.
     let table = Table::new();
     let mut batch = kv::Overlay::new(&table as &dyn kv::KvRead);
-    for (command, accepted) in [(create("f"), true), (create("f"), false), (publish("f"), true)] {
+    for (command, accepted) in [
+        (create("f"), true),
+        (create("f"), false),
+        (publish("f"), true),
+    ] {
         let (result, writes) = apply(&batch, &command).unwrap();
         assert_eq!(result.is_ok(), accepted, "{command:?}: {result:?}");
         batch.extend(writes);
@@ -335,7 +603,10 @@ fn refusal_inside_a_batch_keeps_earlier_writes() {
     let writes = batch.into_writes();
     let mut table = Table::new();
     commit(&mut table, writes);
-    assert_eq!(get_function(&table, "f").unwrap().unwrap().latest_version, 1);
+    assert_eq!(
+        get_function(&table, "f").unwrap().unwrap().latest_version,
+        1
+    );
     assert!(matches!(
         apply(&table, &create("f")).unwrap().0,
         Err(ApplyError::FunctionExists { .. })
