@@ -150,6 +150,7 @@ impl TestCluster {
             .arg(listen)
             .args(&node.extra_args)
             .env("FLOE_LOG", "info,openraft=warn")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -259,10 +260,25 @@ impl TestCluster {
         bail!("no leader")
     }
 
+    /// The tail of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            let log = node.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            text.push_str(&format!("\n--- node index {index} ({:?}) ---\n", node.address));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
     /// Waits until a leader reports `count` voters.
     pub async fn wait_for_voters(&mut self, count: usize) -> anyhow::Result<()> {
         let addresses = self.addresses();
-        wait_for(&format!("{count} voters"), Duration::from_secs(30), || {
+        let result = wait_for(&format!("{count} voters"), Duration::from_secs(30), || {
             let addresses = addresses.clone();
             async move {
                 let Ok(client) = Client::connect(addresses).await else {

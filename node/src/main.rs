@@ -85,6 +85,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_new(&flags.log).unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match load(&flags) {
         Ok(config) => config,
