@@ -182,6 +182,13 @@ impl TestCluster {
         Ok(index)
     }
 
+    /// Starts a node that waits to be added (`--no-bootstrap`); returns its index.
+    pub async fn start_waiting_node(&mut self) -> anyhow::Result<usize> {
+        let index = self.add_process(vec!["--no-bootstrap".into()])?;
+        self.wait_started(index).await?;
+        Ok(index)
+    }
+
     /// Addresses of the nodes that are running.
     pub fn addresses(&mut self) -> Vec<String> {
         self.nodes
@@ -294,7 +301,8 @@ impl TestCluster {
                 }
             }
         })
-        .await
+        .await;
+        result.with_context(|| self.logs())
     }
 
     pub fn data_dir(&self, index: usize) -> &Path {

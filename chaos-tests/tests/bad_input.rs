@@ -35,10 +35,7 @@ fn package() -> Vec<u8> {
 fn refused<T: std::fmt::Debug>(result: Result<T, floe_client::Error>, code: Code, text: &str) {
     let error = result.expect_err("the call should fail");
     assert_eq!(error.code(), Some(code), "{error}");
-    assert!(
-        error.to_string().contains(text),
-        "expected {text:?} in {error:?}"
-    );
+    assert!(error.to_string().contains(text), "expected {text:?} in {error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,9 +173,7 @@ async fn validation_rules_map_to_grpc_statuses() -> anyhow::Result<()> {
         "already exists",
     );
     refused(
-        client
-            .get_function("nope", ReadConsistency::Linearizable)
-            .await,
+        client.get_function("nope", ReadConsistency::Linearizable).await,
         Code::NotFound,
         "function nope not found",
     );
@@ -240,13 +235,7 @@ async fn validation_rules_map_to_grpc_statuses() -> anyhow::Result<()> {
         "invalid alias name",
     );
     // Nothing already stored was harmed by any of it.
-    assert_eq!(
-        client
-            .list_functions(ReadConsistency::Linearizable)
-            .await?
-            .len(),
-        1
-    );
+    assert_eq!(client.list_functions(ReadConsistency::Linearizable).await?.len(), 1);
     Ok(())
 }
 
@@ -277,9 +266,7 @@ async fn garbage_on_the_grpc_port_does_not_harm_the_node() -> anyhow::Result<()>
         let _ = stream.read_to_end(&mut sink);
     }
     let client = Client::connect([address]).await?;
-    client
-        .create_function("still-serving", config(), package())
-        .await?;
+    client.create_function("still-serving", config(), package()).await?;
     assert_eq!(
         client
             .get_function("still-serving", ReadConsistency::Linearizable)

@@ -35,18 +35,11 @@ fn write_handler(dir: &Path, tag: &str) {
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("helper.py"),
-        "def greet(name):\n    return 'hello ' + name\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("helper.py"), "def greet(name):\n    return 'hello ' + name\n").unwrap();
 }
 
 fn invoke(endpoint: &str, target: &str) -> serde_json::Value {
-    let stdout = ok(
-        endpoint,
-        &["invoke", target, "--payload", r#"{"name":"floe"}"#],
-    );
+    let stdout = ok(endpoint, &["invoke", target, "--payload", r#"{"name":"floe"}"#]);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
@@ -80,10 +73,7 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
 
     assert!(ok(&endpoint, &["version", "publish", "greeter"]).contains("version 1"));
     write_handler(code.path(), "v2");
-    ok(
-        &endpoint,
-        &["function", "update", "greeter", "--code", code_path],
-    );
+    ok(&endpoint, &["function", "update", "greeter", "--code", code_path]);
     assert_eq!(
         invoke(&endpoint, "greeter")["tag"],
         "v2",
@@ -93,25 +83,15 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
     // Publishing an unchanged $LATEST returns the latest version.
     assert!(ok(&endpoint, &["version", "publish", "greeter"]).contains("version 2"));
 
-    ok(
-        &endpoint,
-        &["alias", "create", "greeter", "live", "--version", "1"],
-    );
+    ok(&endpoint, &["alias", "create", "greeter", "live", "--version", "1"]);
     let through_alias = invoke(&endpoint, "greeter:live");
     assert_eq!(through_alias["tag"], "v1");
     assert_eq!(through_alias["version"], "1");
-    ok(
-        &endpoint,
-        &["alias", "update", "greeter", "live", "--version", "2"],
-    );
+    ok(&endpoint, &["alias", "update", "greeter", "live", "--version", "2"]);
     let through_alias = invoke(&endpoint, "greeter:live");
     assert_eq!(through_alias["tag"], "v2");
     assert_eq!(through_alias["version"], "2");
-    assert_eq!(
-        invoke(&endpoint, "greeter:1")["tag"],
-        "v1",
-        "version 1 is immutable"
-    );
+    assert_eq!(invoke(&endpoint, "greeter:1")["tag"], "v1", "version 1 is immutable");
 
     let versions = ok(&endpoint, &["--json", "version", "list", "greeter"]);
     assert_eq!(

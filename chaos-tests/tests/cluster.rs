@@ -52,10 +52,7 @@ async fn three_nodes_replicate_a_write_made_through_a_follower() -> anyhow::Resu
     }
     let status = cluster.status(follower).await?;
     assert_eq!(status.nodes.len(), 3);
-    assert_eq!(
-        status.nodes.iter().filter(|n| n.role == "leader").count(),
-        1
-    );
+    assert_eq!(status.nodes.iter().filter(|n| n.role == "leader").count(), 1);
     Ok(())
 }
 
@@ -92,11 +89,9 @@ async fn leader_kill_loses_no_acknowledged_write_and_the_node_catches_up() -> an
 
     cluster.restart(old_leader).await?;
     let restarted = cluster.client_of(old_leader).await?;
-    wait_for(
-        "the restarted node to catch up",
-        Duration::from_secs(20),
-        || async { has_function(&restarted, "after-kill", ReadConsistency::Stale).await },
-    )
+    wait_for("the restarted node to catch up", Duration::from_secs(20), || async {
+        has_function(&restarted, "after-kill", ReadConsistency::Stale).await
+    })
     .await?;
     for name in &acknowledged {
         assert!(
@@ -141,11 +136,7 @@ async fn a_node_down_while_the_log_is_purged_catches_up_from_a_snapshot() -> any
     )
     .await?;
     let status = restarted.cluster_status().await?;
-    assert_eq!(
-        status.quotas.len(),
-        120,
-        "every quota written while the node was down"
-    );
+    assert_eq!(status.quotas.len(), 120, "every quota written while the node was down");
     assert!(
         status.snapshot_index > applied_at_kill,
         "the node holds a snapshot past its old state"
@@ -176,10 +167,7 @@ async fn a_fourth_node_joins_and_another_is_removed() -> anyhow::Result<()> {
         Duration::from_secs(10),
         || async {
             match client.cluster_status().await {
-                Ok(status) => {
-                    status.nodes.len() == 3
-                        && status.nodes.iter().all(|n| n.id != removed_id && n.voter)
-                }
+                Ok(status) => status.nodes.len() == 3 && status.nodes.iter().all(|n| n.id != removed_id && n.voter),
                 Err(_) => false,
             }
         },
@@ -187,5 +175,44 @@ async fn a_fourth_node_joins_and_another_is_removed() -> anyhow::Result<()> {
     .await?;
     create(&client, "after-remove").await?;
     assert!(has_function(&newcomer, "after-remove", ReadConsistency::Linearizable).await);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_node_is_added_by_the_operator_and_sigterm_stops_nodes_cleanly() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(1).await?;
+    create(&cluster.client().await?, "first").await?;
+    let waiting = cluster.start_waiting_node().await?;
+    // Before it is added it serves nothing but says so.
+    let error = cluster
+        .client_of(waiting)
+        .await?
+        .with_retry_for(Duration::from_millis(100))
+        .get_function("first", ReadConsistency::Stale)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("has not joined a cluster yet"), "{error}");
+    let id = cluster.client_of(0).await?.add_node(&cluster.address(waiting)).await?;
+    assert_eq!(id, 2);
+    cluster.wait_for_voters(2).await?;
+    let added = cluster.client_of(waiting).await?;
+    assert!(has_function(&added, "first", ReadConsistency::Linearizable).await);
+    // Adding it twice is harmless and returns the same id.
+    assert_eq!(
+        cluster.client_of(0).await?.add_node(&cluster.address(waiting)).await?,
+        2
+    );
+
+    // SIGTERM: a clean exit, and a restart from the data dir alone.
+    for index in [waiting, 0] {
+        let status = cluster.terminate(index)?;
+        assert!(status.success(), "node {index} exited with {status}");
+    }
+    cluster.restart(0).await?;
+    cluster.restart(waiting).await?;
+    cluster.wait_for_voters(2).await?;
+    let client = cluster.client().await?;
+    create(&client, "after-restart").await?;
+    assert!(has_function(&client, "first", ReadConsistency::Linearizable).await);
     Ok(())
 }

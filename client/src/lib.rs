@@ -121,10 +121,7 @@ impl Client {
                 continue;
             };
             let leader = status.into_inner().leader_address;
-            let position = self
-                .endpoints
-                .iter()
-                .position(|(address, _)| *address == leader);
+            let position = self.endpoints.iter().position(|(address, _)| *address == leader);
             *self.preferred.lock().expect("preferred lock") = position.unwrap_or(index);
             return;
         }
@@ -140,8 +137,7 @@ impl Client {
         let started = Instant::now();
         let mut attempt = 0usize;
         loop {
-            let index =
-                (*self.preferred.lock().expect("preferred lock") + attempt) % self.endpoints.len();
+            let index = (*self.preferred.lock().expect("preferred lock") + attempt) % self.endpoints.len();
             match call(self.endpoints[index].1.clone()).await {
                 Ok(response) => {
                     *self.preferred.lock().expect("preferred lock") = index;
@@ -198,10 +194,7 @@ impl Client {
         .await
     }
 
-    pub async fn list_functions(
-        &self,
-        consistency: proto::ReadConsistency,
-    ) -> Result<Vec<proto::FunctionInfo>, Error> {
+    pub async fn list_functions(&self, consistency: proto::ReadConsistency) -> Result<Vec<proto::FunctionInfo>, Error> {
         let request = proto::ListFunctionsRequest {
             consistency: consistency as i32,
         };
@@ -211,10 +204,7 @@ impl Client {
         Ok(reply.functions)
     }
 
-    pub async fn update_function(
-        &self,
-        request: proto::UpdateFunctionRequest,
-    ) -> Result<proto::FunctionInfo, Error> {
+    pub async fn update_function(&self, request: proto::UpdateFunctionRequest) -> Result<proto::FunctionInfo, Error> {
         self.call(|c| {
             let request = request.clone();
             async move { Self::functions(c).update_function(request).await }
@@ -223,9 +213,7 @@ impl Client {
     }
 
     pub async fn delete_function(&self, name: &str) -> Result<(), Error> {
-        let request = proto::DeleteFunctionRequest {
-            name: name.to_string(),
-        };
+        let request = proto::DeleteFunctionRequest { name: name.to_string() };
         self.call(|c| {
             let request = request.clone();
             async move { Self::functions(c).delete_function(request).await }
@@ -250,11 +238,7 @@ impl Client {
         .await
     }
 
-    pub async fn publish_version(
-        &self,
-        name: &str,
-        description: &str,
-    ) -> Result<proto::VersionInfo, Error> {
+    pub async fn publish_version(&self, name: &str, description: &str) -> Result<proto::VersionInfo, Error> {
         let request = proto::PublishVersionRequest {
             name: name.to_string(),
             description: description.to_string(),
@@ -281,10 +265,7 @@ impl Client {
         Ok(reply.versions)
     }
 
-    pub async fn create_alias(
-        &self,
-        request: proto::CreateAliasRequest,
-    ) -> Result<proto::AliasInfo, Error> {
+    pub async fn create_alias(&self, request: proto::CreateAliasRequest) -> Result<proto::AliasInfo, Error> {
         self.call(|c| {
             let request = request.clone();
             async move { Self::functions(c).create_alias(request).await }
@@ -292,10 +273,7 @@ impl Client {
         .await
     }
 
-    pub async fn update_alias(
-        &self,
-        request: proto::UpdateAliasRequest,
-    ) -> Result<proto::AliasInfo, Error> {
+    pub async fn update_alias(&self, request: proto::UpdateAliasRequest) -> Result<proto::AliasInfo, Error> {
         self.call(|c| {
             let request = request.clone();
             async move { Self::functions(c).update_alias(request).await }
@@ -344,17 +322,18 @@ impl Client {
     }
 
     /// Invokes `function` at `qualifier` ("" for `$LATEST`) with a JSON payload.
-    pub async fn invoke(
-        &self,
-        function: &str,
-        qualifier: &str,
-        payload: Vec<u8>,
-    ) -> Result<proto::InvokeResponse, Error> {
-        let request = proto::InvokeRequest {
+    pub async fn invoke(&self, function: &str, qualifier: &str, payload: Vec<u8>) -> Result<proto::InvokeResponse, Error> {
+        self.invoke_with(proto::InvokeRequest {
             function: function.to_string(),
             qualifier: qualifier.to_string(),
             payload,
-        };
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Invokes with every option of the request (log tail, client context).
+    pub async fn invoke_with(&self, request: proto::InvokeRequest) -> Result<proto::InvokeResponse, Error> {
         self.call(|c| {
             let request = request.clone();
             async move { Self::functions(c).invoke(request).await }
@@ -362,13 +341,25 @@ impl Client {
         .await
     }
 
+    /// Invocation logs of `function` from every node, newer than `since_ms`, oldest first.
+    pub async fn get_logs(&self, function: &str, since_ms: i64, limit: u32) -> Result<Vec<proto::LogRecord>, Error> {
+        let request = proto::GetLogsRequest {
+            function: function.to_string(),
+            since_ms,
+            limit,
+        };
+        let reply = self
+            .call(|c| {
+                let request = request.clone();
+                async move { Self::functions(c).get_logs(request).await }
+            })
+            .await?;
+        Ok(reply.records)
+    }
+
     pub async fn cluster_status(&self) -> Result<proto::ClusterStatus, Error> {
-        self.call(|c| async move {
-            ClusterClient::new(c)
-                .status(proto::ClusterStatusRequest {})
-                .await
-        })
-        .await
+        self.call(|c| async move { ClusterClient::new(c).status(proto::ClusterStatusRequest {}).await })
+            .await
     }
 
     /// Asks the cluster to add the waiting node at `address`; returns its id.

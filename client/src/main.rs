@@ -58,6 +58,19 @@ enum Command {
         /// The event: JSON text, or @FILE to read it from a file.
         #[arg(long, short, default_value = "{}")]
         payload: String,
+        /// Print the tail of the invocation's log (START … REPORT) to stderr.
+        #[arg(long)]
+        log: bool,
+    },
+    /// Print a function's invocation logs from every node.
+    Logs {
+        name: String,
+        /// Keep printing new logs as they arrive.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only logs from the last DURATION, e.g. 10m or 2h.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
     },
     /// Cluster membership and status.
     #[command(subcommand)]
@@ -283,18 +296,10 @@ fn print_function(json: bool, info: &proto::FunctionInfo) {
         ("timeout", format!("{} s", config.timeout_s)),
         (
             "environment",
-            config
-                .environment
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
+            config.environment.keys().cloned().collect::<Vec<_>>().join(", "),
         ),
         ("description", config.description),
-        (
-            "code",
-            format!("sha256:{} ({} bytes)", code.sha256, code.size),
-        ),
+        ("code", format!("sha256:{} ({} bytes)", code.sha256, code.size)),
         ("revision", info.revision_id.clone()),
         ("latest version", info.latest_version.to_string()),
         (
@@ -323,17 +328,12 @@ fn print_alias(json: bool, alias: &proto::AliasInfo) {
                 "routing": routing, "description": alias.description, "revision_id": alias.revision_id})
         );
     } else {
-        println!(
-            "{}:{} -> {} {}",
-            alias.function, alias.name, alias.version, routing
-        );
+        println!("{}:{} -> {} {}", alias.function, alias.name, alias.version, routing);
     }
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let client = Client::connect(cli.endpoint.clone())
-        .await?
-        .with_retry_for(cli.wait);
+    let client = Client::connect(cli.endpoint.clone()).await?.with_retry_for(cli.wait);
     let json = cli.json;
     match cli.command {
         Command::Function(command) => match command {
@@ -344,12 +344,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .ok_or_else(|| usage("--code DIR|ZIP is required"))?;
                 let zip = load_code(code)?;
                 let wire = proto::FunctionConfig {
-                    runtime: config
-                        .runtime
-                        .ok_or_else(|| usage("--runtime is required"))?,
-                    handler: config
-                        .handler
-                        .ok_or_else(|| usage("--handler is required"))?,
+                    runtime: config.runtime.ok_or_else(|| usage("--runtime is required"))?,
+                    handler: config.handler.ok_or_else(|| usage("--handler is required"))?,
                     memory_mb: config.memory.unwrap_or(128),
                     timeout_s: config.timeout.unwrap_or(3),
                     environment: environment(&config.environment),
@@ -415,10 +411,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 client.delete_function(&name).await?;
                 eprintln!("deleted function {name}");
             }
-            FunctionCommand::Concurrency { name, reserved } => print_function(
-                json,
-                &client.put_function_concurrency(&name, reserved).await?,
-            ),
+            FunctionCommand::Concurrency { name, reserved } => {
+                print_function(json, &client.put_function_concurrency(&name, reserved).await?)
+            }
         },
         Command::Version(command) => match command {
             VersionCommand::Publish { name, description } => {
@@ -440,13 +435,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 } else {
                     let mut table = Table::new();
                     table.load_preset(UTF8_FULL_CONDENSED);
-                    table.set_header(vec![
-                        "VERSION",
-                        "RUNTIME",
-                        "HANDLER",
-                        "CODE SHA256",
-                        "DESCRIPTION",
-                    ]);
+                    table.set_header(vec!["VERSION", "RUNTIME", "HANDLER", "CODE SHA256", "DESCRIPTION"]);
                     for version in versions {
                         let config = version.config.unwrap_or_default();
                         let code = version.code.unwrap_or_default();
@@ -508,9 +497,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 };
                 print_alias(json, &client.update_alias(request).await?);
             }
-            AliasCommand::Get { function, name } => {
-                print_alias(json, &client.get_alias(&function, &name).await?)
-            }
+            AliasCommand::Get { function, name } => print_alias(json, &client.get_alias(&function, &name).await?),
             AliasCommand::List { function } => {
                 for alias in client.list_aliases(&function).await? {
                     print_alias(json, &alias);
@@ -521,24 +508,62 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 eprintln!("deleted alias {function}:{name}");
             }
         },
-        Command::Invoke { target, payload } => {
+        Command::Invoke { target, payload, log } => {
             let (function, qualifier) = target.split_once(':').unwrap_or((&target, ""));
             let payload = match payload.strip_prefix('@') {
-                Some(path) => std::fs::read(path)
-                    .map_err(|e| usage(format!("cannot read payload file {path}: {e}")))?,
+                Some(path) => std::fs::read(path).map_err(|e| usage(format!("cannot read payload file {path}: {e}")))?,
                 None => payload.into_bytes(),
             };
-            let result = client.invoke(function, qualifier, payload).await?;
+            let result = client
+                .invoke_with(proto::InvokeRequest {
+                    function: function.to_string(),
+                    qualifier: qualifier.to_string(),
+                    payload,
+                    log_tail: log,
+                    ..Default::default()
+                })
+                .await?;
             println!("{}", String::from_utf8_lossy(&result.payload));
+            if log {
+                eprint!("{}", result.log_result);
+            }
             eprintln!(
-                "executed version {} on node {} (request {})",
-                result.executed_version, result.node_id, result.request_id
+                "executed version {} on node {} (request {}{})",
+                result.executed_version,
+                result.node_id,
+                result.request_id,
+                if result.cold_start { ", cold start" } else { "" }
             );
             if !result.function_error.is_empty() {
                 return Err(Failure {
                     code: 6,
                     message: format!("the function failed ({})", result.function_error),
                 });
+            }
+        }
+        Command::Logs { name, follow, since } => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            let mut cursor = now_ms - since.as_millis() as i64;
+            loop {
+                for record in client.get_logs(&name, cursor, 0).await? {
+                    cursor = cursor.max(record.time_ms);
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"time_ms": record.time_ms, "node_id": record.node_id,
+                                "version": record.version, "request_id": record.request_id, "text": record.text})
+                        );
+                    } else {
+                        print!("{}", record.text);
+                    }
+                }
+                if !follow {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
         Command::Cluster(command) => match command {
@@ -574,9 +599,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             node.region.clone(),
                             node.role.clone(),
                             if node.voter { "yes" } else { "no" }.to_string(),
-                            node.matched_index
-                                .map(|i| i.to_string())
-                                .unwrap_or_else(|| "-".into()),
+                            node.matched_index.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
                             node.sandbox_mode.clone(),
                         ]);
                     }
@@ -606,10 +629,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("removed node {id}");
             }
         },
-        Command::Quota(QuotaCommand::Set {
-            region,
-            concurrency,
-        }) => {
+        Command::Quota(QuotaCommand::Set { region, concurrency }) => {
             client.set_region_quota(&region, concurrency).await?;
             println!("region {region}: quota {concurrency}");
         }

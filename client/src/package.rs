@@ -70,9 +70,6 @@ mod tests {
         assert_eq!(first, second);
         let archive = zip::ZipArchive::new(std::io::Cursor::new(first)).unwrap();
         let names: Vec<_> = archive.file_names().collect();
-        assert!(
-            names.contains(&"app.py") && names.contains(&"lib/b.py"),
-            "{names:?}"
-        );
+        assert!(names.contains(&"app.py") && names.contains(&"lib/b.py"), "{names:?}");
     }
 }

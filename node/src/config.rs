@@ -53,10 +53,45 @@ pub struct RaftConfig {
     pub leader_wait: Duration,
 }
 
+/// How sandboxes are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// bubblewrap if it works here, else plain processes (with a warning).
+    Auto,
+    /// bubblewrap or refuse to start.
+    Bubblewrap,
+    /// Plain processes with rlimits: no namespaces.
+    Process,
+}
+
+/// The network a sandbox sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A private network namespace with only loopback: the Runtime API and nothing else.
+    Isolated,
+    /// The node's network (functions can reach other hosts, and each other's loopback ports).
+    Host,
+}
+
 /// How functions run on this node.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecutorConfig {
+    pub sandbox: SandboxMode,
+    pub network: NetworkMode,
+    /// Size of each sandbox's private /tmp.
+    pub tmp_size: bytesize::ByteSize,
+    /// Most processes and threads one sandbox may run.
+    pub pids_limit: u32,
+    /// Memory all sandboxes of this node may reserve together (each reserves
+    /// its function's memory); default: three quarters of the machine's.
+    pub memory_capacity: Option<bytesize::ByteSize>,
+    /// Extra host paths bound read-only into every sandbox (e.g. a shared interpreter).
+    pub read_only_paths: Vec<PathBuf>,
+    /// Log kept per function on each node; older lines are dropped.
+    pub log_retention: bytesize::ByteSize,
     /// Interpreter for each runtime family (`python`, `nodejs`), by path or name.
     /// Names are resolved to real paths at start, so no shim runs per sandbox.
     pub interpreters: BTreeMap<String, String>,
@@ -96,6 +131,13 @@ impl Default for RaftConfig {
 impl Default for ExecutorConfig {
     fn default() -> Self {
         ExecutorConfig {
+            sandbox: SandboxMode::Auto,
+            network: NetworkMode::Isolated,
+            tmp_size: bytesize::ByteSize::mib(512),
+            pids_limit: 1024,
+            memory_capacity: None,
+            read_only_paths: Vec::new(),
+            log_retention: bytesize::ByteSize::mib(4),
             interpreters: BTreeMap::from([
                 ("python".to_string(), "python3".to_string()),
                 ("nodejs".to_string(), "node".to_string()),
@@ -113,11 +155,9 @@ impl NodeConfig {
 
     /// Refuses settings that cannot work, before anything starts.
     pub fn validate(&self) -> anyhow::Result<()> {
-        floe_raft_store::validate::region(&self.region)
-            .map_err(|e| anyhow::anyhow!("region: {e}"))?;
+        floe_raft_store::validate::region(&self.region).map_err(|e| anyhow::anyhow!("region: {e}"))?;
         let raft = &self.raft;
-        if raft.heartbeat_interval.is_zero() || raft.heartbeat_interval >= raft.election_timeout_min
-        {
+        if raft.heartbeat_interval.is_zero() || raft.heartbeat_interval >= raft.election_timeout_min {
             bail!("raft.heartbeat_interval must be above zero and below raft.election_timeout_min");
         }
         if raft.election_timeout_min >= raft.election_timeout_max {

@@ -60,23 +60,18 @@ pub fn write_node_id(data_dir: &Path, id: u64) -> anyhow::Result<()> {
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("create data dir {}", data_dir.display()))?;
-    let (log_store, state_machine, reader) = floe_raft_store::open(&data_dir.join("raft"))
-        .with_context(|| {
-            format!(
-                "open the Raft store in {} (is another floed using it?)",
-                data_dir.display()
-            )
-        })?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("create data dir {}", data_dir.display()))?;
+    let (log_store, state_machine, reader) = floe_raft_store::open(&data_dir.join("raft")).with_context(|| {
+        format!(
+            "open the Raft store in {} (is another floed using it?)",
+            data_dir.display()
+        )
+    })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
-    let address = config
-        .advertise
-        .clone()
-        .unwrap_or_else(|| bound.to_string());
+    let address = config.advertise.clone().unwrap_or_else(|| bound.to_string());
     let packages = packages::Packages::open(&data_dir)?;
     let executor = executor::Executor::new(&config.executor, &data_dir)?;
     let service = Arc::new(Service::new(
@@ -149,10 +144,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         }
         None => {
             write_node_id(&data_dir, service::cluster::FIRST_NODE_ID)?;
-            service
-                .bootstrap()
-                .await
-                .context("bootstrap a new cluster")?;
+            service.bootstrap().await.context("bootstrap a new cluster")?;
             tracing::info!("started a new single-node cluster as node 1");
         }
     }
@@ -160,10 +152,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let evictor = tokio::spawn(executor.clone().run_evictor(shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!("shutting down");
-    server
-        .await
-        .context("gRPC server task")?
-        .context("gRPC server")?;
+    server.await.context("gRPC server task")?.context("gRPC server")?;
     let _ = evictor.await;
     if let Some(cluster) = service.started_cluster() {
         cluster.raft.shutdown().await.ok();

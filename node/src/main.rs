@@ -48,10 +48,8 @@ struct Flags {
 fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
     let mut config = match &flags.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
-            NodeConfig::from_toml(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
+            NodeConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?
         }
         None => NodeConfig::default(),
     };
@@ -81,9 +79,7 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
 fn main() -> ExitCode {
     let flags = Flags::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&flags.log).unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&flags.log).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -99,8 +95,7 @@ fn main() -> ExitCode {
     let signal = shutdown.clone();
     runtime.spawn(async move {
         let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}

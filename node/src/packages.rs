@@ -80,9 +80,7 @@ impl Packages {
             return Ok(target);
         }
         let zip_file = self.get(sha256)?;
-        let staging = self
-            .code
-            .join(format!("{sha256}.{}.tmp", uuid::Uuid::new_v4()));
+        let staging = self.code.join(format!("{sha256}.{}.tmp", uuid::Uuid::new_v4()));
         extract(&zip_file, &staging)?;
         match fs::rename(&staging, &target) {
             Ok(()) => Ok(target),
@@ -148,14 +146,12 @@ pub fn check_zip(zip_file: &[u8]) -> Result<(), ServiceError> {
 /// Extracts into a new directory, counting real bytes (declared sizes can lie).
 fn extract(zip_file: &[u8], into: &Path) -> Result<(), ServiceError> {
     check_zip(zip_file)?;
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_file))
-        .map_err(|e| invalid(format!("bad zip: {e}")))?;
+    let mut archive =
+        zip::ZipArchive::new(std::io::Cursor::new(zip_file)).map_err(|e| invalid(format!("bad zip: {e}")))?;
     fs::create_dir_all(into).map_err(|e| internal("create code dir", e))?;
     let mut budget = MAX_UNZIPPED_BYTES;
     for index in 0..archive.len() {
-        let mut entry = archive
-            .by_index(index)
-            .map_err(|e| invalid(format!("bad zip: {e}")))?;
+        let mut entry = archive.by_index(index).map_err(|e| invalid(format!("bad zip: {e}")))?;
         let relative = entry
             .enclosed_name()
             .ok_or_else(|| invalid(format!("unsafe path {:?}", entry.name())))?;
@@ -181,8 +177,7 @@ fn extract(zip_file: &[u8], into: &Path) -> Result<(), ServiceError> {
         let executable = entry.unix_mode().is_some_and(|mode| mode & 0o111 != 0);
         let mode = if executable { 0o555 } else { 0o444 };
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-            .map_err(|e| internal("extract", e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|e| internal("extract", e))?;
     }
     Ok(())
 }
@@ -208,10 +203,7 @@ mod tests {
     fn stores_by_sha256_and_extracts() {
         let dir = tempfile::tempdir().unwrap();
         let packages = Packages::open(dir.path()).unwrap();
-        let zip = zip_of(&[
-            ("app.py", b"def handler(e, c): return 1\n"),
-            ("lib/x.py", b""),
-        ]);
+        let zip = zip_of(&[("app.py", b"def handler(e, c): return 1\n"), ("lib/x.py", b"")]);
         let code = packages.put(&zip).unwrap();
         assert_eq!(code.sha256, hex::encode(Sha256::digest(&zip)));
         let tree = packages.extracted(&code.sha256).unwrap();
@@ -232,11 +224,7 @@ mod tests {
         let mut buffer = std::io::Cursor::new(Vec::new());
         let mut writer = zip::ZipWriter::new(&mut buffer);
         writer
-            .add_symlink(
-                "link",
-                "/etc/passwd",
-                zip::write::SimpleFileOptions::default(),
-            )
+            .add_symlink("link", "/etc/passwd", zip::write::SimpleFileOptions::default())
             .unwrap();
         writer.finish().unwrap();
         check(buffer.into_inner(), "symbolic link");
@@ -246,8 +234,7 @@ mod tests {
         writer
             .start_file(
                 "zeros",
-                zip::write::SimpleFileOptions::default()
-                    .compression_method(zip::CompressionMethod::Deflated),
+                zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated),
             )
             .unwrap();
         let chunk = vec![0u8; 1 << 20];

@@ -7,8 +7,7 @@ fn floed(args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .expect("run floed");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     (output.status.code().unwrap_or(-1), text)
 }
 
@@ -37,12 +36,7 @@ fn unknown_config_keys_and_bad_values_are_refused() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("unknown field `regoin`"), "{text}");
 
-    let (code, text) = floed(&[
-        "--region",
-        "not a region",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let (code, text) = floed(&["--region", "not a region", "--data-dir", dir.path().to_str().unwrap()]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("invalid region"), "{text}");
 

@@ -3,15 +3,23 @@
 //! - [`v1`]: the public API (`floe.v1`) for the CLI and SDK.
 //! - [`internal`]: node-to-node services (Raft RPCs, forwarding, packages).
 
-/// The public API: functions, versions, aliases, invocation, cluster.
-pub mod v1 {
-    tonic::include_proto!("floe.v1");
+/// Modules nested as the proto packages are, so generated cross-package paths resolve.
+pub mod floe {
+    /// The public API: functions, versions, aliases, invocation, logs, cluster.
+    pub mod v1 {
+        tonic::include_proto!("floe.v1");
+    }
+
+    pub mod internal {
+        /// Node-to-node services; not a public contract.
+        pub mod v1 {
+            tonic::include_proto!("floe.internal.v1");
+        }
+    }
 }
 
-/// Node-to-node services; not a public contract.
-pub mod internal {
-    tonic::include_proto!("floe.internal.v1");
-}
+pub use floe::internal::v1 as internal;
+pub use floe::v1;
 
 /// The largest gRPC message a node or client accepts: a 50 MB zip package
 /// plus its envelope, or a 6 MB payload.

@@ -13,7 +13,6 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let (value, _) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| e.to_string())?;
+    let (value, _) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| e.to_string())?;
     Ok(value)
 }

@@ -6,9 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    AliasRecord, AliasRouting, CodeRef, FunctionConfig, FunctionRecord, NodeRecord, VersionRecord,
-};
+use crate::model::{AliasRecord, AliasRouting, CodeRef, FunctionConfig, FunctionRecord, NodeRecord, VersionRecord};
 
 /// A replicated write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

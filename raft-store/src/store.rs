@@ -21,13 +21,10 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, Vote,
+    Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
 };
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch,
-    WriteOptions, DB,
-};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{CommandResult, Response};
@@ -45,8 +42,7 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore, StateReader), S
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    let families = [CF_LOGS, CF_META, CF_STATE]
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let families = [CF_LOGS, CF_META, CF_STATE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = Arc::new(DB::open_cf_descriptors(&options, path, families)?);
     Ok((
         LogStore { db: db.clone() },
@@ -56,8 +52,7 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore, StateReader), S
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
-    db.cf_handle(name)
-        .expect("column families are created in open()")
+    db.cf_handle(name).expect("column families are created in open()")
 }
 
 fn synced() -> WriteOptions {
@@ -119,13 +114,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let mut entries = Vec::new();
         let from = keys::log_index(start);
-        for item in self.db.iterator_cf(
-            cf(&self.db, CF_LOGS),
-            IteratorMode::From(&from, Direction::Forward),
-        ) {
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::From(&from, Direction::Forward))
+        {
             let (key, value) = item.map_err(read_err)?;
-            let index = keys::parse_log_index(&key)
-                .ok_or_else(|| read_err(StoreError::corrupt(&key, "log key")))?;
+            let index = keys::parse_log_index(&key).ok_or_else(|| read_err(StoreError::corrupt(&key, "log key")))?;
             if !range.contains(&index) {
                 break;
             }
@@ -139,12 +133,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged_log_id: Option<LogId<NodeId>> =
-            self.get_meta(keys::LAST_PURGED).map_err(read_err)?;
-        let last = self
-            .db
-            .iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::End)
-            .next();
+        let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(keys::LAST_PURGED).map_err(read_err)?;
+        let last = self.db.iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::End).next();
         let last_log_id = match last {
             None => last_purged_log_id,
             Some(item) => {
@@ -199,11 +189,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         for entry in entries {
             let bytes = to_json(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.put_cf(
-                cf(&self.db, CF_LOGS),
-                keys::log_index(entry.log_id.index),
-                bytes,
-            );
+            batch.put_cf(cf(&self.db, CF_LOGS), keys::log_index(entry.log_id.index), bytes);
         }
         let db = self.db.clone();
         let result = blocking(move || Ok(db.write_opt(batch, &synced())?)).await;
@@ -242,11 +228,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         blocking(move || {
             db.put_cf_opt(cf(&db, CF_META), keys::LAST_PURGED, bytes, &synced())?;
             let mut batch = WriteBatch::default();
-            batch.delete_range_cf(
-                cf(&db, CF_LOGS),
-                keys::log_index(0),
-                keys::log_index(log_id.index + 1),
-            );
+            batch.delete_range_cf(cf(&db, CF_LOGS), keys::log_index(0), keys::log_index(log_id.index + 1));
             Ok(db.write(batch)?)
         })
         .await
@@ -269,10 +251,10 @@ impl KvRead for StateReader {
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         let mut pairs = Vec::new();
-        for item in self.db.iterator_cf(
-            cf(&self.db, CF_STATE),
-            IteratorMode::From(prefix, Direction::Forward),
-        ) {
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, CF_STATE), IteratorMode::From(prefix, Direction::Forward))
+        {
             let (key, value) = item?;
             if !key.starts_with(prefix) {
                 break;
@@ -294,10 +276,7 @@ struct StoredSnapshot {
 type SnapshotPairs = Pairs;
 
 /// The last applied log id and membership, as the state machine recorded them.
-type AppliedState = (
-    Option<LogId<NodeId>>,
-    StoredMembership<NodeId, openraft::BasicNode>,
-);
+type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>);
 
 /// The state machine, persisted in the `state` column family.
 #[derive(Clone)]
@@ -307,9 +286,7 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     fn reader(&self) -> StateReader {
-        StateReader {
-            db: self.db.clone(),
-        }
+        StateReader { db: self.db.clone() }
     }
 
     fn applied_state_sync(&self) -> Result<AppliedState, StoreError> {
@@ -373,33 +350,21 @@ impl StateMachineStore {
     }
 
     fn install_snapshot_sync(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
-        let pairs: SnapshotPairs =
-            codec::decode(&snapshot.data).map_err(|e| StoreError::corrupt(keys::SNAPSHOT, e))?;
+        let pairs: SnapshotPairs = codec::decode(&snapshot.data).map_err(|e| StoreError::corrupt(keys::SNAPSHOT, e))?;
         let state = cf(&self.db, CF_STATE);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(state, [0u8].as_slice(), [0xffu8; 64].as_slice());
         for (key, value) in pairs {
             batch.put_cf(state, key, value);
         }
-        batch.put_cf(
-            state,
-            keys::LAST_APPLIED,
-            to_json(&snapshot.meta.last_log_id)?,
-        );
-        batch.put_cf(
-            state,
-            keys::LAST_MEMBERSHIP,
-            to_json(&snapshot.meta.last_membership)?,
-        );
+        batch.put_cf(state, keys::LAST_APPLIED, to_json(&snapshot.meta.last_log_id)?);
+        batch.put_cf(state, keys::LAST_MEMBERSHIP, to_json(&snapshot.meta.last_membership)?);
         self.db.write_opt(batch, &synced())?;
         self.save_snapshot_sync(&snapshot)
     }
 
     /// Applies a batch of entries as one atomic RocksDB write.
-    fn apply_sync(
-        &self,
-        entries: Vec<Entry<TypeConfig>>,
-    ) -> Result<Vec<CommandResult>, StoreError> {
+    fn apply_sync(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<CommandResult>, StoreError> {
         let reader = self.reader();
         let mut batch_view = Overlay::new(&reader as &dyn KvRead);
         let mut responses = Vec::with_capacity(entries.len());
@@ -454,10 +419,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(
         &mut self,
-    ) -> StorageResult<(
-        Option<LogId<NodeId>>,
-        StoredMembership<NodeId, openraft::BasicNode>,
-    )> {
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>)> {
         self.applied_state_sync()
             .map_err(|e| StorageIOError::read_state_machine(&e).into())
     }

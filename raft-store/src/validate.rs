@@ -67,8 +67,7 @@ fn environment_key(key: &str) -> Result<(), ApplyError> {
     let mut chars = key.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
     let rest: Vec<char> = chars.collect();
-    if !first_ok || rest.is_empty() || !rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == '_')
-    {
+    if !first_ok || rest.is_empty() || !rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == '_') {
         return Err(invalid(format!(
             "invalid environment variable name {key:?}: it must match [a-zA-Z][a-zA-Z0-9_]+"
         )));

@@ -99,11 +99,7 @@ where
 }
 
 trait Writer: Send + 'static {
-    fn write(
-        &mut self,
-        key: &str,
-        value: u32,
-    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+    fn write(&mut self, key: &str, value: u32) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// A floe metadata write: a region quota (a Raft write with no package).
@@ -187,11 +183,7 @@ fn base64(bytes: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -236,9 +228,7 @@ async fn start_etcd() -> anyhow::Result<Etcd> {
     let dir = tempfile::tempdir()?;
     let clients: Vec<String> = (0..3).map(|_| free_address().to_string()).collect();
     let peers: Vec<String> = (0..3).map(|_| free_address().to_string()).collect();
-    let initial: Vec<String> = (0..3)
-        .map(|i| format!("e{i}=http://{}", peers[i]))
-        .collect();
+    let initial: Vec<String> = (0..3).map(|i| format!("e{i}=http://{}", peers[i])).collect();
     let mut children = Vec::new();
     for i in 0..3 {
         let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))?;
@@ -250,10 +240,7 @@ async fn start_etcd() -> anyhow::Result<Etcd> {
                 .args(["--listen-client-urls", &format!("http://{}", clients[i])])
                 .args(["--advertise-client-urls", &format!("http://{}", clients[i])])
                 .args(["--listen-peer-urls", &format!("http://{}", peers[i])])
-                .args([
-                    "--initial-advertise-peer-urls",
-                    &format!("http://{}", peers[i]),
-                ])
+                .args(["--initial-advertise-peer-urls", &format!("http://{}", peers[i])])
                 .args(["--initial-cluster", &initial.join(",")])
                 .args(["--initial-cluster-state", "new"])
                 .stdout(std::process::Stdio::null())
@@ -297,12 +284,7 @@ async fn etcd_leader(etcd: &Etcd) -> anyhow::Result<String> {
 /// floe's defaults, as a user runs them.
 const DEFAULT_CONFIG: &str = "";
 
-async fn metadata(
-    sequential: usize,
-    writers: usize,
-    per_writer: usize,
-    failovers: usize,
-) -> anyhow::Result<()> {
+async fn metadata(sequential: usize, writers: usize, per_writer: usize, failovers: usize) -> anyhow::Result<()> {
     println!("== metadata writes: 3 nodes on loopback, fsync on ==");
     let mut cluster = TestCluster::start_with(3, DEFAULT_CONFIG).await?;
     let client = std::sync::Arc::new(cluster.client().await?);
@@ -310,14 +292,7 @@ async fn metadata(
         let client = client.clone();
         async move { anyhow::Ok(FloeWriter(client)) }
     };
-    let floe = measure(
-        sequential,
-        writers,
-        per_writer,
-        make,
-        FloeWriter(client.clone()),
-    )
-    .await?;
+    let floe = measure(sequential, writers, per_writer, make, FloeWriter(client.clone())).await?;
 
     let etcd = start_etcd().await?;
     let leader = etcd_leader(&etcd).await?;
@@ -360,9 +335,7 @@ async fn metadata(
         client.set_region_quota("failover", 0).await?;
         let killed_at = Instant::now();
         cluster.kill(leader);
-        client
-            .set_region_quota("failover", round as u32 + 1)
-            .await?;
+        client.set_region_quota("failover", round as u32 + 1).await?;
         let elapsed = killed_at.elapsed();
         println!("round {round}: {}", ms(elapsed));
         times.push(elapsed);

@@ -9,7 +9,7 @@ pub fn into_status(error: ServiceError) -> tonic::Status {
         ServiceError::NotFound(_) => tonic::Status::not_found(message),
         ServiceError::AlreadyExists(_) => tonic::Status::already_exists(message),
         ServiceError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
-        ServiceError::PayloadTooLarge(_) => tonic::Status::resource_exhausted(message),
+        ServiceError::PayloadTooLarge(_) | ServiceError::Throttled(_) => tonic::Status::resource_exhausted(message),
         ServiceError::Unavailable(_) => tonic::Status::unavailable(message),
         ServiceError::OutcomeUnknown(_) => tonic::Status::unknown(message),
         ServiceError::Internal(_) => tonic::Status::internal(message),

@@ -10,7 +10,9 @@ use floe_raft_store::model::{self, AliasRecord, FunctionRecord, VersionRecord, L
 use tonic::{Request, Response, Status};
 
 use super::error::into_status;
+use crate::executor::logs::LogRecord;
 use crate::service::functions::{AliasUpdate, FunctionUpdate};
+use crate::service::invoke::InvokeOptions;
 use crate::service::{Consistency, Service, ServiceError};
 
 #[derive(Clone)]
@@ -99,6 +101,16 @@ fn into_alias(record: AliasRecord) -> pb::AliasInfo {
     }
 }
 
+pub fn into_log_record(record: LogRecord) -> pb::LogRecord {
+    pb::LogRecord {
+        time_ms: record.time_ms,
+        node_id: record.node_id,
+        version: record.version,
+        request_id: record.request_id,
+        text: record.text,
+    }
+}
+
 /// `None` or an empty additional version means "no routing".
 fn parse_routing(routing: Option<pb::AliasRouting>) -> Result<Option<model::AliasRouting>, Status> {
     match routing {
@@ -107,11 +119,7 @@ fn parse_routing(routing: Option<pb::AliasRouting>) -> Result<Option<model::Alia
         Some(r) => {
             let version = floe_raft_store::validate::parse_version(&r.additional_version)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?
-                .ok_or_else(|| {
-                    Status::invalid_argument(
-                        "routing cannot name $LATEST as the additional version",
-                    )
-                })?;
+                .ok_or_else(|| Status::invalid_argument("routing cannot name $LATEST as the additional version"))?;
             Ok(Some(model::AliasRouting {
                 additional_version: version,
                 weight: r.weight,
@@ -126,10 +134,7 @@ fn status(error: ServiceError) -> Status {
 
 #[tonic::async_trait]
 impl Functions for PublicApi {
-    async fn create_function(
-        &self,
-        request: Request<pb::CreateFunctionRequest>,
-    ) -> Reply<pb::FunctionInfo> {
+    async fn create_function(&self, request: Request<pb::CreateFunctionRequest>) -> Reply<pb::FunctionInfo> {
         let request = request.into_inner();
         let config = parse_config(request.config)?;
         let record = self
@@ -140,10 +145,7 @@ impl Functions for PublicApi {
         ok(into_function(record))
     }
 
-    async fn get_function(
-        &self,
-        request: Request<pb::GetFunctionRequest>,
-    ) -> Reply<pb::FunctionInfo> {
+    async fn get_function(&self, request: Request<pb::GetFunctionRequest>) -> Reply<pb::FunctionInfo> {
         let request = request.into_inner();
         let record = self
             .service
@@ -153,10 +155,7 @@ impl Functions for PublicApi {
         ok(into_function(record))
     }
 
-    async fn list_functions(
-        &self,
-        request: Request<pb::ListFunctionsRequest>,
-    ) -> Reply<pb::ListFunctionsResponse> {
+    async fn list_functions(&self, request: Request<pb::ListFunctionsRequest>) -> Reply<pb::ListFunctionsResponse> {
         let records = self
             .service
             .list_functions(consistency(request.get_ref().consistency))
@@ -167,10 +166,7 @@ impl Functions for PublicApi {
         })
     }
 
-    async fn update_function(
-        &self,
-        request: Request<pb::UpdateFunctionRequest>,
-    ) -> Reply<pb::FunctionInfo> {
+    async fn update_function(&self, request: Request<pb::UpdateFunctionRequest>) -> Reply<pb::FunctionInfo> {
         let request = request.into_inner();
         let update = FunctionUpdate {
             runtime: request.runtime,
@@ -190,10 +186,7 @@ impl Functions for PublicApi {
         ok(into_function(record))
     }
 
-    async fn delete_function(
-        &self,
-        request: Request<pb::DeleteFunctionRequest>,
-    ) -> Reply<pb::DeleteFunctionResponse> {
+    async fn delete_function(&self, request: Request<pb::DeleteFunctionRequest>) -> Reply<pb::DeleteFunctionResponse> {
         self.service
             .delete_function(&request.get_ref().name)
             .await
@@ -214,27 +207,17 @@ impl Functions for PublicApi {
         ok(into_function(record))
     }
 
-    async fn publish_version(
-        &self,
-        request: Request<pb::PublishVersionRequest>,
-    ) -> Reply<pb::VersionInfo> {
+    async fn publish_version(&self, request: Request<pb::PublishVersionRequest>) -> Reply<pb::VersionInfo> {
         let request = request.into_inner();
         let record = self
             .service
-            .publish_version(
-                &request.name,
-                &request.description,
-                request.expected_revision_id,
-            )
+            .publish_version(&request.name, &request.description, request.expected_revision_id)
             .await
             .map_err(status)?;
         ok(into_version(record))
     }
 
-    async fn list_versions(
-        &self,
-        request: Request<pb::ListVersionsRequest>,
-    ) -> Reply<pb::ListVersionsResponse> {
+    async fn list_versions(&self, request: Request<pb::ListVersionsRequest>) -> Reply<pb::ListVersionsResponse> {
         let request = request.into_inner();
         let (function, versions) = self
             .service
@@ -297,20 +280,13 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let record = self
             .service
-            .get_alias(
-                &request.function,
-                &request.name,
-                consistency(request.consistency),
-            )
+            .get_alias(&request.function, &request.name, consistency(request.consistency))
             .await
             .map_err(status)?;
         ok(into_alias(record))
     }
 
-    async fn list_aliases(
-        &self,
-        request: Request<pb::ListAliasesRequest>,
-    ) -> Reply<pb::ListAliasesResponse> {
+    async fn list_aliases(&self, request: Request<pb::ListAliasesRequest>) -> Reply<pb::ListAliasesResponse> {
         let request = request.into_inner();
         let records = self
             .service
@@ -322,10 +298,7 @@ impl Functions for PublicApi {
         })
     }
 
-    async fn delete_alias(
-        &self,
-        request: Request<pb::DeleteAliasRequest>,
-    ) -> Reply<pb::DeleteAliasResponse> {
+    async fn delete_alias(&self, request: Request<pb::DeleteAliasRequest>) -> Reply<pb::DeleteAliasResponse> {
         let request = request.into_inner();
         self.service
             .delete_alias(&request.function, &request.name)
@@ -336,13 +309,13 @@ impl Functions for PublicApi {
 
     async fn invoke(&self, request: Request<pb::InvokeRequest>) -> Reply<pb::InvokeResponse> {
         let request = request.into_inner();
+        let options = InvokeOptions {
+            log_tail: request.log_tail,
+            client_context: (!request.client_context.is_empty()).then_some(request.client_context),
+        };
         let result = self
             .service
-            .invoke(
-                &request.function,
-                &request.qualifier,
-                Bytes::from(request.payload),
-            )
+            .invoke(&request.function, &request.qualifier, Bytes::from(request.payload), options)
             .await
             .map_err(status)?;
         ok(pb::InvokeResponse {
@@ -351,17 +324,28 @@ impl Functions for PublicApi {
             executed_version: result.executed_version,
             request_id: result.request_id,
             node_id: result.node_id,
+            log_result: result.log_tail.unwrap_or_default(),
+            cold_start: result.cold_start,
+        })
+    }
+
+    async fn get_logs(&self, request: Request<pb::GetLogsRequest>) -> Reply<pb::GetLogsResponse> {
+        let request = request.into_inner();
+        let records = self
+            .service
+            .cluster_logs(&request.function, request.since_ms, request.limit)
+            .await
+            .map_err(status)?;
+        ok(pb::GetLogsResponse {
+            records: records.into_iter().map(into_log_record).collect(),
         })
     }
 }
 
 #[tonic::async_trait]
 impl Cluster for PublicApi {
-    async fn status(
-        &self,
-        _request: Request<pb::ClusterStatusRequest>,
-    ) -> Reply<pb::ClusterStatus> {
-        let view = self.service.cluster_view().map_err(status)?;
+    async fn status(&self, _request: Request<pb::ClusterStatusRequest>) -> Reply<pb::ClusterStatus> {
+        let view = self.service.cluster_view().await.map_err(status)?;
         let (leader_id, leader_address) = match view.leader {
             Some((id, address)) => (Some(id), address),
             None => (None, String::new()),
@@ -385,16 +369,13 @@ impl Cluster for PublicApi {
                     role: m.role,
                     voter: m.voter,
                     matched_index: m.matched_index,
-                    sandbox_mode: "process".into(),
+                    sandbox_mode: m.sandbox_mode,
                 })
                 .collect(),
             quotas: view
                 .quotas
                 .into_iter()
-                .map(|(region, concurrency)| pb::RegionQuota {
-                    region,
-                    concurrency,
-                })
+                .map(|(region, concurrency)| pb::RegionQuota { region, concurrency })
                 .collect(),
         })
     }
@@ -408,10 +389,7 @@ impl Cluster for PublicApi {
         ok(pb::AddNodeResponse { node_id })
     }
 
-    async fn remove_node(
-        &self,
-        request: Request<pb::RemoveNodeRequest>,
-    ) -> Reply<pb::RemoveNodeResponse> {
+    async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> Reply<pb::RemoveNodeResponse> {
         self.service
             .remove_node(request.get_ref().node_id)
             .await
@@ -419,10 +397,7 @@ impl Cluster for PublicApi {
         ok(pb::RemoveNodeResponse {})
     }
 
-    async fn set_region_quota(
-        &self,
-        request: Request<pb::SetRegionQuotaRequest>,
-    ) -> Reply<pb::SetRegionQuotaResponse> {
+    async fn set_region_quota(&self, request: Request<pb::SetRegionQuotaRequest>) -> Reply<pb::SetRegionQuotaResponse> {
         let request = request.into_inner();
         self.service
             .set_region_quota(&request.region, request.concurrency)

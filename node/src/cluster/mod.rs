@@ -57,17 +57,8 @@ impl Cluster {
         reader: StateReader,
         peers: Arc<Peers>,
     ) -> anyhow::Result<Cluster> {
-        let network = Network {
-            peers: peers.clone(),
-        };
-        let raft = Raft::new(
-            id,
-            Arc::new(raft_config(config)?),
-            network,
-            log_store,
-            state_machine,
-        )
-        .await?;
+        let network = Network { peers: peers.clone() };
+        let raft = Raft::new(id, Arc::new(raft_config(config)?), network, log_store, state_machine).await?;
         Ok(Cluster {
             id,
             raft,
@@ -94,12 +85,7 @@ impl Cluster {
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.metrics();
         let id = metrics.current_leader?;
-        let address = metrics
-            .membership_config
-            .membership()
-            .get_node(&id)?
-            .addr
-            .clone();
+        let address = metrics.membership_config.membership().get_node(&id)?.addr.clone();
         Some((id, address))
     }
 
@@ -124,9 +110,7 @@ impl Cluster {
                         Ok(response) => return Ok(response.data),
                         // Lost leadership before appending: nothing was written, so retrying is safe.
                         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                        Err(e) => {
-                            return Err(ServiceError::Unavailable(format!("write failed: {e}")))
-                        }
+                        Err(e) => return Err(ServiceError::Unavailable(format!("write failed: {e}"))),
                     }
                 }
                 Some((_, address)) => match self.forward(&address, &command).await {
@@ -147,14 +131,12 @@ impl Cluster {
     }
 
     async fn forward(&self, address: &str, command: &Command) -> Result<CommandResult, Forward> {
-        let data =
-            codec::encode(command).map_err(|e| Forward::Failed(ServiceError::Internal(e)))?;
-        let mut client = self
-            .peers
-            .peer(address)
-            .map_err(|e| Forward::Failed(e.into()))?;
+        let data = codec::encode(command).map_err(|e| Forward::Failed(ServiceError::Internal(e)))?;
+        let mut client = self.peers.peer(address).map_err(|e| Forward::Failed(e.into()))?;
         match client.propose(Payload { data }).await {
-            Ok(reply) => codec::decode(&reply.into_inner().data).map_err(|e| Forward::Failed(ServiceError::Internal(e))),
+            Ok(reply) => {
+                codec::decode(&reply.into_inner().data).map_err(|e| Forward::Failed(ServiceError::Internal(e)))
+            }
             // The target was not (or no longer) the leader and wrote nothing.
             Err(status) if status.code() == tonic::Code::FailedPrecondition => Err(Forward::Retry),
             // The connection never opened: nothing was sent.
@@ -172,12 +154,10 @@ impl Cluster {
         let deadline = Instant::now() + self.leader_wait;
         loop {
             let index = match self.leader() {
-                Some((leader, _)) if leader == self.id => {
-                    match self.raft.ensure_linearizable().await {
-                        Ok(_) => return Ok(()),
-                        Err(_) => None,
-                    }
-                }
+                Some((leader, _)) if leader == self.id => match self.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(_) => None,
+                },
                 Some((_, address)) => self.remote_read_index(&address).await,
                 None => None,
             };
@@ -216,10 +196,7 @@ impl Cluster {
         let metrics = self.metrics();
         let membership = metrics.membership_config.membership();
         let voters = membership.voter_ids().collect();
-        let nodes = membership
-            .nodes()
-            .map(|(id, node)| (*id, node.addr.clone()))
-            .collect();
+        let nodes = membership.nodes().map(|(id, node)| (*id, node.addr.clone())).collect();
         (voters, nodes)
     }
 
@@ -248,9 +225,7 @@ impl Cluster {
             return Err(ServiceError::NotFound(format!("node {id} is not a member")));
         }
         if voters.contains(&id) && voters.len() == 1 {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "node {id} is the only voter"
-            )));
+            return Err(ServiceError::FailedPrecondition(format!("node {id} is the only voter")));
         }
         let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
         self.raft
@@ -285,9 +260,7 @@ fn is_connect_error(status: &tonic::Status) -> bool {
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
     while let Some(error) = source {
         let text = error.to_string();
-        if text.contains("Connection refused")
-            || text.contains("tcp connect error")
-            || text.contains("connect timeout")
+        if text.contains("Connection refused") || text.contains("tcp connect error") || text.contains("connect timeout")
         {
             return true;
         }

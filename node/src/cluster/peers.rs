@@ -25,9 +25,7 @@ impl Peers {
             return Ok(channel.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| {
-                tonic::Status::invalid_argument(format!("bad peer address {address:?}: {e}"))
-            })?
+            .map_err(|e| tonic::Status::invalid_argument(format!("bad peer address {address:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10));

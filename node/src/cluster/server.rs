@@ -6,8 +6,8 @@ use std::sync::Arc;
 use floe_proto::internal::peer_server::Peer;
 use floe_proto::internal::raft_server::Raft as RaftService;
 use floe_proto::internal::{
-    AssignIdRequest, AssignIdResponse, GetPackageRequest, HelloRequest, HelloResponse, Package,
-    Payload, PutPackageResponse, ReadIndexRequest, ReadIndexResponse,
+    AssignIdRequest, AssignIdResponse, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload,
+    PutPackageResponse, ReadIndexRequest, ReadIndexResponse,
 };
 use floe_raft_store::{codec, Command, NodeId, TypeConfig};
 use openraft::error::{ClientWriteError, RaftError};
@@ -24,8 +24,7 @@ pub struct InternalApi {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &Payload) -> Result<T, Status> {
-    codec::decode(&payload.data)
-        .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
+    codec::decode(&payload.data).map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Response<Payload>, Status> {
@@ -51,10 +50,7 @@ impl RaftService for InternalApi {
         encode(&self.raft()?.vote(rpc).await)
     }
 
-    async fn install_snapshot(
-        &self,
-        request: Request<Payload>,
-    ) -> Result<Response<Payload>, Status> {
+    async fn install_snapshot(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request.get_ref())?;
         encode(&self.raft()?.install_snapshot(rpc).await)
     }
@@ -75,35 +71,24 @@ impl Peer for InternalApi {
         }
     }
 
-    async fn read_index(
-        &self,
-        _request: Request<ReadIndexRequest>,
-    ) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         match self.raft()?.get_read_log_id().await {
             Ok((read_log_id, _applied)) => Ok(Response::new(ReadIndexResponse {
                 index: read_log_id.map(|id| id.index).unwrap_or(0),
             })),
-            Err(e) => Err(Status::failed_precondition(format!(
-                "cannot serve a read index: {e}"
-            ))),
+            Err(e) => Err(Status::failed_precondition(format!("cannot serve a read index: {e}"))),
         }
     }
 
-    async fn hello(
-        &self,
-        _request: Request<HelloRequest>,
-    ) -> Result<Response<HelloResponse>, Status> {
+    async fn hello(&self, _request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
         Ok(Response::new(HelloResponse {
             node_id: self.service.started_cluster().map(|c| c.id).unwrap_or(0),
             region: self.service.config.region.clone(),
-            sandbox_mode: "process".into(),
+            sandbox_mode: self.service.executor.isolation.describe(),
         }))
     }
 
-    async fn assign_id(
-        &self,
-        request: Request<AssignIdRequest>,
-    ) -> Result<Response<AssignIdResponse>, Status> {
+    async fn assign_id(&self, request: Request<AssignIdRequest>) -> Result<Response<AssignIdResponse>, Status> {
         let id = request.into_inner().node_id;
         if id == 0 {
             return Err(Status::invalid_argument("node id 0 is reserved"));
@@ -118,8 +103,7 @@ impl Peer for InternalApi {
                 )))
             };
         }
-        crate::write_node_id(&self.service.config.data_dir, id)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        crate::write_node_id(&self.service.config.data_dir, id).map_err(|e| Status::internal(e.to_string()))?;
         self.service
             .start_raft(id)
             .await
@@ -128,28 +112,35 @@ impl Peer for InternalApi {
         Ok(Response::new(AssignIdResponse {}))
     }
 
-    async fn put_package(
-        &self,
-        request: Request<Package>,
-    ) -> Result<Response<PutPackageResponse>, Status> {
+    async fn put_package(&self, request: Request<Package>) -> Result<Response<PutPackageResponse>, Status> {
         let package = request.into_inner();
-        let code = self
-            .service
-            .packages
-            .put(&package.data)
-            .map_err(into_status)?;
+        let code = self.service.packages.put(&package.data).map_err(into_status)?;
         if code.sha256 != package.sha256 {
-            return Err(Status::invalid_argument(
-                "the package does not match its sha256",
-            ));
+            return Err(Status::invalid_argument("the package does not match its sha256"));
         }
         Ok(Response::new(PutPackageResponse {}))
     }
 
-    async fn get_package(
+    async fn get_local_logs(
         &self,
-        request: Request<GetPackageRequest>,
-    ) -> Result<Response<Package>, Status> {
+        request: Request<floe_proto::v1::GetLogsRequest>,
+    ) -> Result<Response<floe_proto::v1::GetLogsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = if request.limit == 0 {
+            1000
+        } else {
+            request.limit as usize
+        };
+        let records = self
+            .service
+            .local_logs(&request.function, request.since_ms, limit)
+            .map_err(into_status)?;
+        Ok(Response::new(floe_proto::v1::GetLogsResponse {
+            records: records.into_iter().map(crate::api::grpc::into_log_record).collect(),
+        }))
+    }
+
+    async fn get_package(&self, request: Request<GetPackageRequest>) -> Result<Response<Package>, Status> {
         let sha256 = request.into_inner().sha256;
         let data = self.service.packages.get(&sha256).map_err(into_status)?;
         Ok(Response::new(Package { sha256, data }))

@@ -1,10 +1,17 @@
 //! The executor: runs invocations in sandboxes on this node and keeps them
 //! warm for the next call of the same function version.
 //!
-//! - `sandbox.rs`: one runtime process and its lifecycle;
+//! - `sandbox/`: one runtime process tree, its isolation and limits;
 //! - `runtime_api.rs`: the only code that speaks the in-sandbox protocol;
-//! - `bootstrap/`: floe's own runtime bootstraps.
+//! - `logs.rs`: per-function invocation logs;
+//! - `bootstrap/`: floe's own runtime bootstraps (Python, Node.js).
+//!
+//! The warm pool keeps idle sandboxes per [`SandboxKey`], frozen while idle.
+//! Every sandbox, busy or idle, reserves its function's memory; the sum stays
+//! within the node's capacity, and when a new sandbox does not fit the least
+//! recently used idle ones are stopped first.
 
+pub mod logs;
 pub mod runtime_api;
 pub mod sandbox;
 
@@ -16,6 +23,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use floe_raft_store::model::FunctionConfig;
 use runtime_api::{Event, RuntimeReply};
+use sandbox::isolation::Isolation;
 use sandbox::{Failure, Launch, Sandbox};
 
 use crate::config::ExecutorConfig;
@@ -23,8 +31,11 @@ use crate::service::ServiceError;
 
 /// Lambda's limit on synchronous request and response payloads.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// How much of an invocation's log an invoke can ask to get back.
+pub const LOG_TAIL_BYTES: usize = 4 * 1024;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("bootstrap/python.py");
+const NODE_BOOTSTRAP: &str = include_str!("bootstrap/node.js");
 
 /// Which sandboxes can serve an invocation: same function, version and
 /// revision (so a changed `$LATEST` never reuses an old sandbox).
@@ -44,6 +55,7 @@ pub struct Invocation {
     pub request_id: String,
     pub invoked_function_arn: String,
     pub region: String,
+    pub client_context: Option<String>,
     pub payload: Bytes,
 }
 
@@ -55,19 +67,88 @@ pub struct Outcome {
     pub function_error: Option<String>,
     /// True when a new sandbox was started for this call.
     pub cold_start: bool,
+    /// START … END … REPORT, as Lambda writes them.
+    pub log: String,
 }
 
-/// Interpreters by runtime family, resolved once at start.
-#[derive(Debug, Clone, Default)]
-struct Interpreters {
-    by_family: BTreeMap<String, PathBuf>,
+/// An interpreter and the host directory it needs inside sandboxes.
+#[derive(Debug, Clone)]
+struct Interpreter {
+    program: PathBuf,
+    prefix: PathBuf,
+}
+
+/// Idle sandboxes and the memory every sandbox (idle or busy) reserves.
+#[derive(Default)]
+struct Pool {
+    idle: HashMap<SandboxKey, Vec<Sandbox>>,
+    reserved_mb: u64,
+}
+
+impl Pool {
+    /// Stops the least recently used idle sandbox; false when none is idle.
+    fn evict_least_recently_used(&mut self) -> bool {
+        let oldest = self
+            .idle
+            .iter()
+            .flat_map(|(key, sandboxes)| {
+                sandboxes
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, s)| (key.clone(), i, s.last_used))
+            })
+            .min_by_key(|(_, _, last_used)| *last_used);
+        let Some((key, index, _)) = oldest else { return false };
+        if let Some(sandboxes) = self.idle.get_mut(&key) {
+            let sandbox = sandboxes.swap_remove(index);
+            self.reserved_mb -= u64::from(sandbox.memory_mb);
+            if sandboxes.is_empty() {
+                self.idle.remove(&key);
+            }
+        }
+        true
+    }
+
+    /// Stops idle sandboxes of the same function version with another revision: they can never run again.
+    fn evict_stale_revisions(&mut self, key: &SandboxKey) {
+        let stale: Vec<SandboxKey> = self
+            .idle
+            .keys()
+            .filter(|k| k.function == key.function && k.version == key.version && k.revision_id != key.revision_id)
+            .cloned()
+            .collect();
+        for stale_key in stale {
+            for sandbox in self.idle.remove(&stale_key).unwrap_or_default() {
+                self.reserved_mb -= u64::from(sandbox.memory_mb);
+            }
+        }
+    }
 }
 
 pub struct Executor {
-    interpreters: Interpreters,
+    interpreters: BTreeMap<String, Interpreter>,
     bootstrap_dir: PathBuf,
-    idle: Mutex<HashMap<SandboxKey, Vec<Sandbox>>>,
+    pub isolation: Isolation,
+    pool: Mutex<Pool>,
     idle_timeout: Duration,
+    memory_capacity_mb: u64,
+    pub logs: logs::LogStore,
+}
+
+/// Three quarters of the machine's memory, in MB.
+fn default_capacity_mb() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total_kb = meminfo
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("MemTotal:")?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(4 * 1024 * 1024);
+    total_kb / 1024 * 3 / 4
 }
 
 impl Executor {
@@ -75,93 +156,124 @@ impl Executor {
         let bootstrap_dir = data_dir.join("runtime");
         std::fs::create_dir_all(&bootstrap_dir)?;
         std::fs::write(bootstrap_dir.join("python_bootstrap.py"), PYTHON_BOOTSTRAP)?;
-        let mut interpreters = Interpreters::default();
+        std::fs::write(bootstrap_dir.join("node_bootstrap.js"), NODE_BOOTSTRAP)?;
+        let mut interpreters = BTreeMap::new();
         for (family, program) in &config.interpreters {
             match resolve_interpreter(family, program) {
-                Ok(path) => {
-                    tracing::info!(%family, path = %path.display(), "runtime interpreter");
-                    interpreters.by_family.insert(family.clone(), path);
+                Ok(interpreter) => {
+                    tracing::info!(%family, path = %interpreter.program.display(), "runtime interpreter");
+                    interpreters.insert(family.clone(), interpreter);
                 }
-                Err(e) => {
-                    tracing::warn!(%family, %program, error = %e, "runtime unavailable on this node")
-                }
+                Err(e) => tracing::warn!(%family, %program, error = %e, "runtime unavailable on this node"),
             }
         }
+        let mut read_only: Vec<PathBuf> = interpreters
+            .values()
+            .map(|i| i.prefix.clone())
+            .filter(|prefix| !prefix.starts_with("/usr") && prefix != Path::new("/"))
+            .collect();
+        read_only.extend(config.read_only_paths.iter().cloned());
+        read_only.sort();
+        read_only.dedup();
+        let isolation = Isolation::detect(config, read_only)?;
+        let memory_capacity_mb = config
+            .memory_capacity
+            .map(|b| b.as_u64() / (1024 * 1024))
+            .unwrap_or_else(default_capacity_mb);
         Ok(Arc::new(Executor {
             interpreters,
             bootstrap_dir,
-            idle: Mutex::new(HashMap::new()),
+            isolation,
+            pool: Mutex::new(Pool::default()),
             idle_timeout: config.idle_timeout,
+            memory_capacity_mb,
+            logs: logs::LogStore::open(data_dir, config.log_retention.as_u64())?,
         }))
     }
 
     /// Stops sandboxes idle for longer than the idle timeout; runs until `shutdown`.
     pub async fn run_evictor(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let period =
-            (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let period = (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(period) => {}
             }
             let now = Instant::now();
-            let mut idle = self.idle.lock().expect("pool lock");
-            for sandboxes in idle.values_mut() {
-                sandboxes.retain(|s| now.duration_since(s.last_used) < self.idle_timeout);
+            let mut pool = self.pool.lock().expect("pool lock");
+            let mut freed = 0;
+            for sandboxes in pool.idle.values_mut() {
+                sandboxes.retain(|s| {
+                    let keep = now.duration_since(s.last_used) < self.idle_timeout;
+                    if !keep {
+                        freed += u64::from(s.memory_mb);
+                    }
+                    keep
+                });
             }
-            idle.retain(|_, sandboxes| !sandboxes.is_empty());
+            pool.idle.retain(|_, sandboxes| !sandboxes.is_empty());
+            pool.reserved_mb -= freed;
         }
-        self.idle.lock().expect("pool lock").clear();
+        let mut pool = self.pool.lock().expect("pool lock");
+        pool.idle.clear();
+        pool.reserved_mb = 0;
     }
 
     /// Number of idle warm sandboxes.
     pub fn idle_count(&self) -> usize {
-        self.idle
-            .lock()
-            .expect("pool lock")
-            .values()
-            .map(Vec::len)
-            .sum()
+        self.pool.lock().expect("pool lock").idle.values().map(Vec::len).sum()
     }
 
     fn launch(&self, invocation: &Invocation) -> Result<Launch, ServiceError> {
         let config = &invocation.config;
         let runtime = config.runtime.as_str();
-        let (program, args) = if runtime.starts_with("provided") {
-            (invocation.code_dir.join("bootstrap"), Vec::new())
-        } else if runtime.starts_with("python") {
-            let python = self.interpreters.by_family.get("python").ok_or_else(|| {
+        let task_root = self.isolation.task_root(&invocation.code_dir);
+        let runtime_dir = self.isolation.runtime_dir(&self.bootstrap_dir);
+        let interpreter = |family: &str| {
+            self.interpreters.get(family).ok_or_else(|| {
                 ServiceError::FailedPrecondition(format!(
-                    "runtime {runtime} is not available on this node (no Python interpreter)"
+                    "runtime {runtime} is not available on this node (no {family} interpreter)"
                 ))
-            })?;
-            let bootstrap = self.bootstrap_dir.join("python_bootstrap.py");
+            })
+        };
+        let (program, args, address_space_limit_ok) = if runtime.starts_with("provided") {
+            (task_root.join("bootstrap"), Vec::new(), true)
+        } else if runtime.starts_with("python") {
+            let bootstrap = runtime_dir.join("python_bootstrap.py");
             (
-                python.clone(),
-                vec!["-s".to_string(), bootstrap.display().to_string()],
+                interpreter("python")?.program.clone(),
+                vec!["-s".into(), bootstrap.display().to_string()],
+                true,
+            )
+        } else if runtime.starts_with("nodejs") {
+            // V8 sizes its heap from this, not from the cgroup limit.
+            let heap_mb = (config.memory_mb * 9 / 10).max(64);
+            let bootstrap = runtime_dir.join("node_bootstrap.js");
+            (
+                interpreter("nodejs")?.program.clone(),
+                vec![
+                    format!("--max-old-space-size={heap_mb}"),
+                    bootstrap.display().to_string(),
+                ],
+                false,
             )
         } else {
             return Err(ServiceError::FailedPrecondition(format!(
-                "runtime {runtime} is not supported by this node yet"
+                "runtime {runtime} is not supported by this node"
             )));
         };
         let key = &invocation.key;
         let mut environment = vec![
             ("AWS_LAMBDA_FUNCTION_NAME".to_string(), key.function.clone()),
-            (
-                "AWS_LAMBDA_FUNCTION_VERSION".to_string(),
-                key.version.clone(),
-            ),
+            ("AWS_LAMBDA_FUNCTION_VERSION".to_string(), key.version.clone()),
             (
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".to_string(),
                 config.memory_mb.to_string(),
             ),
             ("AWS_REGION".to_string(), invocation.region.clone()),
             ("AWS_DEFAULT_REGION".to_string(), invocation.region.clone()),
-            (
-                "AWS_EXECUTION_ENV".to_string(),
-                format!("AWS_Lambda_{runtime}"),
-            ),
+            ("AWS_EXECUTION_ENV".to_string(), format!("AWS_Lambda_{runtime}")),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE".to_string(), "on-demand".to_string()),
             (
                 "AWS_LAMBDA_LOG_GROUP_NAME".to_string(),
                 format!("/aws/lambda/{}", key.function),
@@ -170,147 +282,245 @@ impl Executor {
                 "AWS_LAMBDA_LOG_STREAM_NAME".to_string(),
                 format!(
                     "{}/[{}]{}",
-                    today(),
+                    log_stream_day(),
                     key.version,
                     uuid::Uuid::new_v4().simple()
                 ),
             ),
-            (
-                "LAMBDA_TASK_ROOT".to_string(),
-                invocation.code_dir.display().to_string(),
-            ),
-            (
-                "LAMBDA_RUNTIME_DIR".to_string(),
-                self.bootstrap_dir.display().to_string(),
-            ),
+            ("LAMBDA_TASK_ROOT".to_string(), task_root.display().to_string()),
+            ("LAMBDA_RUNTIME_DIR".to_string(), runtime_dir.display().to_string()),
             ("_HANDLER".to_string(), config.handler.clone()),
             ("TZ".to_string(), ":UTC".to_string()),
             ("LANG".to_string(), "en_US.UTF-8".to_string()),
-            (
-                "PATH".to_string(),
-                "/usr/local/bin:/usr/bin:/bin".to_string(),
-            ),
+            ("HOME".to_string(), "/tmp".to_string()),
+            ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
             ("PYTHONUNBUFFERED".to_string(), "1".to_string()),
             ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
+            ("NODE_PATH".to_string(), format!("{}/node_modules", task_root.display())),
         ];
-        environment.extend(
-            config
-                .environment
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        environment.extend(config.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(Launch {
             program,
             args,
             code_dir: invocation.code_dir.clone(),
+            bootstrap_dir: self.bootstrap_dir.clone(),
             environment,
+            memory_mb: config.memory_mb,
+            address_space_limit_ok,
         })
+    }
+
+    /// Takes a warm sandbox of this key, or reserves memory for a new one.
+    fn checkout(&self, key: &SandboxKey, memory_mb: u32) -> Result<Option<Sandbox>, ServiceError> {
+        let mut pool = self.pool.lock().expect("pool lock");
+        pool.evict_stale_revisions(key);
+        if let Some(sandbox) = pool.idle.get_mut(key).and_then(Vec::pop) {
+            return Ok(Some(sandbox));
+        }
+        let needed = u64::from(memory_mb);
+        while pool.reserved_mb + needed > self.memory_capacity_mb {
+            if !pool.evict_least_recently_used() {
+                return Err(ServiceError::Throttled(format!(
+                    "this node's sandbox memory is full ({} of {} MB in use)",
+                    pool.reserved_mb, self.memory_capacity_mb
+                )));
+            }
+        }
+        pool.reserved_mb += needed;
+        Ok(None)
+    }
+
+    fn release(&self, memory_mb: u32) {
+        self.pool.lock().expect("pool lock").reserved_mb -= u64::from(memory_mb);
     }
 
     /// Runs an invocation in a warm sandbox of its version, or a new one.
     pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, ServiceError> {
-        let warm = {
-            let mut idle = self.idle.lock().expect("pool lock");
-            idle.get_mut(&invocation.key)
-                .and_then(|sandboxes| sandboxes.pop())
-        };
-        let (mut sandbox, cold_start) = match warm {
-            Some(sandbox) => (sandbox, false),
+        let memory_mb = invocation.config.memory_mb;
+        let (mut sandbox, cold_start) = match self.checkout(&invocation.key, memory_mb)? {
+            Some(sandbox) => {
+                sandbox.set_frozen(false);
+                (sandbox, false)
+            }
             None => {
-                let launch = self.launch(&invocation)?;
-                let sandbox = Sandbox::start(&launch).await.map_err(|e| {
-                    ServiceError::FailedPrecondition(format!("cannot start the sandbox: {e}"))
-                })?;
-                (sandbox, true)
+                let launch = self.launch(&invocation).inspect_err(|_| self.release(memory_mb))?;
+                match Sandbox::start(&launch, &self.isolation).await {
+                    Ok(sandbox) => (sandbox, true),
+                    Err(e) => {
+                        self.release(memory_mb);
+                        return Err(ServiceError::FailedPrecondition(format!(
+                            "cannot start the sandbox: {e}"
+                        )));
+                    }
+                }
             }
         };
         let timeout = Duration::from_secs(u64::from(invocation.config.timeout_s));
-        let deadline_ms = crate::service::functions::now_ms() + timeout.as_millis() as i64;
         let event = Event {
             request_id: invocation.request_id.clone(),
             payload: invocation.payload.clone(),
-            deadline_ms,
+            deadline_ms: crate::service::functions::now_ms() + timeout.as_millis() as i64,
             invoked_function_arn: invocation.invoked_function_arn.clone(),
-            client_context: None,
+            client_context: invocation.client_context.clone(),
         };
-        let reply = sandbox.invoke(event, timeout).await;
-        let (outcome, keep) = match reply {
-            Ok(RuntimeReply::Response(payload)) => (
-                Outcome {
-                    payload,
-                    function_error: None,
-                    cold_start,
-                },
-                true,
-            ),
-            Ok(RuntimeReply::Error { body, .. }) => (function_error(body, cold_start), true),
-            Ok(RuntimeReply::InitError { body, .. }) => (function_error(body, cold_start), false),
-            Err(Failure::Timeout) => (
-                error_document(
-                    "Sandbox.Timedout",
-                    &format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
-                    cold_start,
-                ),
-                false,
-            ),
-            Err(Failure::Exited(reason)) => {
-                let logs = sandbox.recent_logs();
-                tracing::debug!(function = %invocation.key.function, %reason, %logs, "sandbox exited");
+        let started = Instant::now();
+        let (reply, output) = sandbox.invoke(event, timeout).await;
+        // As on Lambda, a cold start's duration does not count the runtime's init.
+        let duration = match sandbox.init_duration() {
+            Some(init) if cold_start => started.elapsed().saturating_sub(init.saturating_sub(started - sandbox.started)),
+            _ => started.elapsed(),
+        };
+        let (payload, function_error, keep, note) = match reply {
+            Ok(RuntimeReply::Response(payload)) => (payload, None, true, None),
+            Ok(RuntimeReply::Error { body, .. }) => (body, Some("Unhandled"), true, None),
+            Ok(RuntimeReply::InitError { body, .. }) => (body, Some("Unhandled"), false, None),
+            Err(Failure::Timeout) => {
+                let message = format!("Task timed out after {:.2} seconds", timeout.as_secs_f64());
                 (
-                    error_document("Runtime.ExitError", &reason, cold_start),
+                    error_document("Sandbox.Timedout", &message),
+                    Some("Unhandled"),
                     false,
+                    Some(message),
+                )
+            }
+            Err(Failure::Exited { reason, out_of_memory }) => {
+                let kind = if out_of_memory {
+                    "Runtime.OutOfMemory"
+                } else {
+                    "Runtime.ExitError"
+                };
+                (
+                    error_document(kind, &reason),
+                    Some("Unhandled"),
+                    false,
+                    Some(format!("{reason} {kind}")),
                 )
             }
         };
+        let log = self.log_text(&invocation, &sandbox, &output, note.as_deref(), duration, cold_start);
         if keep && sandbox.is_alive() {
-            let mut idle = self.idle.lock().expect("pool lock");
-            idle.entry(invocation.key).or_default().push(sandbox);
+            sandbox.set_frozen(true);
+            let mut pool = self.pool.lock().expect("pool lock");
+            pool.idle.entry(invocation.key.clone()).or_default().push(sandbox);
+        } else {
+            drop(sandbox);
+            self.release(memory_mb);
         }
-        Ok(outcome)
+        Ok(Outcome {
+            payload,
+            function_error: function_error.map(str::to_string),
+            cold_start,
+            log,
+        })
+    }
+
+    /// The invocation's log framed by Lambda's START, END and REPORT lines.
+    fn log_text(
+        &self,
+        invocation: &Invocation,
+        sandbox: &Sandbox,
+        output: &[u8],
+        note: Option<&str>,
+        duration: Duration,
+        cold_start: bool,
+    ) -> String {
+        let id = &invocation.request_id;
+        let mut text = format!("START RequestId: {id} Version: {}\n", invocation.key.version);
+        text.push_str(&String::from_utf8_lossy(output));
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        if let Some(note) = note {
+            text.push_str(&format!("{id} {note}\n"));
+        }
+        text.push_str(&format!("END RequestId: {id}\n"));
+        let duration_ms = duration.as_secs_f64() * 1000.0;
+        let memory = invocation.config.memory_mb;
+        let used = sandbox.max_memory_used_mb().unwrap_or(0).min(u64::from(memory));
+        text.push_str(&format!(
+            "REPORT RequestId: {id}\tDuration: {duration_ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {memory} MB\tMax Memory Used: {used} MB\t",
+            duration_ms.ceil() as u64
+        ));
+        if cold_start {
+            if let Some(init) = sandbox.init_duration() {
+                text.push_str(&format!("Init Duration: {:.2} ms\t", init.as_secs_f64() * 1000.0));
+            }
+        }
+        text.push('\n');
+        text
     }
 }
 
-fn function_error(body: Bytes, cold_start: bool) -> Outcome {
-    Outcome {
-        payload: body,
-        function_error: Some("Unhandled".to_string()),
-        cold_start,
-    }
+fn error_document(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorMessage": message, "errorType": error_type }).to_string())
 }
 
-fn error_document(error_type: &str, message: &str, cold_start: bool) -> Outcome {
-    let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
-    function_error(Bytes::from(body.to_string()), cold_start)
+/// `YYYY/MM/DD` of today (UTC), as Lambda's log stream names start.
+fn log_stream_day() -> String {
+    let days = crate::service::functions::now_ms().div_euclid(86_400_000);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}/{month:02}/{day:02}")
 }
 
-fn today() -> String {
-    // Days since the epoch are enough to tell log streams apart by day.
-    let days = crate::service::functions::now_ms() / 86_400_000;
-    format!("day{days}")
-}
-
-/// Resolves an interpreter to its real path. For Python this asks the
-/// interpreter itself, which sees through shims such as pyenv's.
-fn resolve_interpreter(family: &str, program: &str) -> anyhow::Result<PathBuf> {
+/// Resolves an interpreter to its real path and the prefix sandboxes need.
+/// Python is asked itself, which sees through shims such as pyenv's.
+fn resolve_interpreter(family: &str, program: &str) -> anyhow::Result<Interpreter> {
     if family == "python" {
         let output = std::process::Command::new(program)
-            .args(["-c", "import sys; print(sys.executable)"])
+            .args(["-c", "import sys; print(sys.executable); print(sys.base_prefix)"])
             .output()?;
         anyhow::ensure!(
             output.status.success(),
             "{program} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        anyhow::ensure!(path.is_absolute(), "{program} did not report its path");
-        return Ok(path);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut lines = text.lines();
+        let executable = PathBuf::from(lines.next().unwrap_or_default().trim());
+        let prefix = PathBuf::from(lines.next().unwrap_or_default().trim());
+        anyhow::ensure!(
+            executable.is_absolute() && prefix.is_absolute(),
+            "{program} did not report its paths"
+        );
+        return Ok(Interpreter {
+            program: executable,
+            prefix,
+        });
     }
-    if program.contains('/') {
-        return Ok(PathBuf::from(program));
+    let path = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+            .ok_or_else(|| anyhow::anyhow!("{program} not found in PATH"))?
+    };
+    let program = std::fs::canonicalize(&path)?;
+    // …/bin/node → … (the prefix holds its libraries).
+    let prefix = program
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    Ok(Interpreter { program, prefix })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_stream_day_is_a_date() {
+        let day = super::log_stream_day();
+        assert_eq!(day.len(), 10, "{day}");
+        assert!(day.starts_with("20"), "{day}");
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| anyhow::anyhow!("{program} not found in PATH"))
 }

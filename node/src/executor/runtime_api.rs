@@ -6,7 +6,8 @@
 //! request id, or `/init/error` if it cannot start.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -49,11 +50,14 @@ type ReplySlot = Mutex<Option<(String, oneshot::Sender<RuntimeReply>)>>;
 pub struct RuntimeChannel {
     events: mpsc::Sender<Event>,
     reply: Arc<ReplySlot>,
+    /// When the runtime first asked for an event: the end of its init phase.
+    pub first_poll: Arc<OnceLock<Instant>>,
 }
 
 struct ApiState {
     events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
     reply: Arc<ReplySlot>,
+    first_poll: Arc<OnceLock<Instant>>,
 }
 
 impl RuntimeChannel {
@@ -68,29 +72,30 @@ impl RuntimeChannel {
     }
 }
 
-/// Serves the Runtime API on a fresh loopback port until `shutdown` fires.
-pub async fn serve(
+/// Serves the Runtime API on `listener` (already bound) until `shutdown` fires.
+pub fn serve(
+    listener: std::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<(SocketAddr, RuntimeChannel)> {
     let (events_tx, events_rx) = mpsc::channel(1);
     let reply: Arc<ReplySlot> = Arc::new(Mutex::new(None));
+    let first_poll = Arc::new(OnceLock::new());
     let state = Arc::new(ApiState {
         events: tokio::sync::Mutex::new(events_rx),
         reply: reply.clone(),
+        first_poll: first_poll.clone(),
     });
     let router = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/response",
-            post(response),
-        )
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
         .layer(axum::extract::DefaultBodyLimit::max(
             super::MAX_PAYLOAD_BYTES + 64 * 1024,
         ))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let address = listener.local_addr()?;
     // Without NODELAY every small response waits ~40 ms for delayed ACKs.
     use axum::serve::ListenerExt;
@@ -107,6 +112,7 @@ pub async fn serve(
         RuntimeChannel {
             events: events_tx,
             reply,
+            first_poll,
         },
     ))
 }
@@ -116,20 +122,14 @@ fn header(value: &str) -> HeaderValue {
 }
 
 async fn next(State(state): State<Arc<ApiState>>) -> Response {
+    let _ = state.first_poll.set(Instant::now());
     let event = state.events.lock().await.recv().await;
     let Some(event) = event else {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "sandbox is shutting down",
-        )
-            .into_response();
+        return (StatusCode::INTERNAL_SERVER_ERROR, "sandbox is shutting down").into_response();
     };
     let mut headers = HeaderMap::new();
     headers.insert("Lambda-Runtime-Aws-Request-Id", header(&event.request_id));
-    headers.insert(
-        "Lambda-Runtime-Deadline-Ms",
-        header(&event.deadline_ms.to_string()),
-    );
+    headers.insert("Lambda-Runtime-Deadline-Ms", header(&event.deadline_ms.to_string()));
     headers.insert(
         "Lambda-Runtime-Invoked-Function-Arn",
         header(&event.invoked_function_arn),
@@ -161,8 +161,7 @@ fn deliver(state: &ApiState, id: Option<&str>, reply: RuntimeReply) -> Response 
         (None, _) => false,
     };
     if !matches {
-        let body =
-            r#"{"errorMessage":"unknown or finished request id","errorType":"InvalidRequestID"}"#;
+        let body = r#"{"errorMessage":"unknown or finished request id","errorType":"InvalidRequestID"}"#;
         return (StatusCode::BAD_REQUEST, body).into_response();
     }
     if let Some((_, sender)) = slot.take() {
@@ -171,11 +170,7 @@ fn deliver(state: &ApiState, id: Option<&str>, reply: RuntimeReply) -> Response 
     (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
 }
 
-async fn response(
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn response(State(state): State<Arc<ApiState>>, Path(id): Path<String>, body: Bytes) -> Response {
     deliver(&state, Some(&id), RuntimeReply::Response(body))
 }
 
@@ -195,11 +190,7 @@ async fn error(
     )
 }
 
-async fn init_error(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn init_error(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
     let reply = RuntimeReply::InitError {
         error_type: error_type(&headers),
         body,

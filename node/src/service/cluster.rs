@@ -34,14 +34,15 @@ pub struct MemberView {
     pub role: String,
     pub voter: bool,
     pub matched_index: Option<u64>,
+    /// How the node isolates sandboxes, or "unreachable".
+    pub sandbox_mode: String,
 }
 
 impl Service {
     /// First start of a new cluster: this node becomes node 1 and the only voter.
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
         let cluster = self.start_raft(FIRST_NODE_ID).await?;
-        let members =
-            std::collections::BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.address))]);
+        let members = std::collections::BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.address))]);
         cluster.raft.initialize(members).await?;
         cluster
             .propose(Command::RegisterNode {
@@ -54,18 +55,12 @@ impl Service {
     }
 
     /// On a waiting node: asks the members in `join` to add it, until one does.
-    pub async fn join(
-        &self,
-        join: &[String],
-        shutdown: &tokio_util::sync::CancellationToken,
-    ) -> anyhow::Result<()> {
+    pub async fn join(&self, join: &[String], shutdown: &tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
         let mut attempt = 0u32;
         loop {
             for address in join {
                 let result = async {
-                    let mut client = floe_proto::v1::cluster_client::ClusterClient::new(
-                        self.peers.channel(address)?,
-                    );
+                    let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(address)?);
                     client
                         .add_node(floe_proto::v1::AddNodeRequest {
                             address: self.address.clone(),
@@ -101,8 +96,7 @@ impl Service {
             let (_, leader) = cluster
                 .leader()
                 .ok_or_else(|| ServiceError::Unavailable("no leader to add the node".into()))?;
-            let mut client =
-                floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
+            let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
             let reply = client
                 .add_node(floe_proto::v1::AddNodeRequest {
                     address: address.to_string(),
@@ -117,10 +111,7 @@ impl Service {
             .hello(HelloRequest {})
             .await
             .map_err(|status| {
-                ServiceError::Unavailable(format!(
-                    "cannot reach the new node at {address}: {}",
-                    status.message()
-                ))
+                ServiceError::Unavailable(format!("cannot reach the new node at {address}: {}", status.message()))
             })?
             .into_inner();
         let registered = state_machine::list_nodes(&self.reader)?;
@@ -156,12 +147,7 @@ impl Service {
                 .peer(address)?
                 .assign_id(AssignIdRequest { node_id: id })
                 .await
-                .map_err(|status| {
-                    ServiceError::Unavailable(format!(
-                        "assign id to {address}: {}",
-                        status.message()
-                    ))
-                })?;
+                .map_err(|status| ServiceError::Unavailable(format!("assign id to {address}: {}", status.message())))?;
         }
         cluster.add_voter(id, address).await?;
         tracing::info!(node_id = id, %address, "node added");
@@ -175,8 +161,7 @@ impl Service {
             let (_, leader) = cluster
                 .leader()
                 .ok_or_else(|| ServiceError::Unavailable("no leader to remove the node".into()))?;
-            let mut client =
-                floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
+            let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
             client
                 .remove_node(floe_proto::v1::RemoveNodeRequest { node_id: id })
                 .await?;
@@ -190,11 +175,7 @@ impl Service {
         }
     }
 
-    pub async fn set_region_quota(
-        &self,
-        region: &str,
-        concurrency: u32,
-    ) -> Result<(), ServiceError> {
+    pub async fn set_region_quota(&self, region: &str, concurrency: u32) -> Result<(), ServiceError> {
         validate::region(region)?;
         self.cluster()?
             .propose(Command::SetRegionQuota {
@@ -206,14 +187,14 @@ impl Service {
     }
 
     /// The cluster as this node sees it (the leader also knows each member's progress).
-    pub fn cluster_view(&self) -> Result<ClusterView, ServiceError> {
+    pub async fn cluster_view(&self) -> Result<ClusterView, ServiceError> {
         let cluster = self.cluster()?;
         let metrics = cluster.metrics();
         let registry: Vec<NodeRecord> = state_machine::list_nodes(&self.reader)?;
         let membership = metrics.membership_config.membership();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         let replication = metrics.replication.clone();
-        let members = membership
+        let mut members: Vec<MemberView> = membership
             .nodes()
             .map(|(id, node)| {
                 let region = registry
@@ -240,9 +221,28 @@ impl Service {
                     role: role.to_string(),
                     voter,
                     matched_index,
+                    sandbox_mode: String::new(),
                 }
             })
             .collect();
+        let targets: Vec<(NodeId, String)> = members.iter().map(|m| (m.id, m.address.clone())).collect();
+        let modes = targets.into_iter().map(|(id, address)| {
+            let peers = self.peers.clone();
+            let own = (id == cluster.id).then(|| self.executor.isolation.describe());
+            async move {
+                if let Some(own) = own {
+                    return own;
+                }
+                let hello = async { peers.peer(&address)?.hello(HelloRequest {}).await };
+                match tokio::time::timeout(Duration::from_secs(1), hello).await {
+                    Ok(Ok(reply)) => reply.into_inner().sandbox_mode,
+                    _ => "unreachable".to_string(),
+                }
+            }
+        });
+        for (member, mode) in members.iter_mut().zip(futures::future::join_all(modes).await) {
+            member.sandbox_mode = mode;
+        }
         Ok(ClusterView {
             node_id: cluster.id,
             leader: cluster.leader(),

@@ -1,8 +1,6 @@
 //! Functions, versions and aliases: validate, store the package, propose.
 
-use floe_raft_store::model::{
-    AliasRecord, AliasRouting, FunctionConfig, FunctionRecord, VersionRecord,
-};
+use floe_raft_store::model::{AliasRecord, AliasRouting, FunctionConfig, FunctionRecord, VersionRecord};
 use floe_raft_store::{state_machine, validate, ApplyError, Command, Response};
 
 use super::{Consistency, Service, ServiceError};
@@ -43,18 +41,14 @@ pub struct AliasUpdate {
 fn expect_function(response: Response) -> Result<FunctionRecord, ServiceError> {
     match response {
         Response::Function(record) => Ok(record),
-        other => Err(ServiceError::Internal(format!(
-            "unexpected response {other:?}"
-        ))),
+        other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
     }
 }
 
 fn expect_alias(response: Response) -> Result<AliasRecord, ServiceError> {
     match response {
         Response::Alias(record) => Ok(record),
-        other => Err(ServiceError::Internal(format!(
-            "unexpected response {other:?}"
-        ))),
+        other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
     }
 }
 
@@ -78,25 +72,14 @@ impl Service {
         expect_function(self.cluster()?.propose(command).await?)
     }
 
-    pub async fn get_function(
-        &self,
-        name: &str,
-        consistency: Consistency,
-    ) -> Result<FunctionRecord, ServiceError> {
+    pub async fn get_function(&self, name: &str, consistency: Consistency) -> Result<FunctionRecord, ServiceError> {
         validate::function_name(name)?;
         self.read_barrier(consistency).await?;
-        state_machine::get_function(&self.reader, name)?.ok_or_else(|| {
-            ApplyError::FunctionNotFound {
-                name: name.to_string(),
-            }
-            .into()
-        })
+        state_machine::get_function(&self.reader, name)?
+            .ok_or_else(|| ApplyError::FunctionNotFound { name: name.to_string() }.into())
     }
 
-    pub async fn list_functions(
-        &self,
-        consistency: Consistency,
-    ) -> Result<Vec<FunctionRecord>, ServiceError> {
+    pub async fn list_functions(&self, consistency: Consistency) -> Result<Vec<FunctionRecord>, ServiceError> {
         self.read_barrier(consistency).await?;
         Ok(state_machine::list_functions(&self.reader)?)
     }
@@ -104,11 +87,7 @@ impl Service {
     /// Merges the update into the current `$LATEST`. Without a caller's
     /// expected revision, a concurrent change makes it merge again rather
     /// than overwrite the other change.
-    pub async fn update_function(
-        &self,
-        name: &str,
-        update: FunctionUpdate,
-    ) -> Result<FunctionRecord, ServiceError> {
+    pub async fn update_function(&self, name: &str, update: FunctionUpdate) -> Result<FunctionRecord, ServiceError> {
         let code = match &update.zip_file {
             Some(zip) => Some(self.store_package(zip).await?),
             None => None,
@@ -142,9 +121,7 @@ impl Service {
             merge!(environment);
             merge!(description);
             if !changed && code.is_none() {
-                return Err(ServiceError::InvalidArgument(
-                    "the update changes nothing".into(),
-                ));
+                return Err(ServiceError::InvalidArgument("the update changes nothing".into()));
             }
             let command = Command::UpdateFunction {
                 name: name.to_string(),
@@ -155,11 +132,7 @@ impl Service {
                 now_ms: now_ms(),
             };
             match self.cluster()?.propose(command).await {
-                Err(ServiceError::FailedPrecondition(_))
-                    if update.expected_revision_id.is_none() =>
-                {
-                    continue
-                }
+                Err(ServiceError::FailedPrecondition(_)) if update.expected_revision_id.is_none() => continue,
                 result => return expect_function(result?),
             }
         }
@@ -168,9 +141,7 @@ impl Service {
     pub async fn delete_function(&self, name: &str) -> Result<(), ServiceError> {
         validate::function_name(name)?;
         self.cluster()?
-            .propose(Command::DeleteFunction {
-                name: name.to_string(),
-            })
+            .propose(Command::DeleteFunction { name: name.to_string() })
             .await?;
         Ok(())
     }
@@ -203,9 +174,7 @@ impl Service {
         };
         match self.cluster()?.propose(command).await? {
             Response::Version(version) => Ok(version),
-            other => Err(ServiceError::Internal(format!(
-                "unexpected response {other:?}"
-            ))),
+            other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
         }
     }
 

@@ -10,7 +10,17 @@ use floe_raft_store::{state_machine, validate, ApplyError};
 use rand::Rng;
 
 use super::{Consistency, Service, ServiceError};
-use crate::executor::{Invocation, SandboxKey, MAX_PAYLOAD_BYTES};
+use crate::executor::logs::LogRecord;
+use crate::executor::{Invocation, SandboxKey, LOG_TAIL_BYTES, MAX_PAYLOAD_BYTES};
+
+/// The last `max` bytes of `text`, cut at a character boundary.
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
 
 /// What a call resolved to: one exact version.
 #[derive(Debug, Clone)]
@@ -25,6 +35,15 @@ pub struct Resolved {
     pub qualifier: String,
 }
 
+/// How an invocation was asked for, beyond its target and payload.
+#[derive(Debug, Clone, Default)]
+pub struct InvokeOptions {
+    /// Return the tail of the invocation's log.
+    pub log_tail: bool,
+    /// Lambda's client context (JSON), handed to the function.
+    pub client_context: Option<String>,
+}
+
 /// The answer to an invocation.
 #[derive(Debug, Clone)]
 pub struct InvokeResult {
@@ -34,6 +53,8 @@ pub struct InvokeResult {
     pub request_id: String,
     pub node_id: u64,
     pub cold_start: bool,
+    /// The last 4 KB of the log, when asked for.
+    pub log_tail: Option<String>,
 }
 
 impl Service {
@@ -42,11 +63,10 @@ impl Service {
     pub async fn resolve(&self, function: &str, qualifier: &str) -> Result<Resolved, ServiceError> {
         validate::function_name(function)?;
         self.read_barrier(Consistency::Linearizable).await?;
-        let record = state_machine::get_function(&self.reader, function)?.ok_or_else(|| {
-            ApplyError::FunctionNotFound {
+        let record =
+            state_machine::get_function(&self.reader, function)?.ok_or_else(|| ApplyError::FunctionNotFound {
                 name: function.to_string(),
-            }
-        })?;
+            })?;
         let latest = |qualifier: &str| Resolved {
             function: function.to_string(),
             version: LATEST.to_string(),
@@ -55,22 +75,22 @@ impl Service {
             code: record.code.clone(),
             qualifier: qualifier.to_string(),
         };
-        let numbered =
-            |number: u64, qualifier: &str| -> Result<Resolved, ServiceError> {
-                let version = state_machine::get_version(&self.reader, function, number)?
-                    .ok_or_else(|| ApplyError::VersionNotFound {
-                        function: function.to_string(),
-                        version: number.to_string(),
-                    })?;
-                Ok(Resolved {
+        let numbered = |number: u64, qualifier: &str| -> Result<Resolved, ServiceError> {
+            let version = state_machine::get_version(&self.reader, function, number)?.ok_or_else(|| {
+                ApplyError::VersionNotFound {
                     function: function.to_string(),
                     version: number.to_string(),
-                    revision_id: version.revision_id,
-                    config: version.config,
-                    code: version.code,
-                    qualifier: qualifier.to_string(),
-                })
-            };
+                }
+            })?;
+            Ok(Resolved {
+                function: function.to_string(),
+                version: number.to_string(),
+                revision_id: version.revision_id,
+                config: version.config,
+                code: version.code,
+                qualifier: qualifier.to_string(),
+            })
+        };
         if qualifier.is_empty() || qualifier == LATEST {
             return Ok(latest(qualifier));
         }
@@ -80,16 +100,12 @@ impl Service {
         }
         validate::alias_name(qualifier)?;
         let alias =
-            state_machine::get_alias(&self.reader, function, qualifier)?.ok_or_else(|| {
-                ApplyError::AliasNotFound {
-                    function: function.to_string(),
-                    name: qualifier.to_string(),
-                }
+            state_machine::get_alias(&self.reader, function, qualifier)?.ok_or_else(|| ApplyError::AliasNotFound {
+                function: function.to_string(),
+                name: qualifier.to_string(),
             })?;
         let chosen = match &alias.routing {
-            Some(routing) if rand::rng().random::<f64>() < routing.weight => {
-                routing.additional_version.to_string()
-            }
+            Some(routing) if rand::rng().random::<f64>() < routing.weight => routing.additional_version.to_string(),
             _ => alias.version.clone(),
         };
         match validate::parse_version(&chosen)? {
@@ -103,6 +119,7 @@ impl Service {
         function: &str,
         qualifier: &str,
         payload: Bytes,
+        options: InvokeOptions,
     ) -> Result<InvokeResult, ServiceError> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(ServiceError::PayloadTooLarge(format!(
@@ -110,8 +127,7 @@ impl Service {
                 payload.len()
             )));
         }
-        if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err()
-        {
+        if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
             return Err(ServiceError::InvalidArgument(
                 "the request payload is not valid JSON".into(),
             ));
@@ -138,29 +154,48 @@ impl Service {
             request_id: request_id.clone(),
             invoked_function_arn: arn,
             region: self.config.region.clone(),
+            client_context: options.client_context,
             payload,
         };
         let outcome = self.executor.invoke(invocation).await?;
-        if outcome.payload.len() > MAX_PAYLOAD_BYTES {
-            return Ok(InvokeResult {
-                payload: Bytes::from(format!(
-                    r#"{{"errorMessage":"Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes).","errorType":"Function.ResponseSizeTooLarge"}}"#,
-                    outcome.payload.len()
-                )),
-                function_error: Some("Unhandled".into()),
-                executed_version: resolved.version,
-                request_id,
-                node_id: self.cluster()?.id,
-                cold_start: outcome.cold_start,
-            });
-        }
+        let node_id = self.cluster()?.id;
+        let log_tail = options.log_tail.then(|| tail(&outcome.log, LOG_TAIL_BYTES).to_string());
+        self.keep_log(node_id, &resolved, &request_id, outcome.log);
+        let (payload, function_error) = if outcome.payload.len() > MAX_PAYLOAD_BYTES {
+            let message = format!(
+                r#"{{"errorMessage":"Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes).","errorType":"Function.ResponseSizeTooLarge"}}"#,
+                outcome.payload.len()
+            );
+            (Bytes::from(message), Some("Unhandled".to_string()))
+        } else {
+            (outcome.payload, outcome.function_error)
+        };
         Ok(InvokeResult {
-            payload: outcome.payload,
-            function_error: outcome.function_error,
+            payload,
+            function_error,
             executed_version: resolved.version,
             request_id,
-            node_id: self.cluster()?.id,
+            node_id,
             cold_start: outcome.cold_start,
+            log_tail,
         })
+    }
+
+    /// Stores an invocation's log off the caller's path.
+    fn keep_log(&self, node_id: u64, resolved: &Resolved, request_id: &str, text: String) {
+        let record = LogRecord {
+            time_ms: super::functions::now_ms(),
+            node_id,
+            function: resolved.function.clone(),
+            version: resolved.version.clone(),
+            request_id: request_id.to_string(),
+            text,
+        };
+        let executor = self.executor.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = executor.logs.append(&record) {
+                tracing::warn!(error = %e, function = %record.function, "could not keep an invocation log");
+            }
+        });
     }
 }

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod functions;
 pub mod invoke;
+mod logs;
 mod packages;
 
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ pub enum ServiceError {
     FailedPrecondition(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Too many invocations for the capacity or quota: retry later.
+    #[error("{0}")]
+    Throttled(String),
     #[error("{0}")]
     Unavailable(String),
     /// The request reached the leader, which failed before answering: it may
@@ -50,9 +54,7 @@ impl From<ApplyError> for ServiceError {
             | ApplyError::VersionNotFound { .. }
             | ApplyError::AliasNotFound { .. }
             | ApplyError::NodeNotFound { .. } => ServiceError::NotFound(message),
-            ApplyError::FunctionExists { .. } | ApplyError::AliasExists { .. } => {
-                ServiceError::AlreadyExists(message)
-            }
+            ApplyError::FunctionExists { .. } | ApplyError::AliasExists { .. } => ServiceError::AlreadyExists(message),
             ApplyError::RevisionMismatch { .. } | ApplyError::FailedPrecondition { .. } => {
                 ServiceError::FailedPrecondition(message)
             }
@@ -75,9 +77,7 @@ impl From<tonic::Status> for ServiceError {
             tonic::Code::AlreadyExists => ServiceError::AlreadyExists(message),
             tonic::Code::FailedPrecondition => ServiceError::FailedPrecondition(message),
             tonic::Code::ResourceExhausted => ServiceError::PayloadTooLarge(message),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
-                ServiceError::Unavailable(message)
-            }
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ServiceError::Unavailable(message),
             _ => ServiceError::Internal(message),
         }
     }
@@ -136,9 +136,9 @@ impl Service {
 
     /// The Raft side, or Unavailable while this node waits to join.
     pub fn cluster(&self) -> Result<&Arc<Cluster>, ServiceError> {
-        self.cluster.get().ok_or_else(|| {
-            ServiceError::Unavailable("this node has not joined a cluster yet".into())
-        })
+        self.cluster
+            .get()
+            .ok_or_else(|| ServiceError::Unavailable("this node has not joined a cluster yet".into()))
     }
 
     pub fn started_cluster(&self) -> Option<&Arc<Cluster>> {

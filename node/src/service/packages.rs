@@ -16,27 +16,21 @@ impl Service {
         let needed = voters.len() / 2 + 1;
         let mut holders = 1; // this node
         let mut failures = Vec::new();
-        let copies = nodes
-            .iter()
-            .filter(|(id, _)| **id != cluster.id)
-            .map(|(id, address)| {
-                let data = zip_file.to_vec();
-                let sha256 = code.sha256.clone();
-                let peers = self.peers.clone();
-                let address = address.clone();
-                let id = *id;
-                async move {
-                    let result = async {
-                        peers
-                            .peer(&address)?
-                            .put_package(Package { sha256, data })
-                            .await?;
-                        Ok::<_, tonic::Status>(())
-                    }
-                    .await;
-                    (id, result)
+        let copies = nodes.iter().filter(|(id, _)| **id != cluster.id).map(|(id, address)| {
+            let data = zip_file.to_vec();
+            let sha256 = code.sha256.clone();
+            let peers = self.peers.clone();
+            let address = address.clone();
+            let id = *id;
+            async move {
+                let result = async {
+                    peers.peer(&address)?.put_package(Package { sha256, data }).await?;
+                    Ok::<_, tonic::Status>(())
                 }
-            });
+                .await;
+                (id, result)
+            }
+        });
         for (id, result) in futures::future::join_all(copies).await {
             match result {
                 Ok(()) => holders += 1,

@@ -10,27 +10,16 @@ use crate::validate;
 
 type Staged<'a, 'b> = Overlay<'a, dyn KvRead + 'b>;
 
-pub fn get_alias(
-    kv: &(impl KvRead + ?Sized),
-    function: &str,
-    name: &str,
-) -> Result<Option<AliasRecord>, StoreError> {
+pub fn get_alias(kv: &(impl KvRead + ?Sized), function: &str, name: &str) -> Result<Option<AliasRecord>, StoreError> {
     get_json(kv, &keys::alias(function, name))
 }
 
-pub fn list_aliases(
-    kv: &(impl KvRead + ?Sized),
-    function: &str,
-) -> Result<Vec<AliasRecord>, StoreError> {
+pub fn list_aliases(kv: &(impl KvRead + ?Sized), function: &str) -> Result<Vec<AliasRecord>, StoreError> {
     scan_json(kv, &keys::aliases_of(function))
 }
 
 /// Checks that `version` names `$LATEST` or an existing published version.
-fn check_target(
-    kv: &Staged,
-    function: &str,
-    version: &str,
-) -> Result<Result<Option<u64>, ApplyError>, StoreError> {
+fn check_target(kv: &Staged, function: &str, version: &str) -> Result<Result<Option<u64>, ApplyError>, StoreError> {
     let number = match validate::parse_version(version) {
         Ok(number) => number,
         Err(refusal) => return Ok(Err(refusal)),
@@ -151,11 +140,7 @@ pub(super) fn update(kv: &mut Staged, update: AliasUpdate) -> Result<CommandResu
     Ok(Ok(Response::Alias(record)))
 }
 
-pub(super) fn delete(
-    kv: &mut Staged,
-    function: &str,
-    name: &str,
-) -> Result<CommandResult, StoreError> {
+pub(super) fn delete(kv: &mut Staged, function: &str, name: &str) -> Result<CommandResult, StoreError> {
     if get_alias(kv, function, name)?.is_none() {
         return Ok(Err(ApplyError::AliasNotFound {
             function: function.to_string(),

@@ -20,18 +20,13 @@ pub fn list_region_quotas(kv: &(impl KvRead + ?Sized)) -> Result<Vec<(String, u3
         .into_iter()
         .map(|(key, value)| {
             let region = String::from_utf8_lossy(&key[keys::REGION_QUOTAS.len()..]).into_owned();
-            let concurrency =
-                serde_json::from_slice(&value).map_err(|e| StoreError::corrupt(&key, e))?;
+            let concurrency = serde_json::from_slice(&value).map_err(|e| StoreError::corrupt(&key, e))?;
             Ok((region, concurrency))
         })
         .collect()
 }
 
-pub(super) fn set_quota(
-    kv: &mut Staged,
-    region: &str,
-    concurrency: u32,
-) -> Result<CommandResult, StoreError> {
+pub(super) fn set_quota(kv: &mut Staged, region: &str, concurrency: u32) -> Result<CommandResult, StoreError> {
     refuse!(validate::region(region));
     kv.put_json(keys::region_quota(region), &concurrency)?;
     Ok(Ok(Response::None))

@@ -9,10 +9,7 @@ use crate::validate;
 
 type Staged<'a, 'b> = Overlay<'a, dyn KvRead + 'b>;
 
-pub fn get_function(
-    kv: &(impl KvRead + ?Sized),
-    name: &str,
-) -> Result<Option<FunctionRecord>, StoreError> {
+pub fn get_function(kv: &(impl KvRead + ?Sized), name: &str) -> Result<Option<FunctionRecord>, StoreError> {
     get_json(kv, &keys::function(name))
 }
 
@@ -29,24 +26,15 @@ pub fn get_version(
 }
 
 /// Published versions, oldest first.
-pub fn list_versions(
-    kv: &(impl KvRead + ?Sized),
-    function: &str,
-) -> Result<Vec<VersionRecord>, StoreError> {
+pub fn list_versions(kv: &(impl KvRead + ?Sized), function: &str) -> Result<Vec<VersionRecord>, StoreError> {
     scan_json(kv, &keys::versions_of(function))
 }
 
 fn not_found(name: &str) -> ApplyError {
-    ApplyError::FunctionNotFound {
-        name: name.to_string(),
-    }
+    ApplyError::FunctionNotFound { name: name.to_string() }
 }
 
-pub(super) fn check_revision(
-    what: &str,
-    actual: &str,
-    expected: Option<&str>,
-) -> Result<(), ApplyError> {
+pub(super) fn check_revision(what: &str, actual: &str, expected: Option<&str>) -> Result<(), ApplyError> {
     match expected {
         Some(expected) if expected != actual => Err(ApplyError::RevisionMismatch {
             what: what.to_string(),
@@ -58,10 +46,7 @@ pub(super) fn check_revision(
 }
 
 /// Loads a function or refuses with `FunctionNotFound`.
-pub(super) fn require(
-    kv: &Staged,
-    name: &str,
-) -> Result<Result<FunctionRecord, ApplyError>, StoreError> {
+pub(super) fn require(kv: &Staged, name: &str) -> Result<Result<FunctionRecord, ApplyError>, StoreError> {
     Ok(get_function(kv, name)?.ok_or_else(|| not_found(name)))
 }
 
@@ -87,9 +72,7 @@ pub(super) fn create(
     refuse!(validate::function_config(config));
     refuse!(validate::sha256(&code.sha256));
     if get_function(kv, name)?.is_some() {
-        return Ok(Err(ApplyError::FunctionExists {
-            name: name.to_string(),
-        }));
+        return Ok(Err(ApplyError::FunctionExists { name: name.to_string() }));
     }
     let record = FunctionRecord {
         name: name.to_string(),
@@ -145,11 +128,7 @@ pub(super) fn delete(kv: &mut Staged, name: &str) -> Result<CommandResult, Store
     Ok(Ok(Response::None))
 }
 
-pub(super) fn put_concurrency(
-    kv: &mut Staged,
-    name: &str,
-    reserved: Option<u32>,
-) -> Result<CommandResult, StoreError> {
+pub(super) fn put_concurrency(kv: &mut Staged, name: &str, reserved: Option<u32>) -> Result<CommandResult, StoreError> {
     let mut record = refuse!(require(kv, name)?);
     record.reserved_concurrency = reserved;
     kv.put_json(keys::function(name), &record)?;

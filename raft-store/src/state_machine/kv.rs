@@ -82,8 +82,7 @@ impl<R: KvRead + ?Sized> KvRead for Overlay<'_, R> {
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
-            self.base.scan_prefix(prefix)?.into_iter().collect();
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.base.scan_prefix(prefix)?.into_iter().collect();
         for (key, value) in self.writes.range(prefix.to_vec()..) {
             if !key.starts_with(prefix) {
                 break;
@@ -98,10 +97,7 @@ impl<R: KvRead + ?Sized> KvRead for Overlay<'_, R> {
 }
 
 /// Reads and decodes a JSON record.
-pub fn get_json<T: DeserializeOwned>(
-    kv: &(impl KvRead + ?Sized),
-    key: &[u8],
-) -> Result<Option<T>, StoreError> {
+pub fn get_json<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), key: &[u8]) -> Result<Option<T>, StoreError> {
     match kv.get(key)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
@@ -111,14 +107,9 @@ pub fn get_json<T: DeserializeOwned>(
 }
 
 /// Reads and decodes every JSON record under a prefix.
-pub fn scan_json<T: DeserializeOwned>(
-    kv: &(impl KvRead + ?Sized),
-    prefix: &[u8],
-) -> Result<Vec<T>, StoreError> {
+pub fn scan_json<T: DeserializeOwned>(kv: &(impl KvRead + ?Sized), prefix: &[u8]) -> Result<Vec<T>, StoreError> {
     kv.scan_prefix(prefix)?
         .into_iter()
-        .map(|(key, bytes)| {
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&key, e))
-        })
+        .map(|(key, bytes)| serde_json::from_slice(&bytes).map_err(|e| StoreError::corrupt(&key, e)))
         .collect()
 }

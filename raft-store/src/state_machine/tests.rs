@@ -125,21 +125,9 @@ fn is_f(response: &Response) -> bool {
 #[test]
 fn create_function() {
     check(&[], create("f"), Expect::Ok(is_f));
-    check(
-        &[create("f")],
-        create("f"),
-        Expect::Refused("FunctionExists"),
-    );
-    check(
-        &[],
-        create("bad name"),
-        Expect::Refused("invalid function name"),
-    );
-    check(
-        &[],
-        create(&"x".repeat(65)),
-        Expect::Refused("invalid function name"),
-    );
+    check(&[create("f")], create("f"), Expect::Refused("FunctionExists"));
+    check(&[], create("bad name"), Expect::Refused("invalid function name"));
+    check(&[], create(&"x".repeat(65)), Expect::Refused("invalid function name"));
     let with = |change: fn(&mut FunctionConfig)| {
         let mut config = config();
         change(&mut config);
@@ -159,22 +147,10 @@ fn create_function() {
         with(|c| c.memory_mb = 127),
         Expect::Refused("memory 127 MB is out of range"),
     );
-    check(
-        &[],
-        with(|c| c.memory_mb = 10_241),
-        Expect::Refused("out of range"),
-    );
+    check(&[], with(|c| c.memory_mb = 10_241), Expect::Refused("out of range"));
     check(&[], with(|c| c.memory_mb = 10_240), Expect::Ok(is_f));
-    check(
-        &[],
-        with(|c| c.timeout_s = 0),
-        Expect::Refused("timeout 0 s"),
-    );
-    check(
-        &[],
-        with(|c| c.timeout_s = 901),
-        Expect::Refused("timeout 901 s"),
-    );
+    check(&[], with(|c| c.timeout_s = 0), Expect::Refused("timeout 0 s"));
+    check(&[], with(|c| c.timeout_s = 901), Expect::Refused("timeout 901 s"));
     check(
         &[],
         with(|c| c.runtime = "cobol".into()),
@@ -241,11 +217,7 @@ fn update_function() {
             |r| matches!(r, Response::Function(f) if f.revision_id == "r2" && f.code.sha256 == sha(2) && f.last_modified_ms == 2000),
         ),
     );
-    check(
-        &[],
-        update_code("f", 2, "r2"),
-        Expect::Refused("FunctionNotFound"),
-    );
+    check(&[], update_code("f", 2, "r2"), Expect::Refused("FunctionNotFound"));
     let conditional = |expected: &str| Command::UpdateFunction {
         name: "f".into(),
         config: Some(FunctionConfig {
@@ -337,11 +309,7 @@ fn publish_version() {
         expected_revision_id: Some("old".into()),
         now_ms: 0,
     };
-    check(
-        &[create("f")],
-        conditional,
-        Expect::Refused("RevisionMismatch"),
-    );
+    check(&[create("f")], conditional, Expect::Refused("RevisionMismatch"));
 }
 
 #[test]
@@ -354,20 +322,12 @@ fn versions_are_immutable() {
     }
     let version = get_version(&table, "f", 1).unwrap().unwrap();
     assert_eq!(version.code.sha256, sha(1));
-    assert_eq!(
-        get_function(&table, "f").unwrap().unwrap().code.sha256,
-        sha(9)
-    );
+    assert_eq!(get_function(&table, "f").unwrap().unwrap().code.sha256, sha(9));
 }
 
 #[test]
 fn aliases() {
-    let two_versions = [
-        create("f"),
-        publish("f"),
-        update_code("f", 2, "r2"),
-        publish("f"),
-    ];
+    let two_versions = [create("f"), publish("f"), update_code("f", 2, "r2"), publish("f")];
     check(
         &two_versions,
         alias("f", "live", "1", None),
@@ -442,23 +402,20 @@ fn aliases() {
         Expect::Refused("$LATEST cannot route"),
     );
 
-    let update = |version: Option<&str>,
-                  routing: Option<Option<AliasRouting>>,
-                  expected: Option<&str>| Command::UpdateAlias {
-        function: "f".into(),
-        name: "live".into(),
-        version: version.map(String::from),
-        routing,
-        description: None,
-        expected_revision_id: expected.map(String::from),
-        revision_id: "a2".into(),
-    };
+    let update =
+        |version: Option<&str>, routing: Option<Option<AliasRouting>>, expected: Option<&str>| Command::UpdateAlias {
+            function: "f".into(),
+            name: "live".into(),
+            version: version.map(String::from),
+            routing,
+            description: None,
+            expected_revision_id: expected.map(String::from),
+            revision_id: "a2".into(),
+        };
     check(
         &with_alias,
         update(Some("2"), None, None),
-        Expect::Ok(
-            |r| matches!(r, Response::Alias(a) if a.version == "2" && a.revision_id == "a2"),
-        ),
+        Expect::Ok(|r| matches!(r, Response::Alias(a) if a.version == "2" && a.revision_id == "a2")),
     );
     check(
         &with_alias,
@@ -543,10 +500,7 @@ fn concurrency_and_quotas() {
     )
     .unwrap();
     commit(&mut table, writes);
-    assert_eq!(
-        list_region_quotas(&table).unwrap(),
-        vec![("eu-1".to_string(), 10)]
-    );
+    assert_eq!(list_region_quotas(&table).unwrap(), vec![("eu-1".to_string(), 10)]);
 }
 
 #[test]
@@ -578,11 +532,7 @@ fn node_registry() {
     );
     check(&[], register(Some(0), "a:1"), Expect::Refused("reserved"));
     check(&[], register(None, ""), Expect::Refused("needs an address"));
-    check(
-        &[],
-        Command::RemoveNode { id: 4 },
-        Expect::Refused("NodeNotFound"),
-    );
+    check(&[], Command::RemoveNode { id: 4 }, Expect::Refused("NodeNotFound"));
 }
 
 #[test]
@@ -591,11 +541,7 @@ fn refusal_inside_a_batch_keeps_earlier_writes() {
     // middle must neither undo the first nor leak into the third.
     let table = Table::new();
     let mut batch = kv::Overlay::new(&table as &dyn kv::KvRead);
-    for (command, accepted) in [
-        (create("f"), true),
-        (create("f"), false),
-        (publish("f"), true),
-    ] {
+    for (command, accepted) in [(create("f"), true), (create("f"), false), (publish("f"), true)] {
         let (result, writes) = apply(&batch, &command).unwrap();
         assert_eq!(result.is_ok(), accepted, "{command:?}: {result:?}");
         batch.extend(writes);
@@ -603,10 +549,7 @@ fn refusal_inside_a_batch_keeps_earlier_writes() {
     let writes = batch.into_writes();
     let mut table = Table::new();
     commit(&mut table, writes);
-    assert_eq!(
-        get_function(&table, "f").unwrap().unwrap().latest_version,
-        1
-    );
+    assert_eq!(get_function(&table, "f").unwrap().unwrap().latest_version, 1);
     assert!(matches!(
         apply(&table, &create("f")).unwrap().0,
         Err(ApplyError::FunctionExists { .. })

@@ -1,0 +1,273 @@
+//! cgroup limits for sandboxes, on cgroup v2 (unified) or v1 (one hierarchy
+//! per controller), whichever the machine has.
+//!
+//! This is a few files per sandbox — memory limit, pids limit, CPU weight,
+//! freezer, OOM counter — written directly: both formats are small and
+//! stable, and writing them ourselves keeps the hybrid layouts some machines
+//! have (v1 controllers, v2 mounted without controllers) under our control.
+//! Each sandbox gets a child group under the node's own group.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+/// Which cgroup interface the machine offers.
+#[derive(Debug, Clone)]
+pub enum Cgroups {
+    /// One unified hierarchy; `root` is the node's own group.
+    V2 { root: PathBuf },
+    /// One hierarchy per controller; each path is the node's group in that controller.
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpu: PathBuf,
+        freezer: PathBuf,
+    },
+}
+
+/// Limits for one sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub pids: u32,
+    /// Relative CPU share, proportional to memory as Lambda does.
+    pub cpu_weight: u32,
+}
+
+/// The node's group in each v1 controller, or its v2 group, from /proc/self/cgroup.
+fn own_groups() -> anyhow::Result<Vec<(String, String)>> {
+    let text = fs::read_to_string("/proc/self/cgroup").context("read /proc/self/cgroup")?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let _id = parts.next()?;
+            let controllers = parts.next()?.to_string();
+            let path = parts.next()?.to_string();
+            Some((controllers, path))
+        })
+        .collect())
+}
+
+fn writable(dir: &Path) -> bool {
+    let probe = dir.join(format!("floe-probe-{}", std::process::id()));
+    let ok = fs::create_dir(&probe).is_ok();
+    let _ = fs::remove_dir(&probe);
+    ok
+}
+
+impl Cgroups {
+    /// Finds a usable cgroup interface: v2 with memory, pids and cpu, else v1 with all four controllers.
+    pub fn detect() -> anyhow::Result<Cgroups> {
+        let groups = own_groups()?;
+        let unified = Path::new("/sys/fs/cgroup");
+        if let Some((_, path)) = groups.iter().find(|(controllers, _)| controllers.is_empty()) {
+            let controllers = fs::read_to_string(unified.join("cgroup.controllers")).unwrap_or_default();
+            let has = |name: &str| controllers.split_whitespace().any(|c| c == name);
+            if has("memory") && has("pids") && has("cpu") {
+                let root = unified.join(path.trim_start_matches('/')).join("floe");
+                fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
+                // A v2 group that holds processes cannot enable controllers for
+                // children; floe's groups hold none, so enable them here.
+                let _ = fs::write(root.join("cgroup.subtree_control"), "+memory +pids +cpu");
+                if writable(&root) {
+                    return Ok(Cgroups::V2 { root });
+                }
+            }
+        }
+        let v1 = |name: &str| -> anyhow::Result<PathBuf> {
+            let (_, path) = groups
+                .iter()
+                .find(|(controllers, _)| controllers.split(',').any(|c| c == name))
+                .with_context(|| format!("no v1 {name} controller"))?;
+            let dir = Path::new("/sys/fs/cgroup")
+                .join(name)
+                .join(path.trim_start_matches('/'))
+                .join("floe");
+            fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            if !writable(&dir) {
+                bail!("{} is not writable", dir.display());
+            }
+            Ok(dir)
+        };
+        Ok(Cgroups::V1 {
+            memory: v1("memory")?,
+            pids: v1("pids")?,
+            cpu: v1("cpu")?,
+            freezer: v1("freezer")?,
+        })
+    }
+
+    pub fn version(&self) -> &'static str {
+        match self {
+            Cgroups::V2 { .. } => "v2",
+            Cgroups::V1 { .. } => "v1",
+        }
+    }
+
+    /// Creates the groups of one sandbox with its limits.
+    pub fn create(&self, name: &str, limits: Limits) -> anyhow::Result<SandboxGroup> {
+        let write = |dir: &Path, file: &str, value: String| {
+            fs::write(dir.join(file), &value).with_context(|| format!("write {value} to {}/{file}", dir.display()))
+        };
+        let group = match self {
+            Cgroups::V2 { root } => {
+                let dir = root.join(name);
+                fs::create_dir_all(&dir)?;
+                write(&dir, "memory.max", limits.memory_bytes.to_string())?;
+                // No swap: a function gets exactly its configured memory.
+                let _ = write(&dir, "memory.swap.max", "0".into());
+                write(&dir, "pids.max", limits.pids.to_string())?;
+                write(&dir, "cpu.weight", limits.cpu_weight.clamp(1, 10_000).to_string())?;
+                SandboxGroup {
+                    dirs: vec![dir],
+                    version: 2,
+                }
+            }
+            Cgroups::V1 {
+                memory,
+                pids,
+                cpu,
+                freezer,
+            } => {
+                let dirs: Vec<PathBuf> = [memory, pids, cpu, freezer].iter().map(|d| d.join(name)).collect();
+                for dir in &dirs {
+                    fs::create_dir_all(dir)?;
+                }
+                write(&dirs[0], "memory.limit_in_bytes", limits.memory_bytes.to_string())?;
+                let _ = write(&dirs[0], "memory.memsw.limit_in_bytes", limits.memory_bytes.to_string());
+                write(&dirs[1], "pids.max", limits.pids.to_string())?;
+                // v1 shares: 1024 is the default weight of one CPU.
+                write(
+                    &dirs[2],
+                    "cpu.shares",
+                    (limits.cpu_weight * 1024 / 100).max(2).to_string(),
+                )?;
+                SandboxGroup { dirs, version: 1 }
+            }
+        };
+        Ok(group)
+    }
+}
+
+/// The groups of one sandbox. Dropping it kills what is left inside and removes them.
+#[derive(Debug)]
+pub struct SandboxGroup {
+    /// v2: one dir; v1: memory, pids, cpu, freezer.
+    dirs: Vec<PathBuf>,
+    version: u8,
+}
+
+impl SandboxGroup {
+    /// Open `cgroup.procs` files, to be written from the child between fork and exec.
+    pub fn procs_files(&self) -> anyhow::Result<Vec<fs::File>> {
+        self.dirs
+            .iter()
+            .map(|dir| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("cgroup.procs"))
+                    .with_context(|| format!("open {}/cgroup.procs", dir.display()))
+            })
+            .collect()
+    }
+
+    /// Moves the calling process into the groups. Runs between fork and exec:
+    /// only `write(2)` on files opened before the fork.
+    ///
+    /// # Safety
+    /// Call only in a `pre_exec` hook with files from [`Self::procs_files`].
+    pub unsafe fn join_from_child(files: &[fs::File]) -> std::io::Result<()> {
+        for file in files {
+            // "0" means the writing process itself.
+            if unsafe { libc::write(file.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    fn freezer_dir(&self) -> &Path {
+        self.dirs.last().expect("a group has a dir")
+    }
+
+    /// Freezes (or thaws) every process of the sandbox.
+    pub fn set_frozen(&self, frozen: bool) -> std::io::Result<()> {
+        if self.version == 2 {
+            fs::write(self.freezer_dir().join("cgroup.freeze"), if frozen { "1" } else { "0" })
+        } else {
+            fs::write(
+                self.freezer_dir().join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            )
+        }
+    }
+
+    /// How many times the kernel's OOM killer fired in this sandbox.
+    pub fn oom_kills(&self) -> u64 {
+        let (file, key) = if self.version == 2 {
+            (self.dirs[0].join("memory.events"), "oom_kill")
+        } else {
+            (self.dirs[0].join("memory.oom_control"), "oom_kill")
+        };
+        let text = fs::read_to_string(file).unwrap_or_default();
+        let count = text
+            .lines()
+            .filter_map(|line| line.strip_prefix(key)?.trim().parse::<u64>().ok())
+            .next()
+            .unwrap_or(0);
+        if count == 0 && self.version == 1 {
+            // Older v1 kernels have no oom_kill counter: a hit limit is the sign.
+            let failcnt = fs::read_to_string(self.dirs[0].join("memory.failcnt")).unwrap_or_default();
+            return u64::from(failcnt.trim().parse::<u64>().unwrap_or(0) > 0);
+        }
+        count
+    }
+
+    /// Peak memory use in bytes, when the kernel reports it.
+    pub fn peak_memory(&self) -> Option<u64> {
+        let file = if self.version == 2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        fs::read_to_string(self.dirs[0].join(file)).ok()?.trim().parse().ok()
+    }
+
+    /// Kills every process left in the sandbox's groups.
+    fn kill_all(&self) {
+        if self.version == 2 && fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        // A frozen process cannot die: thaw first.
+        let _ = self.set_frozen(false);
+        for dir in &self.dirs {
+            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SandboxGroup {
+    fn drop(&mut self) {
+        self.kill_all();
+        let dirs = std::mem::take(&mut self.dirs);
+        // The kernel removes a group only once its processes are gone, which
+        // takes a moment after SIGKILL: wait for that off the caller's thread.
+        std::thread::spawn(move || {
+            for dir in dirs.iter().rev() {
+                for _ in 0..500 {
+                    if fs::remove_dir(dir).is_ok() || !dir.exists() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            }
+        });
+    }
+}

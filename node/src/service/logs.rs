@@ -1,0 +1,65 @@
+//! Invocation logs across the cluster: each node keeps its own; a read asks
+//! every member and merges by time.
+
+use floe_proto::v1::GetLogsRequest;
+
+use super::{Service, ServiceError};
+use crate::executor::logs::LogRecord;
+
+/// Records returned when the caller sets no limit.
+const DEFAULT_LIMIT: usize = 1000;
+
+impl Service {
+    /// This node's records of `function` newer than `since_ms`.
+    pub fn local_logs(&self, function: &str, since_ms: i64, limit: usize) -> Result<Vec<LogRecord>, ServiceError> {
+        floe_raft_store::validate::function_name(function)?;
+        Ok(self.executor.logs.read(function, since_ms, limit))
+    }
+
+    /// Every reachable node's records of `function`, oldest first.
+    pub async fn cluster_logs(
+        &self,
+        function: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<LogRecord>, ServiceError> {
+        let limit = if limit == 0 { DEFAULT_LIMIT } else { limit as usize };
+        let cluster = self.cluster()?;
+        let mut records = self.local_logs(function, since_ms, limit)?;
+        let (_, nodes) = cluster.membership();
+        let requests = nodes
+            .into_iter()
+            .filter(|(id, _)| *id != cluster.id)
+            .map(|(id, address)| {
+                let request = GetLogsRequest {
+                    function: function.to_string(),
+                    since_ms,
+                    limit: limit as u32,
+                };
+                let peers = self.peers.clone();
+                async move {
+                    let mut client = peers.peer(&address).ok()?;
+                    let reply = tokio::time::timeout(std::time::Duration::from_secs(2), client.get_local_logs(request))
+                        .await
+                        .ok()?
+                        .ok()?;
+                    Some((id, reply.into_inner().records))
+                }
+            });
+        for (node_id, remote) in futures::future::join_all(requests).await.into_iter().flatten() {
+            records.extend(remote.into_iter().map(|r| LogRecord {
+                time_ms: r.time_ms,
+                node_id,
+                function: function.to_string(),
+                version: r.version,
+                request_id: r.request_id,
+                text: r.text,
+            }));
+        }
+        records.sort_by_key(|r| r.time_ms);
+        if records.len() > limit {
+            records.drain(..records.len() - limit);
+        }
+        Ok(records)
+    }
+}
