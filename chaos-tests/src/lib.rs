@@ -18,8 +18,11 @@ pub fn binary(name: &str) -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    let mut profile_dir = exe.parent().expect("target dir");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("target dir");
+    }
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
@@ -193,13 +196,7 @@ impl TestCluster {
     pub fn addresses(&mut self) -> Vec<String> {
         self.nodes
             .iter_mut()
-            .filter_map(|node| {
-                if node.is_running() {
-                    node.address.clone()
-                } else {
-                    None
-                }
-            })
+            .filter_map(|node| if node.is_running() { node.address.clone() } else { None })
             .collect()
     }
 
@@ -294,8 +291,7 @@ impl TestCluster {
                 let client = client.with_retry_for(Duration::from_millis(200));
                 match client.cluster_status().await {
                     Ok(status) => {
-                        status.leader_id.is_some()
-                            && status.nodes.iter().filter(|n| n.voter).count() == count
+                        status.leader_id.is_some() && status.nodes.iter().filter(|n| n.voter).count() == count
                     }
                     Err(_) => false,
                 }
@@ -314,4 +310,47 @@ impl TestCluster {
 pub fn free_address() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address")
+}
+
+/// A function to deploy in a test: its runtime, handler and files.
+pub struct TestFunction<'a> {
+    pub name: &'a str,
+    pub runtime: &'a str,
+    pub handler: &'a str,
+    pub files: &'a [(&'a str, &'a str)],
+    pub memory_mb: u32,
+    pub timeout_s: u32,
+    pub environment: &'a [(&'a str, &'a str)],
+}
+
+impl TestFunction<'_> {
+    /// Zips the files (keeping `bootstrap` executable) and creates the function.
+    pub async fn deploy(&self, client: &Client) -> anyhow::Result<floe_client::proto::FunctionInfo> {
+        let dir = tempfile::tempdir()?;
+        for (path, text) in self.files {
+            let full = dir.path().join(path);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&full, text)?;
+            if *path == "bootstrap" {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        let config = floe_client::proto::FunctionConfig {
+            runtime: self.runtime.into(),
+            handler: self.handler.into(),
+            memory_mb: self.memory_mb,
+            timeout_s: self.timeout_s,
+            environment: self
+                .environment
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            description: String::new(),
+        };
+        let zip = floe_client::package::zip_directory(dir.path())?;
+        Ok(client.create_function(self.name, config, zip).await?)
+    }
 }

@@ -322,7 +322,12 @@ impl Client {
     }
 
     /// Invokes `function` at `qualifier` ("" for `$LATEST`) with a JSON payload.
-    pub async fn invoke(&self, function: &str, qualifier: &str, payload: Vec<u8>) -> Result<proto::InvokeResponse, Error> {
+    pub async fn invoke(
+        &self,
+        function: &str,
+        qualifier: &str,
+        payload: Vec<u8>,
+    ) -> Result<proto::InvokeResponse, Error> {
         self.invoke_with(proto::InvokeRequest {
             function: function.to_string(),
             qualifier: qualifier.to_string(),

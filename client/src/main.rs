@@ -511,7 +511,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Invoke { target, payload, log } => {
             let (function, qualifier) = target.split_once(':').unwrap_or((&target, ""));
             let payload = match payload.strip_prefix('@') {
-                Some(path) => std::fs::read(path).map_err(|e| usage(format!("cannot read payload file {path}: {e}")))?,
+                Some(path) => {
+                    std::fs::read(path).map_err(|e| usage(format!("cannot read payload file {path}: {e}")))?
+                }
                 None => payload.into_bytes(),
             };
             let result = client

@@ -79,6 +79,9 @@ pub enum Command {
     RemoveNode {
         id: u64,
     },
+    /// Several commands proposed together (one log entry, one fsync); each is
+    /// applied in order and answered on its own, as if proposed alone.
+    Batch(Vec<Command>),
 }
 
 /// What a successful apply returns.
@@ -89,6 +92,8 @@ pub enum Response {
     Version(VersionRecord),
     Alias(AliasRecord),
     Node(NodeRecord),
+    /// The answers to a [`Command::Batch`], in order.
+    Batch(Vec<CommandResult>),
 }
 
 /// Why a command was refused. A refusal changes nothing.

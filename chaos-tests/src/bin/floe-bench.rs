@@ -24,6 +24,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// gRPC round trips that touch no Raft (stale reads of a missing function): the transport's floor.
+    Rpc {
+        #[arg(long, default_value_t = 32)]
+        callers: usize,
+        #[arg(long, default_value_t = 500)]
+        calls_per_caller: usize,
+    },
     /// Metadata writes on 3 nodes vs. etcd, and leader failover.
     Metadata {
         /// Sequential writes to time.
@@ -38,6 +45,12 @@ enum Bench {
         /// Leader kills to time.
         #[arg(long, default_value_t = 7)]
         failovers: usize,
+        /// Nodes in the floe cluster (1 shows the cost of replication).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Skip etcd (e.g. where it is not installed).
+        #[arg(long)]
+        no_etcd: bool,
     },
 }
 
@@ -284,9 +297,16 @@ async fn etcd_leader(etcd: &Etcd) -> anyhow::Result<String> {
 /// floe's defaults, as a user runs them.
 const DEFAULT_CONFIG: &str = "";
 
-async fn metadata(sequential: usize, writers: usize, per_writer: usize, failovers: usize) -> anyhow::Result<()> {
-    println!("== metadata writes: 3 nodes on loopback, fsync on ==");
-    let mut cluster = TestCluster::start_with(3, DEFAULT_CONFIG).await?;
+async fn metadata(
+    sequential: usize,
+    writers: usize,
+    per_writer: usize,
+    failovers: usize,
+    nodes: usize,
+    no_etcd: bool,
+) -> anyhow::Result<()> {
+    println!("== metadata writes: {nodes} floe nodes and 3 etcd members on loopback, fsync on ==");
+    let mut cluster = TestCluster::start_with(nodes, DEFAULT_CONFIG).await?;
     let client = std::sync::Arc::new(cluster.client().await?);
     let make = || {
         let client = client.clone();
@@ -294,31 +314,36 @@ async fn metadata(sequential: usize, writers: usize, per_writer: usize, failover
     };
     let floe = measure(sequential, writers, per_writer, make, FloeWriter(client.clone())).await?;
 
-    let etcd = start_etcd().await?;
-    let leader = etcd_leader(&etcd).await?;
-    let make = || {
-        let leader = leader.clone();
-        async move { EtcdWriter::connect(&leader).await }
-    };
-    let etcd_figures = measure(
-        sequential,
-        writers,
-        per_writer,
-        make,
-        EtcdWriter::connect(&leader).await?,
-    )
-    .await?;
-    drop(etcd);
-
+    let mut rows = vec![(format!("floe, {nodes} nodes"), floe)];
+    if !no_etcd {
+        let etcd = start_etcd().await?;
+        let leader = etcd_leader(&etcd).await?;
+        let make = || {
+            let leader = leader.clone();
+            async move { EtcdWriter::connect(&leader).await }
+        };
+        let figures = measure(
+            sequential,
+            writers,
+            per_writer,
+            make,
+            EtcdWriter::connect(&leader).await?,
+        )
+        .await?;
+        rows.push(("etcd 3.4, 3 members (JSON gateway)".to_string(), figures));
+    }
     println!("| system | sequential p50 | sequential p99 | {writers} concurrent writers |");
     println!("| --- | --- | --- | --- |");
-    for (name, f) in [("floe", &floe), ("etcd 3.4 (JSON gateway)", &etcd_figures)] {
+    for (name, f) in &rows {
         println!(
             "| {name} | {} | {} | {:.0} writes/s |",
             ms(f.p50),
             ms(f.p99),
             f.throughput
         );
+    }
+    if nodes < 3 {
+        return Ok(());
     }
 
     println!("\n== leader failover: kill -9 of the leader to the first successful write ==");
@@ -335,7 +360,11 @@ async fn metadata(sequential: usize, writers: usize, per_writer: usize, failover
         client.set_region_quota("failover", 0).await?;
         let killed_at = Instant::now();
         cluster.kill(leader);
-        client.set_region_quota("failover", round as u32 + 1).await?;
+        // The quota write is idempotent, so a write whose outcome is unknown
+        // (it was in flight to the killed leader) is simply sent again.
+        while let Err(e) = client.set_region_quota("failover", round as u32 + 1).await {
+            anyhow::ensure!(killed_at.elapsed() < Duration::from_secs(30), "no write succeeded: {e}");
+        }
         let elapsed = killed_at.elapsed();
         println!("round {round}: {}", ms(elapsed));
         times.push(elapsed);
@@ -353,14 +382,43 @@ async fn metadata(sequential: usize, writers: usize, per_writer: usize, failover
     Ok(())
 }
 
+async fn rpc_floor(callers: usize, per_caller: usize) -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(1, DEFAULT_CONFIG).await?;
+    let client = std::sync::Arc::new(cluster.client().await?);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_caller {
+                let _ = client
+                    .get_function("missing", floe_client::proto::ReadConsistency::Stale)
+                    .await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let rate = (callers * per_caller) as f64 / started.elapsed().as_secs_f64();
+    println!("{callers} callers, stale reads: {rate:.0} calls/s");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
+        Bench::Rpc {
+            callers,
+            calls_per_caller,
+        } => rpc_floor(callers, calls_per_caller).await,
         Bench::Metadata {
             sequential,
             writers,
             writes_per_writer,
             failovers,
-        } => metadata(sequential, writers, writes_per_writer, failovers).await,
+            nodes,
+            no_etcd,
+        } => metadata(sequential, writers, writes_per_writer, failovers, nodes, no_etcd).await,
     }
 }

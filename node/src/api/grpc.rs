@@ -315,7 +315,12 @@ impl Functions for PublicApi {
         };
         let result = self
             .service
-            .invoke(&request.function, &request.qualifier, Bytes::from(request.payload), options)
+            .invoke(
+                &request.function,
+                &request.qualifier,
+                Bytes::from(request.payload),
+                options,
+            )
             .await
             .map_err(status)?;
         ok(pb::InvokeResponse {

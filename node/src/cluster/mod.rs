@@ -7,6 +7,7 @@
 
 pub mod network;
 pub mod peers;
+pub mod proposer;
 pub mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use floe_proto::internal::{Payload, ReadIndexRequest};
 use floe_raft_store::{codec, Command, CommandResult, NodeId, Raft, Response, StateReader};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
 
 use crate::config::RaftConfig;
@@ -27,6 +27,8 @@ use peers::Peers;
 pub struct Cluster {
     pub id: NodeId,
     pub raft: Raft,
+    /// Batches this node's writes while it leads.
+    pub proposer: proposer::Proposer,
     pub reader: StateReader,
     pub peers: Arc<Peers>,
     leader_wait: Duration,
@@ -61,6 +63,7 @@ impl Cluster {
         let raft = Raft::new(id, Arc::new(raft_config(config)?), network, log_store, state_machine).await?;
         Ok(Cluster {
             id,
+            proposer: proposer::Proposer::start(raft.clone()),
             raft,
             reader,
             peers,
@@ -106,11 +109,13 @@ impl Cluster {
         loop {
             match self.leader() {
                 Some((leader, _)) if leader == self.id => {
-                    match self.raft.client_write(command.clone()).await {
-                        Ok(response) => return Ok(response.data),
+                    match self.proposer.write(command.clone()).await {
+                        Ok(result) => return Ok(result),
                         // Lost leadership before appending: nothing was written, so retrying is safe.
-                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                        Err(e) => return Err(ServiceError::Unavailable(format!("write failed: {e}"))),
+                        Err(proposer::WriteError::NotLeader) => {}
+                        Err(proposer::WriteError::Failed(e)) => {
+                            return Err(ServiceError::Unavailable(format!("write failed: {e}")))
+                        }
                     }
                 }
                 Some((_, address)) => match self.forward(&address, &command).await {

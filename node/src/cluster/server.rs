@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::cluster::proposer::WriteError;
 use floe_proto::internal::peer_server::Peer;
 use floe_proto::internal::raft_server::Raft as RaftService;
 use floe_proto::internal::{
@@ -10,7 +11,6 @@ use floe_proto::internal::{
     PutPackageResponse, ReadIndexRequest, ReadIndexResponse,
 };
 use floe_raft_store::{codec, Command, NodeId, TypeConfig};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
 
@@ -62,12 +62,11 @@ impl Peer for InternalApi {
     /// (nothing written) otherwise, so the sender looks for the leader again.
     async fn propose(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let command: Command = decode(request.get_ref())?;
-        match self.raft()?.client_write(command).await {
-            Ok(response) => encode(&response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(Status::failed_precondition("not the leader"))
-            }
-            Err(e) => Err(Status::unavailable(format!("write failed: {e}"))),
+        let cluster = self.service.cluster().map_err(into_status)?;
+        match cluster.proposer.write(command).await {
+            Ok(result) => encode(&result),
+            Err(WriteError::NotLeader) => Err(Status::failed_precondition("not the leader")),
+            Err(WriteError::Failed(e)) => Err(Status::unavailable(format!("write failed: {e}"))),
         }
     }
 

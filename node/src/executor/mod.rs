@@ -367,7 +367,9 @@ impl Executor {
         let (reply, output) = sandbox.invoke(event, timeout).await;
         // As on Lambda, a cold start's duration does not count the runtime's init.
         let duration = match sandbox.init_duration() {
-            Some(init) if cold_start => started.elapsed().saturating_sub(init.saturating_sub(started - sandbox.started)),
+            Some(init) if cold_start => started
+                .elapsed()
+                .saturating_sub(init.saturating_sub(started - sandbox.started)),
             _ => started.elapsed(),
         };
         let (payload, function_error, keep, note) = match reply {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use kv::{KvRead, Overlay};
 
-use crate::command::{Command, CommandResult};
+use crate::command::{Command, CommandResult, Response};
 use crate::error::StoreError;
 
 /// Writes staged by applying commands: key → new value, `None` to delete.
@@ -108,6 +108,22 @@ pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Wri
         Command::SetRegionQuota { region, concurrency } => cluster::set_quota(&mut overlay, region, *concurrency)?,
         Command::RegisterNode { id, address, region } => cluster::register(&mut overlay, *id, address, region)?,
         Command::RemoveNode { id } => cluster::remove(&mut overlay, *id)?,
+        Command::Batch(commands) => {
+            let mut results = Vec::with_capacity(commands.len());
+            for command in commands {
+                if matches!(command, Command::Batch(_)) {
+                    results.push(Err(crate::ApplyError::InvalidArgument {
+                        message: "batches do not nest".into(),
+                    }));
+                    continue;
+                }
+                // Each command is all-or-nothing on its own, over the writes of those before it.
+                let (result, writes) = apply(&overlay, command)?;
+                overlay.extend(writes);
+                results.push(result);
+            }
+            Ok(Response::Batch(results))
+        }
     };
     let writes = if result.is_ok() {
         overlay.into_writes()

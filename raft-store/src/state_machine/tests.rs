@@ -555,3 +555,31 @@ fn refusal_inside_a_batch_keeps_earlier_writes() {
         Err(ApplyError::FunctionExists { .. })
     ));
 }
+
+#[test]
+fn a_batch_answers_each_command_as_if_alone() {
+    let batch = Command::Batch(vec![
+        create("f"),
+        create("f"),
+        publish("f"),
+        Command::Batch(vec![]),
+        Command::DeleteFunction { name: "nope".into() },
+    ]);
+    let table = Table::new();
+    let (result, writes) = apply(&table, &batch).unwrap();
+    let Ok(Response::Batch(results)) = result else {
+        panic!("{result:?}")
+    };
+    assert!(matches!(results[0], Ok(Response::Function(_))));
+    assert!(matches!(results[1], Err(ApplyError::FunctionExists { .. })));
+    assert!(
+        matches!(results[2], Ok(Response::Version(ref v)) if v.version == 1),
+        "{:?}",
+        results[2]
+    );
+    assert!(matches!(results[3], Err(ApplyError::InvalidArgument { .. })));
+    assert!(matches!(results[4], Err(ApplyError::FunctionNotFound { .. })));
+    let mut table = Table::new();
+    commit(&mut table, writes);
+    assert_eq!(get_function(&table, "f").unwrap().unwrap().latest_version, 1);
+}
