@@ -90,9 +90,9 @@ pub fn serve(
         .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            super::MAX_PAYLOAD_BYTES + 64 * 1024,
-        ))
+        // Past Lambda's 6 MB limit a response is refused with an error the
+        // caller sees; far past it the connection is refused outright.
+        .layer(axum::extract::DefaultBodyLimit::max(OVERSIZE_CUTOFF))
         .with_state(state);
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -170,7 +170,31 @@ fn deliver(state: &ApiState, id: Option<&str>, reply: RuntimeReply) -> Response 
     (StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
 }
 
+/// Bodies above this are cut off unread; between the payload limit and this
+/// the caller gets Lambda's "response too large" error.
+const OVERSIZE_CUTOFF: usize = 4 * super::MAX_PAYLOAD_BYTES;
+
+/// Answers a response or error document over Lambda's 6 MB limit: the caller
+/// gets Lambda's error, the runtime a 413.
+fn refuse_oversize(state: &ApiState, id: &str, size: usize) -> Response {
+    let message = format!(
+        "Response payload size ({size} bytes) exceeded maximum allowed payload size ({} bytes).",
+        super::MAX_PAYLOAD_BYTES
+    );
+    let document = serde_json::json!({"errorMessage": message, "errorType": "Function.ResponseSizeTooLarge"});
+    let reply = RuntimeReply::Error {
+        error_type: Some("Function.ResponseSizeTooLarge".into()),
+        body: Bytes::from(document.to_string()),
+    };
+    deliver(state, Some(id), reply);
+    let body = r#"{"errorMessage":"payload too large","errorType":"RequestEntityTooLarge"}"#;
+    (StatusCode::PAYLOAD_TOO_LARGE, body).into_response()
+}
+
 async fn response(State(state): State<Arc<ApiState>>, Path(id): Path<String>, body: Bytes) -> Response {
+    if body.len() > super::MAX_PAYLOAD_BYTES {
+        return refuse_oversize(&state, &id, body.len());
+    }
     deliver(&state, Some(&id), RuntimeReply::Response(body))
 }
 
@@ -180,6 +204,9 @@ async fn error(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if body.len() > super::MAX_PAYLOAD_BYTES {
+        return refuse_oversize(&state, &id, body.len());
+    }
     deliver(
         &state,
         Some(&id),

@@ -161,18 +161,9 @@ impl Service {
         let node_id = self.cluster()?.id;
         let log_tail = options.log_tail.then(|| tail(&outcome.log, LOG_TAIL_BYTES).to_string());
         self.keep_log(node_id, &resolved, &request_id, outcome.log);
-        let (payload, function_error) = if outcome.payload.len() > MAX_PAYLOAD_BYTES {
-            let message = format!(
-                r#"{{"errorMessage":"Response payload size ({} bytes) exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes).","errorType":"Function.ResponseSizeTooLarge"}}"#,
-                outcome.payload.len()
-            );
-            (Bytes::from(message), Some("Unhandled".to_string()))
-        } else {
-            (outcome.payload, outcome.function_error)
-        };
         Ok(InvokeResult {
-            payload,
-            function_error,
+            payload: outcome.payload,
+            function_error: outcome.function_error,
             executed_version: resolved.version,
             request_id,
             node_id,
