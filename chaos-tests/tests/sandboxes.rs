@@ -123,6 +123,8 @@ async fn overlapping_calls_get_their_own_sandboxes_and_idle_ones_are_evicted() {
     ids.sort_by_key(|v| v.to_string());
     ids.dedup();
     assert_eq!(ids.len(), 3, "three overlapping calls ran in three sandboxes: {ids:?}");
+    // Idle sandboxes are frozen after a moment; a call thaws one and it serves as before.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let warm = invoke(&client, "identity", json!({})).await;
     assert!(
         !warm.cold_start && ids.contains(&body(&warm)),

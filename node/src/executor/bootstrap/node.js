@@ -1,13 +1,13 @@
 // floe's Node.js bootstrap: runs `handler(event, context)` behind Lambda's
 // Runtime API (2018-06-01), one invocation at a time, for as long as the
 // sandbox lives. Async handlers and callback handlers both work. Uses only
-// Node's standard library.
+// Node's standard library, and loads `url` only for ES modules (it costs
+// start-up time).
 'use strict';
 
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
-const { pathToFileURL } = require('url');
 
 const [HOST, PORT] = process.env.AWS_LAMBDA_RUNTIME_API.split(':');
 const BASE = '/2018-06-01/runtime';
@@ -61,13 +61,13 @@ async function loadHandler() {
   let mod;
   try {
     if (fs.existsSync(`${base}.mjs`)) {
-      mod = await import(pathToFileURL(`${base}.mjs`).href);
+      mod = await import(require('url').pathToFileURL(`${base}.mjs`).href);
     } else {
       try {
         mod = require(base);
       } catch (error) {
         if (error.code !== 'ERR_REQUIRE_ESM') throw error;
-        mod = await import(pathToFileURL(`${base}.js`).href);
+        mod = await import(require('url').pathToFileURL(`${base}.js`).href);
       }
     }
   } catch (error) {

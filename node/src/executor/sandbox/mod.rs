@@ -60,6 +60,8 @@ pub struct Sandbox {
     stop: CancellationToken,
     group: Option<SandboxGroup>,
     pub memory_mb: u32,
+    /// Whether the freezer holds it (only ever while idle).
+    frozen: bool,
     pub started: Instant,
     pub last_used: Instant,
     pub invocations: u64,
@@ -171,6 +173,7 @@ impl Sandbox {
             stop,
             group,
             memory_mb: launch.memory_mb,
+            frozen: false,
             started: now,
             last_used: now,
             invocations: 0,
@@ -236,12 +239,17 @@ impl Sandbox {
     }
 
     /// Stops (or resumes) every process of the sandbox while it is idle.
-    pub fn set_frozen(&self, frozen: bool) {
+    pub fn set_frozen(&mut self, frozen: bool) {
         if let Some(group) = &self.group {
-            if let Err(e) = group.set_frozen(frozen) {
-                tracing::warn!(error = %e, frozen, "freezer");
+            match group.set_frozen(frozen) {
+                Ok(()) => self.frozen = frozen,
+                Err(e) => tracing::warn!(error = %e, frozen, "freezer"),
             }
         }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
     }
 
     /// Peak memory of the sandbox in MB, when known.
