@@ -8,7 +8,6 @@
 //! Each sandbox gets a child group under the node's own group.
 
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -161,32 +160,9 @@ pub struct SandboxGroup {
 }
 
 impl SandboxGroup {
-    /// Open `cgroup.procs` files, to be written from the child between fork and exec.
-    pub fn procs_files(&self) -> anyhow::Result<Vec<fs::File>> {
-        self.dirs
-            .iter()
-            .map(|dir| {
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(dir.join("cgroup.procs"))
-                    .with_context(|| format!("open {}/cgroup.procs", dir.display()))
-            })
-            .collect()
-    }
-
-    /// Moves the calling process into the groups. Runs between fork and exec:
-    /// only `write(2)` on files opened before the fork.
-    ///
-    /// # Safety
-    /// Call only in a `pre_exec` hook with files from [`Self::procs_files`].
-    pub unsafe fn join_from_child(files: &[fs::File]) -> std::io::Result<()> {
-        for file in files {
-            // "0" means the writing process itself.
-            if unsafe { libc::write(file.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
+    /// The `cgroup.procs` files a process writes its pid to, to join the groups.
+    pub fn procs_paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|dir| dir.join("cgroup.procs")).collect()
     }
 
     fn freezer_dir(&self) -> &Path {

@@ -9,14 +9,13 @@
 use std::fs::File;
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 
 /// The Runtime API port inside a sandbox, as on Lambda.
 pub const RUNTIME_API_PORT: u16 = 9001;
 
 /// A network namespace and the listener bound inside it.
 pub struct PrivateNetwork {
-    /// `/proc/…/ns/net` of the namespace, for `setns` in the child.
+    /// `/proc/…/ns/net` of the namespace, which the sandbox enters with `nsenter`.
     pub namespace: File,
     pub listener: TcpListener,
 }
@@ -60,15 +59,4 @@ fn loopback_up() -> io::Result<()> {
     })();
     unsafe { libc::close(socket) };
     result
-}
-
-/// Moves the calling process into `namespace`. Runs between fork and exec.
-///
-/// # Safety
-/// Call only in a `pre_exec` hook.
-pub unsafe fn enter_from_child(namespace: &File) -> io::Result<()> {
-    if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
