@@ -20,7 +20,8 @@ fn provided(handler: &str) -> FunctionConfig {
 }
 
 fn body(response: &InvokeResponse) -> Value {
-    serde_json::from_slice(&response.payload).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&response.payload)))
+    serde_json::from_slice(&response.payload)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&response.payload)))
 }
 
 fn executable(path: &std::path::Path) {
@@ -43,7 +44,12 @@ fn python() -> String {
 
 async fn check_echo(client: &Client, name: &str) {
     let response = client.invoke(name, "", br#"{"hello":"ric"}"#.to_vec()).await.unwrap();
-    assert_eq!(response.function_error, "", "{}", String::from_utf8_lossy(&response.payload));
+    assert_eq!(
+        response.function_error,
+        "",
+        "{}",
+        String::from_utf8_lossy(&response.payload)
+    );
     let result = body(&response);
     assert_eq!(result["echo"], json!({"hello": "ric"}), "{result}");
     assert_eq!(result["request_id"], response.request_id.as_str(), "{result}");
@@ -64,12 +70,22 @@ async fn awslambdaric_runs_a_python_handler() {
     )
     .unwrap();
     let bootstrap = dir.path().join("bootstrap");
-    std::fs::write(&bootstrap, format!("#!/bin/sh\nexec {} -m awslambdaric app.handler\n", python())).unwrap();
+    std::fs::write(
+        &bootstrap,
+        format!("#!/bin/sh\nexec {} -m awslambdaric app.handler\n", python()),
+    )
+    .unwrap();
     executable(&bootstrap);
     let zip = floe_client::package::zip_directory(dir.path()).unwrap();
-    client.create_function("ric-python", provided("app.handler"), zip).await.unwrap();
+    client
+        .create_function("ric-python", provided("app.handler"), zip)
+        .await
+        .unwrap();
     check_echo(&client, "ric-python").await;
-    let failed = client.invoke("ric-python", "", br#"{"fail":1}"#.to_vec()).await.unwrap();
+    let failed = client
+        .invoke("ric-python", "", br#"{"fail":1}"#.to_vec())
+        .await
+        .unwrap();
     assert_eq!(failed.function_error, "Unhandled");
     assert_eq!(body(&failed)["errorMessage"], "asked to fail", "{}", body(&failed));
 }
@@ -83,9 +99,19 @@ async fn rust_lambda_runtime_runs_as_a_bootstrap() {
     std::fs::copy(binary("rust-bootstrap"), &bootstrap).unwrap();
     executable(&bootstrap);
     let zip = floe_client::package::zip_directory(dir.path()).unwrap();
-    client.create_function("rust-fn", provided("bootstrap"), zip).await.unwrap();
+    client
+        .create_function("rust-fn", provided("bootstrap"), zip)
+        .await
+        .unwrap();
     check_echo(&client, "rust-fn").await;
     let failed = client.invoke("rust-fn", "", br#"{"fail":1}"#.to_vec()).await.unwrap();
     assert_eq!(failed.function_error, "Unhandled");
-    assert!(body(&failed)["errorMessage"].as_str().unwrap().contains("asked to fail"), "{}", body(&failed));
+    assert!(
+        body(&failed)["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("asked to fail"),
+        "{}",
+        body(&failed)
+    );
 }

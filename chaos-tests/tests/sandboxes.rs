@@ -225,3 +225,32 @@ async fn a_package_reaches_a_node_that_was_down_when_it_was_created() {
         "it ran on C"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn process_mode_runs_functions_and_says_they_are_not_isolated() {
+    let config = format!("{TEST_CONFIG}\n[executor]\nsandbox = \"process\"\n");
+    let cluster = TestCluster::start_with(1, &config).await.unwrap();
+    let client = cluster.client_of(0).await.unwrap();
+    let status = client.cluster_status().await.unwrap();
+    assert!(
+        status.nodes[0].sandbox_mode.starts_with("process"),
+        "{:?}",
+        status.nodes[0]
+    );
+    assert!(
+        cluster.nodes[0].log().contains("SANDBOXES ARE NOT ISOLATED"),
+        "the node warns loudly"
+    );
+    python(
+        &client,
+        "plain",
+        "import os\n\ndef handler(event, context):\n    return os.environ['LAMBDA_TASK_ROOT']\n",
+        128,
+    )
+    .await;
+    let task_root = body(&invoke(&client, "plain", json!({})).await);
+    assert!(
+        task_root.as_str().unwrap().contains("/packages/code/"),
+        "runs from the node's copy: {task_root}"
+    );
+}

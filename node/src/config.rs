@@ -32,6 +32,29 @@ pub struct NodeConfig {
     pub no_bootstrap: bool,
     pub raft: RaftConfig,
     pub executor: ExecutorConfig,
+    pub packages: PackagesConfig,
+}
+
+/// Package storage on this node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackagesConfig {
+    /// How often unreferenced packages are looked for and deleted.
+    #[serde(with = "humantime_serde")]
+    pub gc_interval: Duration,
+    /// Packages younger than this are kept even when unreferenced (an upload
+    /// precedes the write that names it).
+    #[serde(with = "humantime_serde")]
+    pub gc_grace: Duration,
+}
+
+impl Default for PackagesConfig {
+    fn default() -> Self {
+        PackagesConfig {
+            gc_interval: Duration::from_secs(600),
+            gc_grace: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Raft timing and log compaction.
@@ -111,6 +134,7 @@ impl Default for NodeConfig {
             no_bootstrap: false,
             raft: RaftConfig::default(),
             executor: ExecutorConfig::default(),
+            packages: PackagesConfig::default(),
         }
     }
 }
@@ -165,6 +189,12 @@ impl NodeConfig {
         }
         if raft.snapshot_after_entries == 0 {
             bail!("raft.snapshot_after_entries must be at least 1");
+        }
+        if self.packages.gc_interval.is_zero() {
+            bail!("packages.gc_interval must be above zero");
+        }
+        if self.executor.pids_limit < 8 {
+            bail!("executor.pids_limit must be at least 8 (a runtime needs a few threads)");
         }
         if self.no_bootstrap && !self.join.is_empty() {
             bail!("no_bootstrap and join exclude each other: join already implies waiting to be added");

@@ -5,9 +5,11 @@
 //! declared and actual sizes), so a hostile zip is refused before anything
 //! names it, and extraction again refuses to write outside its root.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use floe_raft_store::model::CodeRef;
 use sha2::{Digest, Sha256};
@@ -90,6 +92,57 @@ impl Packages {
                 Ok(target)
             }
             Err(e) => Err(internal("install package", e)),
+        }
+    }
+}
+
+impl Packages {
+    /// Deletes stored and extracted packages that nothing references and that
+    /// are older than `grace` (a package is stored before the command naming
+    /// it commits, so a young one may be about to be referenced). Returns how
+    /// many packages it deleted.
+    pub fn collect(&self, referenced: &HashSet<String>, grace: Duration) -> usize {
+        let old_enough = |path: &Path| {
+            fs::metadata(path)
+                .and_then(|m| m.modified())
+                .map(|modified| modified.elapsed().unwrap_or_default() >= grace)
+                .unwrap_or(false)
+        };
+        let mut deleted = 0;
+        for entry in fs::read_dir(&self.blobs).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Some(sha256) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".zip"))
+            else {
+                continue;
+            };
+            if !referenced.contains(sha256) && old_enough(&path) && fs::remove_file(&path).is_ok() {
+                deleted += 1;
+            }
+        }
+        for entry in fs::read_dir(&self.code).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Extracted trees and leftovers of interrupted extractions (`<sha>.<uuid>.tmp`).
+            let sha256 = name.split('.').next().unwrap_or_default();
+            if !referenced.contains(sha256) && old_enough(&path) {
+                make_writable(&path);
+                let _ = fs::remove_dir_all(&path);
+            }
+        }
+        deleted
+    }
+}
+
+/// Extracted files are read-only; deleting the tree needs its directories writable.
+fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            make_writable(&entry.path());
         }
     }
 }
@@ -209,6 +262,26 @@ mod tests {
         let tree = packages.extracted(&code.sha256).unwrap();
         assert!(tree.join("app.py").exists());
         assert!(tree.join("lib/x.py").exists());
+    }
+
+    #[test]
+    fn collects_only_old_unreferenced_packages() {
+        let dir = tempfile::tempdir().unwrap();
+        let packages = Packages::open(dir.path()).unwrap();
+        let kept = packages.put(&zip_of(&[("a.py", b"a")])).unwrap();
+        let dropped = packages.put(&zip_of(&[("b.py", b"b")])).unwrap();
+        packages.extracted(&kept.sha256).unwrap();
+        packages.extracted(&dropped.sha256).unwrap();
+        let referenced = HashSet::from([kept.sha256.clone()]);
+        assert_eq!(
+            packages.collect(&referenced, Duration::from_secs(3600)),
+            0,
+            "young packages are kept"
+        );
+        assert_eq!(packages.collect(&referenced, Duration::ZERO), 1);
+        assert!(packages.has(&kept.sha256) && !packages.has(&dropped.sha256));
+        assert!(packages.extracted(&kept.sha256).unwrap().join("a.py").exists());
+        assert!(!dir.path().join("packages/code").join(&dropped.sha256).exists());
     }
 
     #[test]

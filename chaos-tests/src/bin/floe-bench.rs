@@ -481,7 +481,9 @@ fn real_interpreter(name: &str) -> anyhow::Result<String> {
             .output()?;
         return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
     }
-    let out = std::process::Command::new("sh").args(["-c", &format!("command -v {name}")]).output()?;
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -495,8 +497,12 @@ fn tree_rss_mib(root: u32) -> (f64, f64) {
     let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
     let mut rss: std::collections::HashMap<u32, u64> = Default::default();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
         let field = |name: &str| {
             status
                 .lines()
@@ -519,7 +525,13 @@ fn tree_rss_mib(root: u32) -> (f64, f64) {
     (own as f64 / 1024.0, total as f64 / 1024.0)
 }
 
-async fn invoke_bench(runtime: &str, warm_calls: usize, cold_starts: usize, callers: usize, warm_sandboxes: usize) -> anyhow::Result<()> {
+async fn invoke_bench(
+    runtime: &str,
+    warm_calls: usize,
+    cold_starts: usize,
+    callers: usize,
+    warm_sandboxes: usize,
+) -> anyhow::Result<()> {
     let bench = match runtime {
         "python" => PYTHON_BENCH,
         "nodejs" | "node" => NODE_BENCH,
@@ -552,7 +564,11 @@ async fn invoke_bench(runtime: &str, warm_calls: usize, cold_starts: usize, call
     let code = tempfile::tempdir()?;
     std::fs::write(code.path().join(bench.file), bench.handler)?;
     let mut floor = tokio::process::Command::new(&interpreter)
-        .args(if bench.interpreter == "python3" { vec!["-c"] } else { vec!["-e"] })
+        .args(if bench.interpreter == "python3" {
+            vec!["-c"]
+        } else {
+            vec!["-e"]
+        })
         .arg(bench.floor_server)
         .arg(code.path())
         .stdout(std::process::Stdio::piped())
@@ -621,7 +637,11 @@ async fn invoke_bench(runtime: &str, warm_calls: usize, cold_starts: usize, call
         cold_samples.push(started.elapsed());
         anyhow::ensure!(response.cold_start, "expected a cold start");
         let started = Instant::now();
-        let status = tokio::process::Command::new(&interpreter).args(bench.bare).env_clear().status().await?;
+        let status = tokio::process::Command::new(&interpreter)
+            .args(bench.bare)
+            .env_clear()
+            .status()
+            .await?;
         spawn_samples.push(started.elapsed());
         anyhow::ensure!(status.success(), "bare interpreter failed");
     }
@@ -639,7 +659,10 @@ async fn invoke_bench(runtime: &str, warm_calls: usize, cold_starts: usize, call
     println!("| measure | floe | baseline (same run) |");
     println!("| --- | --- | --- |");
     println!("| warm invoke p50 / p99 (SDK, gRPC) | {} / {} | {} / {} handler in a running interpreter over a local socket |", ms(warm_p50), ms(warm_p99), ms(floor_p50), ms(floor_p99));
-    println!("| warm overhead over the floor, p50 | {} | target ≤ 1 ms |", ms(warm_p50.saturating_sub(floor_p50)));
+    println!(
+        "| warm overhead over the floor, p50 | {} | target ≤ 1 ms |",
+        ms(warm_p50.saturating_sub(floor_p50))
+    );
     println!("| cold start p50 / p99 (first call after create) | {} / {} | {} bare `{} {}` spawn; target ≤ 2× + 20 ms = {} |", ms(cold_p50), ms(cold_p99), ms(spawn_p50), bench.interpreter, bench.bare.join(" "), ms(spawn_p50 * 2 + Duration::from_millis(20)));
     println!("| warm throughput, {callers} callers | {throughput:.0} invocations/s | |");
     println!("| floed RSS idle | {idle_rss:.1} MiB | |");

@@ -46,6 +46,48 @@ impl Service {
         Ok(code)
     }
 
+    /// Deletes this node's packages that no function or version names, every
+    /// `interval`, until `shutdown`.
+    pub async fn run_package_collector(
+        self: std::sync::Arc<Self>,
+        interval: std::time::Duration,
+        grace: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let referenced = match self.referenced_packages() {
+                Ok(referenced) => referenced,
+                Err(e) => {
+                    tracing::warn!(error = %e, "package collection skipped");
+                    continue;
+                }
+            };
+            let service = self.clone();
+            let deleted = tokio::task::spawn_blocking(move || service.packages.collect(&referenced, grace))
+                .await
+                .unwrap_or(0);
+            if deleted > 0 {
+                tracing::info!(deleted, "collected unreferenced packages");
+            }
+        }
+    }
+
+    /// Every package a function's `$LATEST` or a version names, per this node's state.
+    fn referenced_packages(&self) -> Result<std::collections::HashSet<String>, ServiceError> {
+        let mut referenced = std::collections::HashSet::new();
+        for function in floe_raft_store::state_machine::list_functions(&self.reader)? {
+            for version in floe_raft_store::state_machine::list_versions(&self.reader, &function.name)? {
+                referenced.insert(version.code.sha256);
+            }
+            referenced.insert(function.code.sha256);
+        }
+        Ok(referenced)
+    }
+
     /// Makes sure this node holds a package, fetching it from a peer if needed.
     pub async fn ensure_package(&self, code: &CodeRef) -> Result<(), ServiceError> {
         if self.packages.has(&code.sha256) {

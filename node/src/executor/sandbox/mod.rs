@@ -122,7 +122,11 @@ impl Sandbox {
         // fork() of this large multi-threaded process, which costs 10–25 ms;
         // without a hook the child is started with posix_spawn.
         let mut command = Command::new("/bin/sh");
-        command.arg("-c").arg(LAUNCHER).arg("floe-sandbox").arg(&address_space_limit_kb);
+        command
+            .arg("-c")
+            .arg(LAUNCHER)
+            .arg("floe-sandbox")
+            .arg(&address_space_limit_kb);
         if let Some(group) = &group {
             command.args(group.procs_paths());
         }
@@ -131,12 +135,18 @@ impl Sandbox {
             // The namespace file is held open by this process until the sandbox is gone.
             command
                 .arg(&isolation.nsenter)
-                .arg(format!("--net=/proc/{}/fd/{}", std::process::id(), namespace.as_raw_fd()))
+                .arg(format!(
+                    "--net=/proc/{}/fd/{}",
+                    std::process::id(),
+                    namespace.as_raw_fd()
+                ))
                 .arg("--");
         }
         match &isolation.bwrap {
             Some(bwrap) => {
-                command.arg(bwrap).args(isolation.bwrap_args(&launch.code_dir, &launch.bootstrap_dir));
+                command
+                    .arg(bwrap)
+                    .args(isolation.bwrap_args(&launch.code_dir, &launch.bootstrap_dir));
                 command.arg("--").arg(&launch.program);
             }
             None => {
@@ -166,7 +176,10 @@ impl Sandbox {
             return Err(std::io::Error::other("sandbox output pipes missing"));
         };
         let now = Instant::now();
-        tracing::debug!(setup_ms = stop_watch.elapsed().as_secs_f64() * 1000.0, "sandbox spawned");
+        tracing::debug!(
+            setup_ms = stop_watch.elapsed().as_secs_f64() * 1000.0,
+            "sandbox spawned"
+        );
         Ok(Sandbox {
             child,
             stdout,
