@@ -359,3 +359,23 @@ impl TestFunction<'_> {
         Ok(client.create_function(self.name, config, zip).await?)
     }
 }
+
+/// A Python 3.11 function's configuration: `app.handler`, 128 MB, 3 s.
+pub fn python_config() -> floe_client::proto::FunctionConfig {
+    floe_client::proto::FunctionConfig {
+        runtime: "python3.11".into(),
+        handler: "app.handler".into(),
+        memory_mb: 128,
+        timeout_s: 3,
+        environment: Default::default(),
+        description: String::new(),
+    }
+}
+
+/// A package whose `app.handler` runs one Python statement, e.g. `return event`.
+pub fn python_package(statement: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(dir.path().join("app.py"), format!("def handler(event, context):\n    {statement}\n"))
+        .expect("write app.py");
+    floe_client::package::zip_directory(dir.path()).expect("zip")
+}

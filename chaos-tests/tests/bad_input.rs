@@ -11,24 +11,11 @@ use floe_client::Client;
 use tonic::Code;
 
 fn config() -> FunctionConfig {
-    FunctionConfig {
-        runtime: "python3.11".into(),
-        handler: "app.handler".into(),
-        memory_mb: 128,
-        timeout_s: 3,
-        environment: BTreeMap::new(),
-        description: String::new(),
-    }
+    chaos_tests::python_config()
 }
 
 fn package() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("app.py"),
-        "def handler(event, context):\n    return 1\n",
-    )
-    .unwrap();
-    floe_client::package::zip_directory(dir.path()).unwrap()
+    chaos_tests::python_package("return 1")
 }
 
 /// Asserts a call failed with `code` and a message containing `text`.

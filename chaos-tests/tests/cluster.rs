@@ -1,6 +1,5 @@
 //! Multi-node tests with real floed processes on loopback ports.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chaos_tests::{wait_for, TestCluster};
@@ -8,24 +7,11 @@ use floe_client::proto::{FunctionConfig, ReadConsistency};
 use floe_client::Client;
 
 fn config() -> FunctionConfig {
-    FunctionConfig {
-        runtime: "python3.11".into(),
-        handler: "app.handler".into(),
-        memory_mb: 128,
-        timeout_s: 3,
-        environment: BTreeMap::new(),
-        description: String::new(),
-    }
+    chaos_tests::python_config()
 }
 
 fn package() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("app.py"),
-        "def handler(event, context):\n    return event\n",
-    )
-    .unwrap();
-    floe_client::package::zip_directory(dir.path()).unwrap()
+    chaos_tests::python_package("return event")
 }
 
 async fn create(client: &Client, name: &str) -> anyhow::Result<()> {
