@@ -375,7 +375,10 @@ pub fn python_config() -> floe_client::proto::FunctionConfig {
 /// A package whose `app.handler` runs one Python statement, e.g. `return event`.
 pub fn python_package(statement: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("temporary directory");
-    std::fs::write(dir.path().join("app.py"), format!("def handler(event, context):\n    {statement}\n"))
-        .expect("write app.py");
+    std::fs::write(
+        dir.path().join("app.py"),
+        format!("def handler(event, context):\n    {statement}\n"),
+    )
+    .expect("write app.py");
     floe_client::package::zip_directory(dir.path()).expect("zip")
 }

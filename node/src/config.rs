@@ -115,6 +115,8 @@ pub struct ExecutorConfig {
     pub read_only_paths: Vec<PathBuf>,
     /// Log kept per function on each node; older lines are dropped.
     pub log_retention: bytesize::ByteSize,
+    /// Sandbox slots kept prepared (cgroups and network ready) so cold starts skip that work.
+    pub prepared_sandboxes: usize,
     /// Interpreter for each runtime family (`python`, `nodejs`), by path or name.
     /// Names are resolved to real paths at start, so no shim runs per sandbox.
     pub interpreters: BTreeMap<String, String>,
@@ -162,6 +164,7 @@ impl Default for ExecutorConfig {
             memory_capacity: None,
             read_only_paths: Vec::new(),
             log_retention: bytesize::ByteSize::mib(4),
+            prepared_sandboxes: 2,
             interpreters: BTreeMap::from([
                 ("python".to_string(), "python3".to_string()),
                 ("nodejs".to_string(), "node".to_string()),

@@ -150,6 +150,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     }
 
     let evictor = tokio::spawn(executor.clone().run_evictor(shutdown.clone()));
+    let preparer = tokio::spawn(executor.clone().run_slot_preparer(shutdown.clone()));
     let collector = tokio::spawn(service.clone().run_package_collector(
         config.packages.gc_interval,
         config.packages.gc_grace,
@@ -159,6 +160,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!("shutting down");
     server.await.context("gRPC server task")?.context("gRPC server")?;
     let _ = evictor.await;
+    let _ = preparer.await;
     let _ = collector.await;
     if let Some(cluster) = service.started_cluster() {
         cluster.raft.shutdown().await.ok();

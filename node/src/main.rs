@@ -77,6 +77,11 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
 }
 
 fn main() -> ExitCode {
+    // floed re-runs itself as the waiting process of a prepared sandbox slot.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(floe_node::executor::sandbox::slot::WAITER_COMMAND) {
+        floe_node::executor::sandbox::slot::run_waiter(&args[2..]);
+    }
     let flags = Flags::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&flags.log).unwrap_or_else(|_| "info".into()))

@@ -193,8 +193,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // openraft's core waits for this write anyway; blocking in place saves
         // two thread hand-offs per append on the write path's critical step.
-        let result: Result<(), StoreError> =
-            tokio::task::block_in_place(|| Ok(self.db.write_opt(batch, &synced())?));
+        let result: Result<(), StoreError> = tokio::task::block_in_place(|| Ok(self.db.write_opt(batch, &synced())?));
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

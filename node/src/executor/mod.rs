@@ -24,6 +24,7 @@ use axum::body::Bytes;
 use floe_raft_store::model::FunctionConfig;
 use runtime_api::{Event, RuntimeReply};
 use sandbox::isolation::Isolation;
+use sandbox::slot::Slot;
 use sandbox::{Failure, Launch, Sandbox};
 
 use crate::config::ExecutorConfig;
@@ -129,6 +130,10 @@ impl Pool {
 }
 
 pub struct Executor {
+    /// Slots prepared ahead for cold starts, and the signal to prepare more.
+    prepared: Mutex<Vec<Slot>>,
+    prepared_target: usize,
+    refill: tokio::sync::Notify,
     interpreters: BTreeMap<String, Interpreter>,
     bootstrap_dir: PathBuf,
     pub isolation: Isolation,
@@ -184,6 +189,9 @@ impl Executor {
             .map(|b| b.as_u64() / (1024 * 1024))
             .unwrap_or_else(default_capacity_mb);
         Ok(Arc::new(Executor {
+            prepared: Mutex::new(Vec::new()),
+            prepared_target: config.prepared_sandboxes,
+            refill: tokio::sync::Notify::new(),
             interpreters,
             bootstrap_dir,
             isolation,
@@ -227,6 +235,38 @@ impl Executor {
         let mut pool = self.pool.lock().expect("pool lock");
         pool.idle.clear();
         pool.reserved_mb = 0;
+    }
+
+    /// Keeps `executor.prepared_sandboxes` slots ready for cold starts, from
+    /// the node's first cold start on (a node that runs nothing holds none);
+    /// runs until `shutdown`.
+    pub async fn run_slot_preparer(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.refill.notified() => {}
+            }
+            while self.prepared.lock().expect("slots lock").len() < self.prepared_target {
+                match Slot::prepare(&self.isolation).await {
+                    Ok(slot) => self.prepared.lock().expect("slots lock").push(slot),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not prepare a sandbox slot; trying again at the next cold start");
+                        break;
+                    }
+                }
+            }
+        }
+        self.prepared.lock().expect("slots lock").clear();
+    }
+
+    /// A prepared slot, or a new one when none is ready.
+    async fn take_slot(&self) -> std::io::Result<Slot> {
+        let ready = self.prepared.lock().expect("slots lock").pop();
+        self.refill.notify_one();
+        match ready {
+            Some(slot) => Ok(slot),
+            None => Slot::prepare(&self.isolation).await,
+        }
     }
 
     /// Number of idle warm sandboxes.
@@ -358,7 +398,11 @@ impl Executor {
             }
             None => {
                 let launch = self.launch(&invocation).inspect_err(|_| self.release(memory_mb))?;
-                match Sandbox::start(&launch, &self.isolation).await {
+                let started = match self.take_slot().await {
+                    Ok(slot) => Sandbox::start(&launch, &self.isolation, slot).await,
+                    Err(e) => Err(e),
+                };
+                match started {
                     Ok(sandbox) => (sandbox, true),
                     Err(e) => {
                         self.release(memory_mb);

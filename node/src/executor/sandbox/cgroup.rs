@@ -99,6 +99,27 @@ impl Cgroups {
         })
     }
 
+    /// Removes groups left by an earlier run of the node (after a crash); a
+    /// group that still holds a process is left alone.
+    pub fn remove_leftovers(&self) {
+        let roots: Vec<&PathBuf> = match self {
+            Cgroups::V2 { root } => vec![root],
+            Cgroups::V1 {
+                memory,
+                pids,
+                cpu,
+                freezer,
+            } => vec![memory, pids, cpu, freezer],
+        };
+        for root in roots {
+            for entry in fs::read_dir(root).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().starts_with("sandbox-") {
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+        }
+    }
+
     pub fn version(&self) -> &'static str {
         match self {
             Cgroups::V2 { .. } => "v2",
@@ -108,47 +129,26 @@ impl Cgroups {
 
     /// Creates the groups of one sandbox with its limits.
     pub fn create(&self, name: &str, limits: Limits) -> anyhow::Result<SandboxGroup> {
-        let write = |dir: &Path, file: &str, value: String| {
-            fs::write(dir.join(file), &value).with_context(|| format!("write {value} to {}/{file}", dir.display()))
-        };
-        let group = match self {
-            Cgroups::V2 { root } => {
-                let dir = root.join(name);
-                fs::create_dir_all(&dir)?;
-                write(&dir, "memory.max", limits.memory_bytes.to_string())?;
-                // No swap: a function gets exactly its configured memory.
-                let _ = write(&dir, "memory.swap.max", "0".into());
-                write(&dir, "pids.max", limits.pids.to_string())?;
-                write(&dir, "cpu.weight", limits.cpu_weight.clamp(1, 10_000).to_string())?;
-                SandboxGroup {
-                    dirs: vec![dir],
-                    version: 2,
-                }
-            }
+        let (dirs, version) = match self {
+            Cgroups::V2 { root } => (vec![root.join(name)], 2),
             Cgroups::V1 {
                 memory,
                 pids,
                 cpu,
                 freezer,
-            } => {
-                let dirs: Vec<PathBuf> = [memory, pids, cpu, freezer].iter().map(|d| d.join(name)).collect();
-                for dir in &dirs {
-                    fs::create_dir_all(dir)?;
-                }
-                write(&dirs[0], "memory.limit_in_bytes", limits.memory_bytes.to_string())?;
-                let _ = write(&dirs[0], "memory.memsw.limit_in_bytes", limits.memory_bytes.to_string());
-                write(&dirs[1], "pids.max", limits.pids.to_string())?;
-                // v1 shares: 1024 is the default weight of one CPU.
-                write(
-                    &dirs[2],
-                    "cpu.shares",
-                    (limits.cpu_weight * 1024 / 100).max(2).to_string(),
-                )?;
-                SandboxGroup { dirs, version: 1 }
-            }
+            } => ([memory, pids, cpu, freezer].iter().map(|d| d.join(name)).collect(), 1),
         };
+        for dir in &dirs {
+            fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let group = SandboxGroup { dirs, version };
+        group.set_limits(limits)?;
         Ok(group)
     }
+}
+
+fn write_knob(dir: &Path, file: &str, value: String) -> anyhow::Result<()> {
+    fs::write(dir.join(file), &value).with_context(|| format!("write {value} to {}/{file}", dir.display()))
 }
 
 /// The groups of one sandbox. Dropping it kills what is left inside and removes them.
@@ -160,6 +160,35 @@ pub struct SandboxGroup {
 }
 
 impl SandboxGroup {
+    /// Sets (or changes) the memory, pids and CPU limits.
+    pub fn set_limits(&self, limits: Limits) -> anyhow::Result<()> {
+        let memory = limits.memory_bytes.to_string();
+        if self.version == 2 {
+            let dir = &self.dirs[0];
+            write_knob(dir, "memory.max", memory)?;
+            // No swap: a function gets exactly its configured memory.
+            let _ = write_knob(dir, "memory.swap.max", "0".into());
+            write_knob(dir, "pids.max", limits.pids.to_string())?;
+            write_knob(dir, "cpu.weight", limits.cpu_weight.clamp(1, 10_000).to_string())?;
+        } else {
+            let dir = &self.dirs[0];
+            // memory+swap may never be below memory: order the two writes so it never is.
+            if write_knob(dir, "memory.limit_in_bytes", memory.clone()).is_err() {
+                let _ = write_knob(dir, "memory.memsw.limit_in_bytes", memory.clone());
+                write_knob(dir, "memory.limit_in_bytes", memory.clone())?;
+            }
+            let _ = write_knob(dir, "memory.memsw.limit_in_bytes", memory);
+            write_knob(&self.dirs[1], "pids.max", limits.pids.to_string())?;
+            // v1 shares: 1024 is the default weight of one CPU.
+            write_knob(
+                &self.dirs[2],
+                "cpu.shares",
+                (limits.cpu_weight * 1024 / 100).max(2).to_string(),
+            )?;
+        }
+        Ok(())
+    }
+
     /// The `cgroup.procs` files a process writes its pid to, to join the groups.
     pub fn procs_paths(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|dir| dir.join("cgroup.procs")).collect()

@@ -75,7 +75,10 @@ impl Isolation {
         let private_network =
             bwrap.is_some() && is_root && nsenter.is_some() && config.network == NetworkMode::Isolated;
         let cgroups = match Cgroups::detect() {
-            Ok(cgroups) => Some(cgroups),
+            Ok(cgroups) => {
+                cgroups.remove_leftovers();
+                Some(cgroups)
+            }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "no usable cgroups: memory limits fall back to rlimits, idle sandboxes are not frozen");
                 None

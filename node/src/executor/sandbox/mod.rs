@@ -3,7 +3,8 @@
 //!
 //! - `isolation.rs`: what this node can isolate with (bubblewrap, cgroups, private network);
 //! - `cgroup.rs`: memory, pids and CPU limits, the freezer, OOM counts;
-//! - `netns.rs`: a private network namespace holding the Runtime API listener.
+//! - `netns.rs`: a private network namespace holding the Runtime API listener;
+//! - `slot.rs`: sandboxes prepared ahead (cgroups joined, namespace entered).
 //!
 //! The sandbox owns its process, its cgroups and its Runtime API server;
 //! dropping it kills and removes all three.
@@ -11,19 +12,20 @@
 pub mod cgroup;
 pub mod isolation;
 pub mod netns;
+pub mod slot;
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
 use super::runtime_api::{self, Event, RuntimeChannel, RuntimeReply};
 use cgroup::{Limits, SandboxGroup};
 use isolation::Isolation;
+use slot::{ExecSpec, Slot};
 
 /// What a sandbox runs and how.
 #[derive(Debug, Clone)]
@@ -49,15 +51,6 @@ pub enum Failure {
     Exited { reason: String, out_of_memory: bool },
 }
 
-/// Joins the cgroups named before `--`, sets rlimits, then execs the rest.
-/// Arguments: the address-space limit in KiB (or "unlimited"), the
-/// `cgroup.procs` files, `--`, the command.
-const LAUNCHER: &str = r#"limit=$1; shift
-while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift
-ulimit -c 0
-[ "$limit" = unlimited ] || ulimit -v "$limit"
-exec "$@""#;
-
 /// Most log bytes kept from one invocation (the tail is kept).
 const MAX_INVOCATION_LOG: usize = 256 * 1024;
 
@@ -78,20 +71,14 @@ pub struct Sandbox {
     pub invocations: u64,
 }
 
-/// A unique name for a sandbox's cgroup.
-fn sandbox_name() -> String {
-    format!("sandbox-{}", uuid::Uuid::new_v4().simple())
-}
-
 impl Sandbox {
-    pub async fn start(launch: &Launch, isolation: &Isolation) -> std::io::Result<Sandbox> {
-        let stop_watch = Instant::now();
+    /// Turns a prepared slot into a sandbox running `launch`.
+    pub async fn start(launch: &Launch, isolation: &Isolation, mut slot: Slot) -> std::io::Result<Sandbox> {
+        let started = Instant::now();
         let stop = CancellationToken::new();
-        let (listener, namespace) = if isolation.private_network {
-            let network = netns::create()?;
-            (network.listener, Some(network.namespace))
-        } else {
-            (std::net::TcpListener::bind("127.0.0.1:0")?, None)
+        let (listener, namespace) = match slot.network.take() {
+            Some(network) => (network.listener, Some(network.namespace)),
+            None => (std::net::TcpListener::bind("127.0.0.1:0")?, None),
         };
         let (address, channel) = runtime_api::serve(listener, stop.clone())?;
         let runtime_api = if namespace.is_some() {
@@ -99,71 +86,38 @@ impl Sandbox {
         } else {
             address.to_string()
         };
-
-        let group = match &isolation.cgroups {
-            Some(cgroups) => {
-                let limits = Limits {
-                    memory_bytes: u64::from(launch.memory_mb) * 1024 * 1024,
-                    pids: isolation.pids_limit,
-                    // 128 MB gets weight 100, as Lambda gives CPU in proportion to memory.
-                    cpu_weight: (launch.memory_mb * 100 / 128).max(1),
-                };
-                Some(cgroups.create(&sandbox_name(), limits).map_err(std::io::Error::other)?)
-            }
-            None => None,
-        };
-        let address_space_limit_kb = match (&group, launch.address_space_limit_ok) {
-            (None, true) => (u64::from(launch.memory_mb) * 1024).to_string(),
-            _ => "unlimited".to_string(),
-        };
-
-        // The launcher shell joins the cgroups, sets rlimits and execs the
-        // sandbox. Doing that in a `pre_exec` hook instead would force a
-        // fork() of this large multi-threaded process, which costs 10–25 ms;
-        // without a hook the child is started with posix_spawn.
-        let mut command = Command::new("/bin/sh");
-        command
-            .arg("-c")
-            .arg(LAUNCHER)
-            .arg("floe-sandbox")
-            .arg(&address_space_limit_kb);
-        if let Some(group) = &group {
-            command.args(group.procs_paths());
-        }
-        command.arg("--");
-        if let Some(namespace) = &namespace {
-            // The namespace file is held open by this process until the sandbox is gone.
-            command
-                .arg(&isolation.nsenter)
-                .arg(format!(
-                    "--net=/proc/{}/fd/{}",
-                    std::process::id(),
-                    namespace.as_raw_fd()
-                ))
-                .arg("--");
-        }
-        match &isolation.bwrap {
+        let mut environment = launch.environment.clone();
+        environment.push(("AWS_LAMBDA_RUNTIME_API".to_string(), runtime_api));
+        let (program, args, current_dir) = match &isolation.bwrap {
             Some(bwrap) => {
-                command
-                    .arg(bwrap)
-                    .args(isolation.bwrap_args(&launch.code_dir, &launch.bootstrap_dir));
-                command.arg("--").arg(&launch.program);
+                let mut args = isolation.bwrap_args(&launch.code_dir, &launch.bootstrap_dir);
+                args.push("--".into());
+                args.push(launch.program.display().to_string());
+                args.extend(launch.args.iter().cloned());
+                (bwrap.clone(), args, None)
             }
-            None => {
-                command.arg(&launch.program).current_dir(&launch.code_dir);
-            }
-        }
-        command
-            .args(&launch.args)
-            .env_clear()
-            .envs(launch.environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
+            None => (
+                launch.program.clone(),
+                launch.args.clone(),
+                Some(launch.code_dir.clone()),
+            ),
+        };
+        let spec = ExecSpec {
+            program,
+            args,
+            environment,
+            current_dir,
+            address_space_limit: (slot.group.is_none() && launch.address_space_limit_ok)
+                .then(|| u64::from(launch.memory_mb) * 1024 * 1024),
+        };
+        let limits = Limits {
+            memory_bytes: u64::from(launch.memory_mb) * 1024 * 1024,
+            pids: isolation.pids_limit,
+            // 128 MB gets weight 100, as Lambda gives CPU in proportion to memory.
+            cpu_weight: (launch.memory_mb * 100 / 128).max(1),
+        };
+        let launched = match slot.launch(&spec, limits).await {
+            Ok(launched) => launched,
             Err(e) => {
                 stop.cancel();
                 return Err(std::io::Error::new(
@@ -172,26 +126,18 @@ impl Sandbox {
                 ));
             }
         };
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err(std::io::Error::other("sandbox output pipes missing"));
-        };
-        let now = Instant::now();
-        tracing::debug!(
-            setup_ms = stop_watch.elapsed().as_secs_f64() * 1000.0,
-            "sandbox spawned"
-        );
         Ok(Sandbox {
-            child,
-            stdout,
-            stderr,
+            child: launched.child,
+            stdout: launched.stdout,
+            stderr: launched.stderr,
             channel,
             stop,
-            group,
+            group: launched.group,
             _network: namespace,
             memory_mb: launch.memory_mb,
             frozen: false,
-            started: now,
-            last_used: now,
+            started,
+            last_used: started,
             invocations: 0,
         })
     }
