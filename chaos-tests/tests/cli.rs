@@ -98,6 +98,17 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
         serde_json::from_str::<serde_json::Value>(&versions)?,
         serde_json::json!(["$LATEST", "1", "2"])
     );
+    // Every invocation's log, from every node, framed by Lambda's lines.
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = ok(&endpoint, &["logs", "greeter"]);
+        if logs.matches("REPORT RequestId").count() >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(logs.matches("START RequestId").count() >= 5, "{logs}");
+    assert!(logs.contains("Version: 2"), "{logs}");
     let status = ok(&endpoint, &["cluster", "status"]);
     assert!(status.contains("leader"), "{status}");
 

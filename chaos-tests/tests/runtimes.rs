@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 struct Runtime {
     id: &'static str,
     file: &'static str,
+    /// A `bootstrap` shipped in the package (for `provided` runtimes).
+    bootstrap: Option<&'static str>,
     ok: &'static str,
     fails: &'static str,
     import_error: &'static str,
@@ -24,6 +26,7 @@ struct Runtime {
 const PYTHON: Runtime = Runtime {
     id: "python3.11",
     file: "app.py",
+    bootstrap: None,
     ok: "def handler(event, context):\n    print('handled', event)\n    return {'echo': event}\n",
     fails: "class Boom(Exception):\n    pass\n\ndef handler(event, context):\n    raise Boom('it broke')\n",
     import_error: "import no_such_module\n\ndef handler(event, context):\n    return 1\n",
@@ -37,6 +40,7 @@ const PYTHON: Runtime = Runtime {
 const NODE: Runtime = Runtime {
     id: "nodejs20.x",
     file: "app.js",
+    bootstrap: None,
     ok: "exports.handler = async (event, context) => { console.log('handled', JSON.stringify(event)); return { echo: event }; };\n",
     fails: "class Boom extends Error { constructor(m) { super(m); this.name = 'Boom'; } }\nexports.handler = async () => { throw new Boom('it broke'); };\n",
     import_error: "require('no-such-module');\nexports.handler = async () => 1;\n",
@@ -47,12 +51,30 @@ const NODE: Runtime = Runtime {
     counts_in_tmp: "const fs = require('fs');\nexports.handler = async () => { const p = '/tmp/count'; const n = fs.existsSync(p) ? Number(fs.readFileSync(p, 'utf8')) + 1 : 1; fs.writeFileSync(p, String(n)); return n; };\n",
 };
 
+/// The `provided` runtime: the package's own `bootstrap` (here a shell script
+/// that starts a Python runtime client) runs the same Python handlers.
+const PROVIDED: Runtime = Runtime {
+    id: "provided.al2023",
+    bootstrap: Some("#!/bin/sh\nexec /usr/bin/python3 -S \"$LAMBDA_RUNTIME_DIR/python_bootstrap.py\"\n"),
+    ..PYTHON
+};
+
+impl Runtime {
+    fn files<'a>(&self, source: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut files = vec![(self.file, source)];
+        if let Some(bootstrap) = self.bootstrap {
+            files.push(("bootstrap", bootstrap));
+        }
+        files
+    }
+}
+
 async fn deploy(client: &Client, runtime: &Runtime, name: &str, source: &str, memory_mb: u32, timeout_s: u32) {
     TestFunction {
         name,
         runtime: runtime.id,
         handler: "app.handler",
-        files: &[(runtime.file, source)],
+        files: &runtime.files(source),
         memory_mb,
         timeout_s,
         environment: &[("GREETING", "hi there")],
@@ -151,7 +173,7 @@ async fn check_runtime(runtime: &Runtime) {
         name: "no-handler",
         runtime: runtime.id,
         handler: "app.missing",
-        files: &[(runtime.file, runtime.ok)],
+        files: &runtime.files(runtime.ok),
         memory_mb: 128,
         timeout_s: 3,
         environment: &[],
@@ -287,4 +309,9 @@ async fn python_runtime() {
 #[tokio::test(flavor = "multi_thread")]
 async fn nodejs_runtime() {
     check_runtime(&NODE).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provided_runtime() {
+    check_runtime(&PROVIDED).await;
 }
