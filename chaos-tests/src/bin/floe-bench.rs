@@ -398,6 +398,30 @@ async fn metadata(
 }
 
 async fn rpc_floor(callers: usize, per_caller: usize) -> anyhow::Result<()> {
+    // Sequential reads on 3 nodes: a stale read is one RPC; a linearizable
+    // one adds the leader's heartbeat round to a quorum (no fsync).
+    {
+        let mut cluster = TestCluster::start_with(3, DEFAULT_CONFIG).await?;
+        let client = cluster.client().await?;
+        client.set_region_quota("probe", 1).await?;
+        for (name, consistency) in [
+            ("stale", floe_client::proto::ReadConsistency::Stale),
+            ("linearizable", floe_client::proto::ReadConsistency::Linearizable),
+        ] {
+            let mut samples = Vec::new();
+            for _ in 0..1000 {
+                let started = Instant::now();
+                let _ = client.get_function("missing", consistency).await;
+                samples.push(started.elapsed());
+            }
+            let (p50, p99) = summarize(samples);
+            println!(
+                "3 nodes, sequential {name} reads through the leader: p50 {} p99 {}",
+                ms(p50),
+                ms(p99)
+            );
+        }
+    }
     let mut cluster = TestCluster::start_with(1, DEFAULT_CONFIG).await?;
     let client = std::sync::Arc::new(cluster.client().await?);
     let started = Instant::now();
