@@ -18,10 +18,8 @@ pub const RUNTIME_DIR: &str = "/var/runtime";
 pub struct Isolation {
     /// `Some` when sandboxes run under bubblewrap.
     pub bwrap: Option<PathBuf>,
-    /// A private network namespace per sandbox (bubblewrap, root and nsenter only).
+    /// A private network namespace per sandbox (bubblewrap and root only).
     pub private_network: bool,
-    /// util-linux's nsenter, which puts a sandbox into its network namespace.
-    pub nsenter: PathBuf,
     pub cgroups: Option<Cgroups>,
     /// Size of each sandbox's private /tmp.
     pub tmp_bytes: u64,
@@ -71,9 +69,7 @@ impl Isolation {
             }
         };
         let is_root = unsafe { libc::geteuid() } == 0;
-        let nsenter = find_in_path("nsenter");
-        let private_network =
-            bwrap.is_some() && is_root && nsenter.is_some() && config.network == NetworkMode::Isolated;
+        let private_network = bwrap.is_some() && is_root && config.network == NetworkMode::Isolated;
         let cgroups = match Cgroups::detect() {
             Ok(cgroups) => {
                 cgroups.remove_leftovers();
@@ -87,7 +83,6 @@ impl Isolation {
         let isolation = Isolation {
             bwrap,
             private_network,
-            nsenter: nsenter.unwrap_or_default(),
             cgroups,
             tmp_bytes: config.tmp_size.as_u64(),
             pids_limit: config.pids_limit,
@@ -99,7 +94,7 @@ impl Isolation {
                  install bubblewrap to isolate them"
             );
         } else if !isolation.private_network && config.network == NetworkMode::Isolated {
-            tracing::warn!("sandboxes share the host network (a private network needs root and nsenter)");
+            tracing::warn!("sandboxes share the host network (a private network needs root)");
         }
         tracing::info!(mode = %isolation.describe(), "sandbox isolation");
         Ok(isolation)

@@ -15,7 +15,7 @@ pub const RUNTIME_API_PORT: u16 = 9001;
 
 /// A network namespace and the listener bound inside it.
 pub struct PrivateNetwork {
-    /// `/proc/…/ns/net` of the namespace, which the sandbox enters with `nsenter`.
+    /// `/proc/…/ns/net` of the namespace, which a slot's waiter enters (`slot.rs`).
     pub namespace: File,
     pub listener: TcpListener,
 }
