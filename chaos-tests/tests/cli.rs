@@ -109,6 +109,30 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
     }
     assert!(logs.matches("START RequestId").count() >= 5, "{logs}");
     assert!(logs.contains("Version: 2"), "{logs}");
+    // `floe logs -f` prints new invocations as they happen.
+    let mut follower = Command::new(binary("floe"))
+        .args(["--endpoint", &endpoint, "logs", "greeter", "--follow", "--since", "1ms"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = follower.stdout.take().expect("piped stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let followed = invoke(&endpoint, "greeter:live");
+    let started = std::time::Instant::now();
+    let mut seen = false;
+    while !seen && started.elapsed() < std::time::Duration::from_secs(10) {
+        if let Ok(line) = lines.recv_timeout(std::time::Duration::from_millis(200)) {
+            seen = line.starts_with("START RequestId:");
+        }
+    }
+    follower.kill()?;
+    let _ = follower.wait();
+    assert!(seen, "floe logs -f printed the new invocation ({followed})");
     let status = ok(&endpoint, &["cluster", "status"]);
     assert!(status.contains("leader"), "{status}");
 
