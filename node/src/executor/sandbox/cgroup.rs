@@ -276,3 +276,71 @@ impl Drop for SandboxGroup {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The file formats, against a directory standing in for cgroupfs (the
+    //! kernel side is exercised by the sandbox tests on a real node).
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        memory_bytes: 128 * 1024 * 1024,
+        pids: 64,
+        cpu_weight: 200,
+    };
+
+    fn read(dir: &Path, file: &str) -> String {
+        fs::read_to_string(dir.join(file)).unwrap_or_default()
+    }
+
+    #[test]
+    fn v2_limits_freezer_and_oom_counter() {
+        let root = tempfile::tempdir().unwrap();
+        let cgroups = Cgroups::V2 {
+            root: root.path().to_path_buf(),
+        };
+        let group = cgroups.create("sandbox-a", LIMITS).unwrap();
+        let dir = root.path().join("sandbox-a");
+        assert_eq!(read(&dir, "memory.max"), "134217728");
+        assert_eq!(read(&dir, "memory.swap.max"), "0");
+        assert_eq!(read(&dir, "pids.max"), "64");
+        assert_eq!(read(&dir, "cpu.weight"), "200");
+        assert_eq!(group.procs_paths(), vec![dir.join("cgroup.procs")]);
+        group.set_frozen(true).unwrap();
+        assert_eq!(read(&dir, "cgroup.freeze"), "1");
+        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        assert_eq!(group.oom_kills(), 1);
+        fs::write(dir.join("memory.peak"), "52428800\n").unwrap();
+        assert_eq!(group.peak_memory(), Some(52_428_800));
+    }
+
+    #[test]
+    fn v1_limits_across_controllers() {
+        let root = tempfile::tempdir().unwrap();
+        let controller = |name: &str| root.path().join(name);
+        let cgroups = Cgroups::V1 {
+            memory: controller("memory"),
+            pids: controller("pids"),
+            cpu: controller("cpu"),
+            freezer: controller("freezer"),
+        };
+        let group = cgroups.create("sandbox-b", LIMITS).unwrap();
+        let dir = |name: &str| controller(name).join("sandbox-b");
+        assert_eq!(read(&dir("memory"), "memory.limit_in_bytes"), "134217728");
+        assert_eq!(read(&dir("pids"), "pids.max"), "64");
+        assert_eq!(
+            read(&dir("cpu"), "cpu.shares"),
+            "2048",
+            "weight 100 is one CPU's 1024 shares"
+        );
+        assert_eq!(group.procs_paths().len(), 4);
+        group.set_frozen(true).unwrap();
+        assert_eq!(read(&dir("freezer"), "freezer.state"), "FROZEN");
+        fs::write(
+            dir("memory").join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(group.oom_kills(), 2);
+    }
+}
