@@ -269,11 +269,6 @@ impl Executor {
         }
     }
 
-    /// Number of idle warm sandboxes.
-    pub fn idle_count(&self) -> usize {
-        self.pool.lock().expect("pool lock").idle.values().map(Vec::len).sum()
-    }
-
     fn launch(&self, invocation: &Invocation) -> Result<Launch, ServiceError> {
         let config = &invocation.config;
         let runtime = config.runtime.as_str();

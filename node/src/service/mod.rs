@@ -8,7 +8,6 @@ pub mod invoke;
 mod logs;
 mod packages;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use floe_raft_store::{ApplyError, LogStore, StateMachineStore, StateReader, StoreError};
@@ -176,9 +175,5 @@ impl Service {
             Consistency::Stale => Ok(()),
             Consistency::Linearizable => cluster.read_barrier().await,
         }
-    }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.config.data_dir.clone()
     }
 }
