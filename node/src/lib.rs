@@ -113,7 +113,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         )
         .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });
     let server = tokio::spawn(server);
-    std::fs::write(data_dir.join(ADDRESS_FILE), &address)?;
+    // Written whole or not at all: tools poll for this file and read it at once.
+    let staging = data_dir.join(format!("{ADDRESS_FILE}.tmp"));
+    std::fs::write(&staging, &address)?;
+    std::fs::rename(&staging, data_dir.join(ADDRESS_FILE))?;
     tracing::info!(%address, data_dir = %data_dir.display(), region = %config.region, "floed listening");
 
     match read_node_id(&data_dir)? {

@@ -59,14 +59,17 @@ fn writable(dir: &Path) -> bool {
 
 impl Cgroups {
     /// Finds a usable cgroup interface: v2 with memory, pids and cpu, else v1 with all four controllers.
-    pub fn detect() -> anyhow::Result<Cgroups> {
+    ///
+    /// `instance` names this node's own group under its parent (several nodes
+    /// may share a machine and a parent group; each cleans up only its own).
+    pub fn detect(instance: &str) -> anyhow::Result<Cgroups> {
         let groups = own_groups()?;
         let unified = Path::new("/sys/fs/cgroup");
         if let Some((_, path)) = groups.iter().find(|(controllers, _)| controllers.is_empty()) {
             let controllers = fs::read_to_string(unified.join("cgroup.controllers")).unwrap_or_default();
             let has = |name: &str| controllers.split_whitespace().any(|c| c == name);
             if has("memory") && has("pids") && has("cpu") {
-                let root = unified.join(path.trim_start_matches('/')).join("floe");
+                let root = unified.join(path.trim_start_matches('/')).join(instance);
                 fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
                 // A v2 group that holds processes cannot enable controllers for
                 // children; floe's groups hold none, so enable them here.
@@ -84,7 +87,7 @@ impl Cgroups {
             let dir = Path::new("/sys/fs/cgroup")
                 .join(name)
                 .join(path.trim_start_matches('/'))
-                .join("floe");
+                .join(instance);
             fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
             if !writable(&dir) {
                 bail!("{} is not writable", dir.display());

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sha2::Digest;
+
 use super::cgroup::Cgroups;
 use crate::config::{ExecutorConfig, NetworkMode, SandboxMode};
 
@@ -57,7 +59,8 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 impl Isolation {
     /// Detects what the machine offers, within what the config allows, and
     /// logs the result (a warning for anything weaker than full isolation).
-    pub fn detect(config: &ExecutorConfig, read_only: Vec<PathBuf>) -> anyhow::Result<Isolation> {
+    /// `data_dir` tells this node's cgroups apart from other nodes' on the same machine.
+    pub fn detect(config: &ExecutorConfig, data_dir: &Path, read_only: Vec<PathBuf>) -> anyhow::Result<Isolation> {
         let bwrap = match config.sandbox {
             SandboxMode::Process => None,
             SandboxMode::Auto | SandboxMode::Bubblewrap => {
@@ -70,7 +73,10 @@ impl Isolation {
         };
         let is_root = unsafe { libc::geteuid() } == 0;
         let private_network = bwrap.is_some() && is_root && config.network == NetworkMode::Isolated;
-        let cgroups = match Cgroups::detect() {
+        let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+        let instance = format!("floe-{}", &hex::encode(digest)[..12]);
+        let cgroups = match Cgroups::detect(&instance) {
             Ok(cgroups) => {
                 cgroups.remove_leftovers();
                 Some(cgroups)
