@@ -382,3 +382,9 @@ pub fn python_package(statement: &str) -> Vec<u8> {
     .expect("write app.py");
     floe_client::package::zip_directory(dir.path()).expect("zip")
 }
+
+/// An invocation's payload as JSON (panics with the raw payload if it is not JSON).
+pub fn body(response: &floe_client::proto::InvokeResponse) -> serde_json::Value {
+    serde_json::from_slice(&response.payload)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&response.payload)))
+}

@@ -3,10 +3,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use chaos_tests::{binary, TestCluster};
-use floe_client::proto::{FunctionConfig, InvokeResponse};
+use chaos_tests::{binary, body, TestCluster};
+use floe_client::proto::FunctionConfig;
 use floe_client::Client;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn provided(handler: &str) -> FunctionConfig {
     FunctionConfig {
@@ -17,11 +17,6 @@ fn provided(handler: &str) -> FunctionConfig {
         environment: Default::default(),
         description: String::new(),
     }
-}
-
-fn body(response: &InvokeResponse) -> Value {
-    serde_json::from_slice(&response.payload)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&response.payload)))
 }
 
 fn executable(path: &std::path::Path) {

@@ -2,7 +2,7 @@
 //! timeout, out of memory, crash, environment, context, /tmp on a warm
 //! sandbox, and cold versus warm starts.
 
-use chaos_tests::{TestCluster, TestFunction};
+use chaos_tests::{body, TestCluster, TestFunction};
 use floe_client::proto::{InvokeRequest, InvokeResponse};
 use floe_client::Client;
 use serde_json::{json, Value};
@@ -95,11 +95,6 @@ async fn invoke(client: &Client, name: &str, payload: Value) -> InvokeResponse {
         })
         .await
         .unwrap_or_else(|e| panic!("invoke {name}: {e}"))
-}
-
-fn body(response: &InvokeResponse) -> Value {
-    serde_json::from_slice(&response.payload)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&response.payload)))
 }
 
 async fn check_runtime(runtime: &Runtime) {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chaos_tests::{wait_for, TestCluster, TestFunction, TEST_CONFIG};
+use chaos_tests::{body, wait_for, TestCluster, TestFunction, TEST_CONFIG};
 use floe_client::proto::{InvokeResponse, ReadConsistency};
 use floe_client::Client;
 use serde_json::{json, Value};
@@ -29,11 +29,6 @@ async fn invoke(client: &Client, name: &str, payload: Value) -> InvokeResponse {
         .invoke(name, "", payload.to_string().into_bytes())
         .await
         .unwrap_or_else(|e| panic!("invoke {name}: {e}"))
-}
-
-fn body(response: &InvokeResponse) -> Value {
-    serde_json::from_slice(&response.payload)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&response.payload)))
 }
 
 const VICTIM: &str = "import os\n\ndef handler(event, context):\n    open('/tmp/secret', 'w').write('s3cret')\n    return sorted(os.listdir('/var/task'))\n";

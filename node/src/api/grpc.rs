@@ -13,7 +13,7 @@ use super::error::into_status;
 use crate::executor::logs::LogRecord;
 use crate::service::functions::{AliasUpdate, FunctionUpdate};
 use crate::service::invoke::InvokeOptions;
-use crate::service::{Consistency, Service, ServiceError};
+use crate::service::{Consistency, Service};
 
 #[derive(Clone)]
 pub struct PublicApi {
@@ -128,10 +128,6 @@ fn parse_routing(routing: Option<pb::AliasRouting>) -> Result<Option<model::Alia
     }
 }
 
-fn status(error: ServiceError) -> Status {
-    into_status(error)
-}
-
 #[tonic::async_trait]
 impl Functions for PublicApi {
     async fn create_function(&self, request: Request<pb::CreateFunctionRequest>) -> Reply<pb::FunctionInfo> {
@@ -141,7 +137,7 @@ impl Functions for PublicApi {
             .service
             .create_function(&request.name, config, &request.zip_file)
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(into_function(record))
     }
 
@@ -151,7 +147,7 @@ impl Functions for PublicApi {
             .service
             .get_function(&request.name, consistency(request.consistency))
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(into_function(record))
     }
 
@@ -160,7 +156,7 @@ impl Functions for PublicApi {
             .service
             .list_functions(consistency(request.get_ref().consistency))
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(pb::ListFunctionsResponse {
             functions: records.into_iter().map(into_function).collect(),
         })
@@ -182,7 +178,7 @@ impl Functions for PublicApi {
             .service
             .update_function(&request.name, update)
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(into_function(record))
     }
 
@@ -190,7 +186,7 @@ impl Functions for PublicApi {
         self.service
             .delete_function(&request.get_ref().name)
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(pb::DeleteFunctionResponse {})
     }
 
@@ -203,7 +199,7 @@ impl Functions for PublicApi {
             .service
             .put_function_concurrency(&request.name, request.reserved_concurrency)
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(into_function(record))
     }
 
@@ -213,7 +209,7 @@ impl Functions for PublicApi {
             .service
             .publish_version(&request.name, &request.description, request.expected_revision_id)
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(into_version(record))
     }
 
@@ -223,7 +219,7 @@ impl Functions for PublicApi {
             .service
             .list_versions(&request.name, consistency(request.consistency))
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         let latest = pb::VersionInfo {
             function: function.name.clone(),
             version: LATEST.to_string(),
@@ -252,7 +248,7 @@ impl Functions for PublicApi {
                 &request.description,
             )
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(into_alias(record))
     }
 
@@ -272,7 +268,7 @@ impl Functions for PublicApi {
             .service
             .update_alias(&request.function, &request.name, update)
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(into_alias(record))
     }
 
@@ -282,7 +278,7 @@ impl Functions for PublicApi {
             .service
             .get_alias(&request.function, &request.name, consistency(request.consistency))
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(into_alias(record))
     }
 
@@ -292,7 +288,7 @@ impl Functions for PublicApi {
             .service
             .list_aliases(&request.function, consistency(request.consistency))
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(pb::ListAliasesResponse {
             aliases: records.into_iter().map(into_alias).collect(),
         })
@@ -303,7 +299,7 @@ impl Functions for PublicApi {
         self.service
             .delete_alias(&request.function, &request.name)
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(pb::DeleteAliasResponse {})
     }
 
@@ -322,7 +318,7 @@ impl Functions for PublicApi {
                 options,
             )
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(pb::InvokeResponse {
             payload: result.payload.to_vec(),
             function_error: result.function_error.unwrap_or_default(),
@@ -340,7 +336,7 @@ impl Functions for PublicApi {
             .service
             .cluster_logs(&request.function, request.since_ms, request.limit)
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(pb::GetLogsResponse {
             records: records.into_iter().map(into_log_record).collect(),
         })
@@ -350,7 +346,7 @@ impl Functions for PublicApi {
 #[tonic::async_trait]
 impl Cluster for PublicApi {
     async fn status(&self, _request: Request<pb::ClusterStatusRequest>) -> Reply<pb::ClusterStatus> {
-        let view = self.service.cluster_view().await.map_err(status)?;
+        let view = self.service.cluster_view().await.map_err(into_status)?;
         let (leader_id, leader_address) = match view.leader {
             Some((id, address)) => (Some(id), address),
             None => (None, String::new()),
@@ -390,7 +386,7 @@ impl Cluster for PublicApi {
         if address.is_empty() {
             return Err(Status::invalid_argument("address is required"));
         }
-        let node_id = self.service.add_node(&address).await.map_err(status)?;
+        let node_id = self.service.add_node(&address).await.map_err(into_status)?;
         ok(pb::AddNodeResponse { node_id })
     }
 
@@ -398,7 +394,7 @@ impl Cluster for PublicApi {
         self.service
             .remove_node(request.get_ref().node_id)
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(pb::RemoveNodeResponse {})
     }
 
@@ -407,7 +403,7 @@ impl Cluster for PublicApi {
         self.service
             .set_region_quota(&request.region, request.concurrency)
             .await
-            .map_err(status)?;
+            .map_err(into_status)?;
         ok(pb::SetRegionQuotaResponse {})
     }
 }

@@ -17,6 +17,7 @@ pub mod sandbox;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,11 +83,30 @@ struct Interpreter {
     prefix: PathBuf,
 }
 
-/// Idle sandboxes and the memory every sandbox (idle or busy) reserves.
+/// Memory one sandbox holds against the node's capacity. It is given back
+/// when the sandbox is dropped, however that happens — evicted, failed, or
+/// abandoned when a caller hangs up mid-invocation.
+pub struct Reservation {
+    reserved_mb: Arc<AtomicU64>,
+    mb: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.reserved_mb.fetch_sub(self.mb, Ordering::SeqCst);
+    }
+}
+
+/// What a call gets from the pool: a warm sandbox, or memory to start one.
+enum Checkout {
+    Warm(Box<Sandbox>),
+    Cold(Reservation),
+}
+
+/// Idle sandboxes; each holds its own [`Reservation`].
 #[derive(Default)]
 struct Pool {
     idle: HashMap<SandboxKey, Vec<Sandbox>>,
-    reserved_mb: u64,
 }
 
 impl Pool {
@@ -104,8 +124,7 @@ impl Pool {
             .min_by_key(|(_, _, last_used)| *last_used);
         let Some((key, index, _)) = oldest else { return false };
         if let Some(sandboxes) = self.idle.get_mut(&key) {
-            let sandbox = sandboxes.swap_remove(index);
-            self.reserved_mb -= u64::from(sandbox.memory_mb);
+            sandboxes.swap_remove(index);
             if sandboxes.is_empty() {
                 self.idle.remove(&key);
             }
@@ -122,9 +141,7 @@ impl Pool {
             .cloned()
             .collect();
         for stale_key in stale {
-            for sandbox in self.idle.remove(&stale_key).unwrap_or_default() {
-                self.reserved_mb -= u64::from(sandbox.memory_mb);
-            }
+            self.idle.remove(&stale_key);
         }
     }
 }
@@ -138,6 +155,8 @@ pub struct Executor {
     bootstrap_dir: PathBuf,
     pub isolation: Isolation,
     pool: Mutex<Pool>,
+    /// Memory reserved by all sandboxes, idle or busy (see [`Reservation`]).
+    reserved_mb: Arc<AtomicU64>,
     idle_timeout: Duration,
     memory_capacity_mb: u64,
     pub logs: logs::LogStore,
@@ -183,7 +202,7 @@ impl Executor {
         read_only.extend(config.read_only_paths.iter().cloned());
         read_only.sort();
         read_only.dedup();
-        let isolation = Isolation::detect(config, read_only)?;
+        let isolation = Isolation::detect(config, data_dir, read_only)?;
         let memory_capacity_mb = config
             .memory_capacity
             .map(|b| b.as_u64() / (1024 * 1024))
@@ -196,6 +215,7 @@ impl Executor {
             bootstrap_dir,
             isolation,
             pool: Mutex::new(Pool::default()),
+            reserved_mb: Arc::new(AtomicU64::new(0)),
             idle_timeout: config.idle_timeout,
             memory_capacity_mb,
             logs: logs::LogStore::open(data_dir, config.log_retention.as_u64())?,
@@ -216,25 +236,18 @@ impl Executor {
             }
             let now = Instant::now();
             let mut pool = self.pool.lock().expect("pool lock");
-            let mut freed = 0;
             for sandboxes in pool.idle.values_mut() {
                 sandboxes.retain_mut(|s| {
                     let idle = now.duration_since(s.last_used);
-                    let keep = idle < self.idle_timeout;
-                    if !keep {
-                        freed += u64::from(s.memory_mb);
-                    } else if idle >= FREEZE_AFTER && !s.is_frozen() {
+                    if idle >= FREEZE_AFTER && idle < self.idle_timeout && !s.is_frozen() {
                         s.set_frozen(true);
                     }
-                    keep
+                    idle < self.idle_timeout
                 });
             }
             pool.idle.retain(|_, sandboxes| !sandboxes.is_empty());
-            pool.reserved_mb -= freed;
         }
-        let mut pool = self.pool.lock().expect("pool lock");
-        pool.idle.clear();
-        pool.reserved_mb = 0;
+        self.pool.lock().expect("pool lock").idle.clear();
     }
 
     /// Keeps `executor.prepared_sandboxes` slots ready for cold starts, from
@@ -358,54 +371,48 @@ impl Executor {
     }
 
     /// Takes a warm sandbox of this key, or reserves memory for a new one.
-    fn checkout(&self, key: &SandboxKey, memory_mb: u32) -> Result<Option<Sandbox>, ServiceError> {
+    fn checkout(&self, key: &SandboxKey, memory_mb: u32) -> Result<Checkout, ServiceError> {
+        // Reservations only grow under the pool lock, so the check and the add are one step.
         let mut pool = self.pool.lock().expect("pool lock");
         pool.evict_stale_revisions(key);
         if let Some(sandbox) = pool.idle.get_mut(key).and_then(Vec::pop) {
-            return Ok(Some(sandbox));
+            return Ok(Checkout::Warm(Box::new(sandbox)));
         }
         let needed = u64::from(memory_mb);
-        while pool.reserved_mb + needed > self.memory_capacity_mb {
+        while self.reserved_mb.load(Ordering::SeqCst) + needed > self.memory_capacity_mb {
             if !pool.evict_least_recently_used() {
                 return Err(ServiceError::Throttled(format!(
                     "this node's sandbox memory is full ({} of {} MB in use)",
-                    pool.reserved_mb, self.memory_capacity_mb
+                    self.reserved_mb.load(Ordering::SeqCst),
+                    self.memory_capacity_mb
                 )));
             }
         }
-        pool.reserved_mb += needed;
-        Ok(None)
-    }
-
-    fn release(&self, memory_mb: u32) {
-        self.pool.lock().expect("pool lock").reserved_mb -= u64::from(memory_mb);
+        self.reserved_mb.fetch_add(needed, Ordering::SeqCst);
+        Ok(Checkout::Cold(Reservation {
+            reserved_mb: self.reserved_mb.clone(),
+            mb: needed,
+        }))
     }
 
     /// Runs an invocation in a warm sandbox of its version, or a new one.
     pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, ServiceError> {
         let memory_mb = invocation.config.memory_mb;
         let (mut sandbox, cold_start) = match self.checkout(&invocation.key, memory_mb)? {
-            Some(mut sandbox) => {
+            Checkout::Warm(mut sandbox) => {
                 if sandbox.is_frozen() {
                     sandbox.set_frozen(false);
                 }
-                (sandbox, false)
+                (*sandbox, false)
             }
-            None => {
-                let launch = self.launch(&invocation).inspect_err(|_| self.release(memory_mb))?;
-                let started = match self.take_slot().await {
-                    Ok(slot) => Sandbox::start(&launch, &self.isolation, slot).await,
-                    Err(e) => Err(e),
-                };
-                match started {
-                    Ok(sandbox) => (sandbox, true),
-                    Err(e) => {
-                        self.release(memory_mb);
-                        return Err(ServiceError::FailedPrecondition(format!(
-                            "cannot start the sandbox: {e}"
-                        )));
-                    }
-                }
+            // On any error below the reservation is dropped, which gives the memory back.
+            Checkout::Cold(reservation) => {
+                let launch = self.launch(&invocation)?;
+                let slot = self.take_slot().await.map_err(cannot_start)?;
+                let sandbox = Sandbox::start(&launch, &self.isolation, slot, reservation)
+                    .await
+                    .map_err(cannot_start)?;
+                (sandbox, true)
             }
         };
         let timeout = Duration::from_secs(u64::from(invocation.config.timeout_s));
@@ -456,9 +463,6 @@ impl Executor {
         if keep && sandbox.is_alive() {
             let mut pool = self.pool.lock().expect("pool lock");
             pool.idle.entry(invocation.key.clone()).or_default().push(sandbox);
-        } else {
-            drop(sandbox);
-            self.release(memory_mb);
         }
         Ok(Outcome {
             payload,
@@ -503,6 +507,10 @@ impl Executor {
         text.push('\n');
         text
     }
+}
+
+fn cannot_start(error: std::io::Error) -> ServiceError {
+    ServiceError::FailedPrecondition(format!("cannot start the sandbox: {error}"))
 }
 
 fn error_document(error_type: &str, message: &str) -> Bytes {

@@ -63,7 +63,8 @@ pub struct Sandbox {
     group: Option<SandboxGroup>,
     /// The private network namespace, held open while the sandbox lives.
     _network: Option<std::fs::File>,
-    pub memory_mb: u32,
+    /// The memory it holds against the node's capacity, until it is dropped.
+    _reservation: super::Reservation,
     /// Whether the freezer holds it (only ever while idle).
     frozen: bool,
     pub started: Instant,
@@ -73,7 +74,12 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Turns a prepared slot into a sandbox running `launch`.
-    pub async fn start(launch: &Launch, isolation: &Isolation, mut slot: Slot) -> std::io::Result<Sandbox> {
+    pub async fn start(
+        launch: &Launch,
+        isolation: &Isolation,
+        mut slot: Slot,
+        reservation: super::Reservation,
+    ) -> std::io::Result<Sandbox> {
         let started = Instant::now();
         let stop = CancellationToken::new();
         let (listener, namespace) = match slot.network.take() {
@@ -134,7 +140,7 @@ impl Sandbox {
             stop,
             group: launched.group,
             _network: namespace,
-            memory_mb: launch.memory_mb,
+            _reservation: reservation,
             frozen: false,
             started,
             last_used: started,
