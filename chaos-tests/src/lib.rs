@@ -57,7 +57,8 @@ pub struct NodeProcess {
     /// The node's gRPC address, known once it has started.
     pub address: Option<String>,
     child: Option<Child>,
-    extra_args: Vec<String>,
+    /// Flags added to the node's command line (kept across restarts).
+    pub extra_args: Vec<String>,
 }
 
 impl NodeProcess {

@@ -163,7 +163,8 @@ async fn memory_capacity_evicts_the_least_recently_used_sandbox() {
     python(&client, "huge", IDENTITY, 512).await;
     let error = client.invoke("huge", "", b"{}".to_vec()).await.unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::ResourceExhausted), "{error}");
-    assert!(error.to_string().contains("memory is full"), "{error}");
+    assert_eq!(error.throttle_reason(), Some("InsufficientCapacity"), "{error}");
+    assert!(error.to_string().contains("512 MB free"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,6 +204,8 @@ async fn a_package_reaches_a_node_that_was_down_when_it_was_created() {
         128,
     )
     .await;
+    // C comes back alone in its region, so that invocations naming it must run on C.
+    cluster.nodes[2].extra_args = vec!["--region".into(), "c-only".into()];
     cluster.restart(2).await.unwrap();
     let client_c = cluster.client_of(2).await.unwrap();
     wait_for("C to learn of the function", Duration::from_secs(20), || async {
@@ -212,7 +215,15 @@ async fn a_package_reaches_a_node_that_was_down_when_it_was_created() {
     .unwrap();
     // With A gone, C fetches the package from B on its cold start.
     cluster.kill(0);
-    let response = client_c.invoke("travels", "", b"{}".to_vec()).await.unwrap();
+    let response = client_c
+        .invoke_with(floe_client::proto::InvokeRequest {
+            function: "travels".into(),
+            payload: b"{}".to_vec(),
+            region: "c-only".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(body(&response), json!("from anywhere"));
     assert_eq!(
         response.node_id,

@@ -45,6 +45,17 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Why an invocation was throttled (Lambda's 429 `Reason`:
+    /// `ConcurrentInvocationLimitExceeded`,
+    /// `ReservedFunctionConcurrentInvocationLimitExceeded`, or
+    /// `InsufficientCapacity` when no node has room).
+    pub fn throttle_reason(&self) -> Option<&str> {
+        match self {
+            Error::Status(status) => status.metadata().get("floe-reason")?.to_str().ok(),
+            _ => None,
+        }
+    }
 }
 
 /// How long the client keeps retrying a call that failed without effect.
@@ -402,5 +413,89 @@ impl Client {
         })
         .await?;
         Ok(())
+    }
+
+    pub async fn put_event_invoke_config(
+        &self,
+        request: proto::PutEventInvokeConfigRequest,
+    ) -> Result<proto::EventInvokeConfig, Error> {
+        self.call(|c| {
+            let request = request.clone();
+            async move { Self::functions(c).put_event_invoke_config(request).await }
+        })
+        .await
+    }
+
+    pub async fn get_event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<proto::EventInvokeConfig, Error> {
+        let request = proto::GetEventInvokeConfigRequest {
+            function: function.to_string(),
+            qualifier: qualifier.to_string(),
+        };
+        self.call(|c| {
+            let request = request.clone();
+            async move { Self::functions(c).get_event_invoke_config(request).await }
+        })
+        .await
+    }
+
+    pub async fn delete_event_invoke_config(&self, function: &str, qualifier: &str) -> Result<(), Error> {
+        let request = proto::GetEventInvokeConfigRequest {
+            function: function.to_string(),
+            qualifier: qualifier.to_string(),
+        };
+        self.call(|c| {
+            let request = request.clone();
+            async move { Self::functions(c).delete_event_invoke_config(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Events of `function` that failed for good and went to floe's failed-event store.
+    pub async fn list_failed_events(&self, function: &str) -> Result<Vec<proto::FailedEventInfo>, Error> {
+        let request = proto::ListFailedEventsRequest {
+            function: function.to_string(),
+        };
+        let reply = self
+            .call(|c| {
+                let request = request.clone();
+                async move { Self::functions(c).list_failed_events(request).await }
+            })
+            .await?;
+        Ok(reply.events)
+    }
+
+    /// Queues failed events again (all of the function's when `ids` is empty); returns how many.
+    pub async fn replay_failed_events(&self, function: &str, ids: Vec<String>) -> Result<u64, Error> {
+        let request = proto::FailedEventsRequest {
+            function: function.to_string(),
+            ids,
+        };
+        let reply = self
+            .call(|c| {
+                let request = request.clone();
+                async move { Self::functions(c).replay_failed_events(request).await }
+            })
+            .await?;
+        Ok(reply.count)
+    }
+
+    /// Deletes failed events (all of the function's when `ids` is empty); returns how many.
+    pub async fn delete_failed_events(&self, function: &str, ids: Vec<String>) -> Result<u64, Error> {
+        let request = proto::FailedEventsRequest {
+            function: function.to_string(),
+            ids,
+        };
+        let reply = self
+            .call(|c| {
+                let request = request.clone();
+                async move { Self::functions(c).delete_failed_events(request).await }
+            })
+            .await?;
+        Ok(reply.count)
     }
 }

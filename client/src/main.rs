@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success; 1 unexpected error; 2 bad usage or invalid argument;
 //! 3 not found; 4 conflict (already exists, revision mismatch, precondition);
-//! 5 cluster unavailable; 6 the invoked function failed; 7 outcome unknown.
+//! 5 cluster unavailable; 6 the invoked function failed; 7 outcome unknown;
+//! 8 throttled (over a concurrency quota, or no node has room: retry later).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,7 +52,7 @@ enum Command {
     /// Named pointers to versions, with optional weighted routing.
     #[command(subcommand)]
     Alias(AliasCommand),
-    /// Invoke NAME[:QUALIFIER] synchronously and print its result.
+    /// Invoke NAME[:QUALIFIER] and print its result (or, for an event, its request id).
     Invoke {
         /// Function name, optionally with :VERSION or :ALIAS.
         target: String,
@@ -61,7 +62,23 @@ enum Command {
         /// Print the tail of the invocation's log (START … REPORT) to stderr.
         #[arg(long)]
         log: bool,
+        /// request-response: run now and wait; event: queue it (committed
+        /// through Raft) and return at once; dry-run: only check the request.
+        #[arg(long = "type", value_enum, default_value = "request-response")]
+        invocation_type: InvocationTypeArg,
+        /// Count against this region's quota instead of the entry node's.
+        #[arg(long)]
+        region: Option<String>,
+        /// For events: retries after a failure (0–2), over the function's event config.
+        #[arg(long)]
+        max_retry_attempts: Option<u32>,
+        /// For events: drop (to the failure destination) after this long, 1m–6h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_event_age: Option<std::time::Duration>,
     },
+    /// Asynchronous events: the failed-event store.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Print a function's invocation logs from every node.
     Logs {
         name: String,
@@ -202,6 +219,49 @@ enum ClusterCommand {
     Remove { id: u64 },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum InvocationTypeArg {
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// List NAME's events that failed for good (no failure destination), or replay or delete them.
+    Failed {
+        name: String,
+        /// Queue them again as new events (attempts and age start over).
+        #[arg(long, conflicts_with = "delete")]
+        replay: bool,
+        /// Delete them.
+        #[arg(long)]
+        delete: bool,
+        /// Only these event ids (repeatable); default: all of NAME's.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
+    /// Show or change how NAME[:QUALIFIER]'s events are retried and where their records go.
+    Config {
+        target: String,
+        /// Retries after a failure, 0–2 (default 2).
+        #[arg(long)]
+        max_retry_attempts: Option<u32>,
+        /// Maximum age of an event, 1m–6h (default 6h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_event_age: Option<std::time::Duration>,
+        /// Function that gets a record of each success ("" to clear).
+        #[arg(long)]
+        on_success: Option<String>,
+        /// Function that gets a record of each final failure ("" to clear; default: the failed-event store).
+        #[arg(long)]
+        on_failure: Option<String>,
+        /// Remove the configuration (back to the defaults).
+        #[arg(long)]
+        delete: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum QuotaCommand {
     /// Set REGION's concurrency quota.
@@ -233,6 +293,12 @@ struct Failure {
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
+        if let Some(reason) = error.throttle_reason() {
+            return Failure {
+                code: 8,
+                message: format!("throttled ({reason}): {error}"),
+            };
+        }
         let code = match error.code() {
             Some(tonic::Code::InvalidArgument) | Some(tonic::Code::ResourceExhausted) => 2,
             Some(tonic::Code::NotFound) => 3,
@@ -508,7 +574,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 eprintln!("deleted alias {function}:{name}");
             }
         },
-        Command::Invoke { target, payload, log } => {
+        Command::Invoke {
+            target,
+            payload,
+            log,
+            invocation_type,
+            region,
+            max_retry_attempts,
+            max_event_age,
+        } => {
             let (function, qualifier) = target.split_once(':').unwrap_or((&target, ""));
             let payload = match payload.strip_prefix('@') {
                 Some(path) => {
@@ -522,9 +596,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     qualifier: qualifier.to_string(),
                     payload,
                     log_tail: log,
+                    invocation_type: match invocation_type {
+                        InvocationTypeArg::RequestResponse => proto::InvocationType::RequestResponse,
+                        InvocationTypeArg::Event => proto::InvocationType::Event,
+                        InvocationTypeArg::DryRun => proto::InvocationType::DryRun,
+                    } as i32,
+                    region: region.unwrap_or_default(),
+                    max_retry_attempts,
+                    max_event_age_s: max_event_age.map(|d| d.as_secs() as u32),
                     ..Default::default()
                 })
                 .await?;
+            match result.status_code {
+                202 => {
+                    println!("{}", result.request_id);
+                    eprintln!("accepted event {} (202)", result.request_id);
+                    return Ok(());
+                }
+                204 => {
+                    eprintln!(
+                        "dry run: {target} resolves to version {} (204)",
+                        result.executed_version
+                    );
+                    return Ok(());
+                }
+                _ => {}
+            }
             println!("{}", String::from_utf8_lossy(&result.payload));
             if log {
                 eprint!("{}", result.log_result);
@@ -541,6 +638,111 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     code: 6,
                     message: format!("the function failed ({})", result.function_error),
                 });
+            }
+        }
+        Command::Events(EventsCommand::Failed {
+            name,
+            replay,
+            delete,
+            ids,
+        }) => {
+            if replay {
+                let count = client.replay_failed_events(&name, ids).await?;
+                println!("replayed {count} failed events of {name}");
+            } else if delete {
+                let count = client.delete_failed_events(&name, ids).await?;
+                println!("deleted {count} failed events of {name}");
+            } else {
+                let events = client.list_failed_events(&name).await?;
+                if json {
+                    for e in &events {
+                        println!(
+                            "{}",
+                            serde_json::json!({"id": e.id, "function": e.function, "qualifier": e.qualifier,
+                                "payload": e.payload, "condition": e.condition, "attempts": e.attempts,
+                                "last_error": e.last_error, "accepted_ms": e.accepted_ms, "failed_ms": e.failed_ms})
+                        );
+                    }
+                } else {
+                    let mut table = Table::new();
+                    table.load_preset(UTF8_FULL_CONDENSED);
+                    table.set_header(vec![
+                        "ID",
+                        "QUALIFIER",
+                        "CONDITION",
+                        "ATTEMPTS",
+                        "LAST ERROR",
+                        "PAYLOAD",
+                    ]);
+                    for e in &events {
+                        table.add_row(vec![
+                            e.id.clone(),
+                            e.qualifier.clone(),
+                            e.condition.clone(),
+                            e.attempts.to_string(),
+                            e.last_error.chars().take(80).collect(),
+                            e.payload.chars().take(60).collect(),
+                        ]);
+                    }
+                    println!("{table}");
+                    println!("{} failed events", events.len());
+                }
+            }
+        }
+        Command::Events(EventsCommand::Config {
+            target,
+            max_retry_attempts,
+            max_event_age,
+            on_success,
+            on_failure,
+            delete,
+        }) => {
+            let (function, qualifier) = target.split_once(':').unwrap_or((&target, ""));
+            if delete {
+                client.delete_event_invoke_config(function, qualifier).await?;
+                println!("deleted the event invoke config of {target}");
+                return Ok(());
+            }
+            let changing =
+                max_retry_attempts.is_some() || max_event_age.is_some() || on_success.is_some() || on_failure.is_some();
+            let config = if changing {
+                client
+                    .put_event_invoke_config(proto::PutEventInvokeConfigRequest {
+                        function: function.to_string(),
+                        qualifier: qualifier.to_string(),
+                        max_retry_attempts,
+                        max_event_age_s: max_event_age.map(|d| d.as_secs() as u32),
+                        on_success,
+                        on_failure,
+                    })
+                    .await?
+            } else {
+                client.get_event_invoke_config(function, qualifier).await?
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"function": config.function, "qualifier": config.qualifier,
+                        "max_retry_attempts": config.max_retry_attempts, "max_event_age_s": config.max_event_age_s,
+                        "on_success": config.on_success, "on_failure": config.on_failure})
+                );
+            } else {
+                let or_default = |d: &str, default: &str| {
+                    if d.is_empty() {
+                        default.to_string()
+                    } else {
+                        d.to_string()
+                    }
+                };
+                println!(
+                    "{}:{}  max retry attempts {}  max event age {} s  on success: {}  on failure: {}",
+                    config.function,
+                    config.qualifier,
+                    config.max_retry_attempts,
+                    config.max_event_age_s,
+                    or_default(&config.on_success, "-"),
+                    or_default(&config.on_failure, "failed-event store")
+                );
             }
         }
         Command::Logs { name, follow, since } => {
@@ -575,12 +777,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     let nodes: Vec<_> = status
                         .nodes
                         .iter()
-                        .map(|n| serde_json::json!({"id": n.id, "address": n.address, "region": n.region, "role": n.role, "voter": n.voter, "sandbox_mode": n.sandbox_mode}))
+                        .map(|n| serde_json::json!({"id": n.id, "address": n.address, "region": n.region, "role": n.role, "voter": n.voter, "sandbox_mode": n.sandbox_mode,
+                            "running": n.load.as_ref().map(|l| l.running), "idle_sandboxes": n.load.as_ref().map(|l| l.idle_sandboxes),
+                            "free_memory_mb": n.load.as_ref().map(|l| l.free_memory_mb), "live": n.load.as_ref().map(|l| l.live)}))
                         .collect();
                     println!(
                         "{}",
                         serde_json::json!({"node_id": status.node_id, "leader_id": status.leader_id, "term": status.term,
-                            "last_log_index": status.last_log_index, "applied_index": status.applied_index, "nodes": nodes})
+                            "last_log_index": status.last_log_index, "applied_index": status.applied_index, "nodes": nodes,
+                            "regions": status.usage.iter().map(|u| serde_json::json!({"region": u.region, "running": u.running, "quota": u.quota})).collect::<Vec<_>>()})
                     );
                 } else {
                     let mut table = Table::new();
@@ -593,6 +798,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         "VOTER",
                         "MATCHED INDEX",
                         "SANDBOX",
+                        "RUNNING",
+                        "IDLE",
+                        "FREE MB",
+                        "HEARTBEAT",
                     ]);
                     for node in &status.nodes {
                         table.add_row(vec![
@@ -603,6 +812,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             if node.voter { "yes" } else { "no" }.to_string(),
                             node.matched_index.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
                             node.sandbox_mode.clone(),
+                            node.load
+                                .as_ref()
+                                .map(|l| l.running.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            node.load
+                                .as_ref()
+                                .map(|l| l.idle_sandboxes.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            node.load
+                                .as_ref()
+                                .map(|l| l.free_memory_mb.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            node.load
+                                .as_ref()
+                                .map(|l| {
+                                    format!("{} ms ago{}", l.last_heartbeat_ms, if l.live { "" } else { " (stale)" })
+                                })
+                                .unwrap_or_else(|| "-".into()),
                         ]);
                     }
                     println!("{table}");
@@ -614,10 +841,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         "leader: {leader}   term: {}   last log index: {}   applied: {}   snapshot: {}   (answered by node {})",
                         status.term, status.last_log_index, status.applied_index, status.snapshot_index, status.node_id
                     );
-                    for quota in &status.quotas {
+                    for usage in &status.usage {
                         println!(
-                            "quota: region {} allows {} concurrent executions",
-                            quota.region, quota.concurrency
+                            "region {}: {} running / quota {}",
+                            usage.region, usage.running, usage.quota
                         );
                     }
                 }

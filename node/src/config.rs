@@ -33,6 +33,51 @@ pub struct NodeConfig {
     pub raft: RaftConfig,
     pub executor: ExecutorConfig,
     pub packages: PackagesConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+/// Placement, quotas and asynchronous invocations (see `node/src/scheduler/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// How often this node reports its load to the leader.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A node the leader has not heard from for this long gets no new
+    /// invocations; a leader that has not heard from a majority for this long
+    /// grants nothing.
+    #[serde(with = "humantime_serde")]
+    pub node_timeout: Duration,
+    /// A granted invocation must start within this long, or not at all.
+    #[serde(with = "humantime_serde")]
+    pub grant_lease: Duration,
+    /// A new leader grants nothing until every member has reported its
+    /// running invocations, or until this long has passed.
+    #[serde(with = "humantime_serde")]
+    pub rebuild_wait: Duration,
+    /// Wait before retrying an asynchronous event whose function failed;
+    /// doubled for each later retry (Lambda: one minute, then two).
+    #[serde(with = "humantime_serde")]
+    pub event_retry_delay: Duration,
+    /// Wait before dispatching again an event that could not run (throttled, no node).
+    #[serde(with = "humantime_serde")]
+    pub event_throttle_delay: Duration,
+    /// Asynchronous events the leader runs at once (the quotas apply as well).
+    pub event_concurrency: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            heartbeat_interval: Duration::from_millis(200),
+            node_timeout: Duration::from_secs(1),
+            grant_lease: Duration::from_secs(2),
+            rebuild_wait: Duration::from_secs(2),
+            event_retry_delay: Duration::from_secs(60),
+            event_throttle_delay: Duration::from_millis(500),
+            event_concurrency: 64,
+        }
+    }
 }
 
 /// Package storage on this node.
@@ -137,6 +182,7 @@ impl Default for NodeConfig {
             raft: RaftConfig::default(),
             executor: ExecutorConfig::default(),
             packages: PackagesConfig::default(),
+            scheduler: SchedulerConfig::default(),
         }
     }
 }
@@ -198,6 +244,13 @@ impl NodeConfig {
         }
         if self.executor.pids_limit < 8 {
             bail!("executor.pids_limit must be at least 8 (a runtime needs a few threads)");
+        }
+        let scheduler = &self.scheduler;
+        if scheduler.heartbeat_interval.is_zero() || scheduler.heartbeat_interval >= scheduler.node_timeout {
+            bail!("scheduler.heartbeat_interval must be above zero and below scheduler.node_timeout");
+        }
+        if scheduler.grant_lease.is_zero() || scheduler.event_concurrency == 0 {
+            bail!("scheduler.grant_lease and scheduler.event_concurrency must be above zero");
         }
         if self.no_bootstrap && !self.join.is_empty() {
             bail!("no_bootstrap and join exclude each other: join already implies waiting to be added");

@@ -5,6 +5,7 @@
 //! - [`service`]: every operation, once (functions, invoke, cluster);
 //! - [`api`]: adapters from wire protocols to the service;
 //! - [`cluster`]: Raft wiring, forwarding to the leader, node-to-node RPCs;
+//! - [`scheduler`]: placement and quotas (on the leader), heartbeats (every node);
 //! - [`executor`]: sandboxes and the Runtime API;
 //! - [`packages`]: code packages by sha256.
 //!
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod executor;
 pub mod packages;
+pub mod scheduler;
 pub mod service;
 
 use std::path::Path;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use floe_proto::internal::peer_server::PeerServer;
 use floe_proto::internal::raft_server::RaftServer;
+use floe_proto::internal::scheduler_server::SchedulerServer;
 use floe_proto::v1::cluster_server::ClusterServer;
 use floe_proto::v1::functions_server::FunctionsServer;
 use floe_proto::MAX_MESSAGE_BYTES;
@@ -107,6 +110,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
+            SchedulerServer::new(internal.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
             PeerServer::new(internal)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -159,12 +167,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         config.packages.gc_grace,
         shutdown.clone(),
     ));
+    let heartbeats = tokio::spawn(service.clone().run_heartbeats(shutdown.clone()));
+    let dispatcher = tokio::spawn(service.clone().run_dispatcher(shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     server.await.context("gRPC server task")?.context("gRPC server")?;
     let _ = evictor.await;
     let _ = preparer.await;
     let _ = collector.await;
+    let _ = heartbeats.await;
+    let _ = dispatcher.await;
     if let Some(cluster) = service.started_cluster() {
         cluster.raft.shutdown().await.ok();
     }

@@ -6,7 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AliasRecord, AliasRouting, CodeRef, FunctionConfig, FunctionRecord, NodeRecord, VersionRecord};
+use crate::model::{
+    AliasRecord, AliasRouting, CodeRef, EventInvokeConfig, EventRecord, FunctionConfig, FunctionRecord, NodeRecord,
+    VersionRecord,
+};
 
 /// A replicated write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +85,60 @@ pub enum Command {
     /// Several commands proposed together (one log entry, one fsync); each is
     /// applied in order and answered on its own, as if proposed alone.
     Batch(Vec<Command>),
+    /// Sets how asynchronous invocations of `function:qualifier` are retried;
+    /// `None` fields keep their current (or default) value.
+    PutEventInvokeConfig {
+        function: String,
+        qualifier: String,
+        max_retry_attempts: Option<u32>,
+        max_event_age_s: Option<u32>,
+        on_success: Option<Option<String>>,
+        on_failure: Option<Option<String>>,
+        now_ms: i64,
+    },
+    DeleteEventInvokeConfig {
+        function: String,
+        qualifier: String,
+    },
+    /// Accepts an asynchronous invocation. Accepting an id twice keeps the
+    /// first (a retried accept is harmless).
+    EnqueueEvent(EventRecord),
+    /// What one dispatch of an event came to. Ignored unless the event still
+    /// has `attempts` attempts (so a repeated or stale report changes nothing).
+    RecordAttempt {
+        id: String,
+        attempts: u32,
+        outcome: AttemptOutcome,
+        now_ms: i64,
+    },
+    /// Moves events of the failed-event store back into the queue, due now.
+    ReplayFailedEvents {
+        function: String,
+        ids: Vec<String>,
+        now_ms: i64,
+    },
+    DeleteFailedEvents {
+        function: String,
+        ids: Vec<String>,
+    },
+}
+
+/// The result of dispatching an asynchronous event once. The dispatcher
+/// picks the retry delays (apply has no clock or randomness); apply decides
+/// whether a retry is left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AttemptOutcome {
+    /// The function ran and returned `response`.
+    Succeeded { response: String, executed_version: String },
+    /// The function ran and failed (an error, a timeout, a crash).
+    Failed {
+        error: String,
+        executed_version: String,
+        retry_in_ms: i64,
+    },
+    /// It could not run (throttled, no node): try again after the delay
+    /// without counting an attempt, unless the event has grown too old.
+    NotRun { reason: String, retry_in_ms: i64 },
 }
 
 /// What a successful apply returns.
@@ -94,6 +151,10 @@ pub enum Response {
     Node(NodeRecord),
     /// The answers to a [`Command::Batch`], in order.
     Batch(Vec<CommandResult>),
+    EventInvokeConfig(EventInvokeConfig),
+    Event(EventRecord),
+    /// How many events a replay or delete affected.
+    Count(u64),
 }
 
 /// Why a command was refused. A refusal changes nothing.

@@ -38,6 +38,47 @@ pub fn node(id: u64) -> Vec<u8> {
 
 pub const NODES: &[u8] = b"node/";
 
+/// An accepted asynchronous event that has not finished.
+pub fn event(id: &str) -> Vec<u8> {
+    format!("event/{id}").into_bytes()
+}
+
+pub const EVENTS: &[u8] = b"event/";
+
+/// The queue of events by due time: `eventdue/{due_ms}/{id}`, empty values.
+pub fn event_due(due_ms: i64, id: &str) -> Vec<u8> {
+    format!("eventdue/{:020}/{id}", due_ms.max(0)).into_bytes()
+}
+
+pub const EVENTS_DUE: &[u8] = b"eventdue/";
+
+/// The event id in an `eventdue/` key.
+pub fn parse_event_due(key: &[u8]) -> Option<(i64, String)> {
+    let rest = std::str::from_utf8(key.strip_prefix(EVENTS_DUE)?).ok()?;
+    let (due, id) = rest.split_once('/')?;
+    Some((due.parse().ok()?, id.to_string()))
+}
+
+pub fn event_invoke_config(function: &str, qualifier: &str) -> Vec<u8> {
+    format!("eventconfig/{function}/{qualifier}").into_bytes()
+}
+
+pub fn event_invoke_configs_of(function: &str) -> Vec<u8> {
+    format!("eventconfig/{function}/").into_bytes()
+}
+
+/// floe's failed-event store.
+pub fn failed_event(function: &str, id: &str) -> Vec<u8> {
+    format!("failed/{function}/{id}").into_bytes()
+}
+
+pub fn failed_events_of(function: &str) -> Vec<u8> {
+    format!("failed/{function}/").into_bytes()
+}
+
+/// The sum of all functions' reserved concurrency.
+pub const RESERVED_TOTAL: &[u8] = b"meta/reserved_total";
+
 /// The next node id to allocate.
 pub const NEXT_NODE_ID: &[u8] = b"meta/next_node_id";
 

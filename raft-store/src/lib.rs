@@ -16,6 +16,7 @@ pub mod keys;
 pub mod model;
 pub mod state_machine;
 pub mod store;
+pub mod time;
 pub mod validate;
 
 pub use command::{ApplyError, Command, CommandResult, Response};

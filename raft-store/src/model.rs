@@ -90,3 +90,86 @@ pub struct NodeRecord {
     pub address: String,
     pub region: String,
 }
+
+/// A region's concurrency quota when none was set.
+pub const DEFAULT_REGION_QUOTA: u32 = 100;
+
+/// The part of a region's quota that reservations can never take: a tenth,
+/// at least one, so that functions without a reservation can always run
+/// (Lambda keeps 100 of its default 1,000 unreserved).
+pub fn min_unreserved(quota: u32) -> u32 {
+    (quota / 10).max(1)
+}
+
+/// Lambda's defaults and limits for asynchronous invocations.
+pub const DEFAULT_MAX_RETRY_ATTEMPTS: u32 = 2;
+pub const MAX_RETRY_ATTEMPTS: u32 = 2;
+pub const DEFAULT_MAX_EVENT_AGE_S: u32 = 6 * 3600;
+pub const MIN_EVENT_AGE_S: u32 = 60;
+
+/// How asynchronous invocations of a function (or one qualifier of it) are
+/// retried and where their records go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventInvokeConfig {
+    pub function: String,
+    /// `$LATEST`, a version number or an alias.
+    pub qualifier: String,
+    pub max_retry_attempts: u32,
+    pub max_event_age_s: u32,
+    /// A function that receives a record of each successful invocation.
+    pub on_success: Option<String>,
+    /// A function that receives a record of each event that failed for good;
+    /// without one, floe's failed-event store keeps it.
+    pub on_failure: Option<String>,
+    pub last_modified_ms: i64,
+}
+
+/// An accepted asynchronous invocation that has not finished yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The request id the caller got with its 202.
+    pub id: String,
+    pub function: String,
+    pub qualifier: String,
+    /// The invoked function's ARN, for destination records.
+    pub function_arn: String,
+    /// The event (JSON text).
+    pub payload: String,
+    /// The region whose quota the event runs under.
+    pub region: String,
+    pub accepted_ms: i64,
+    /// Attempts that ran (throttled dispatches do not count).
+    pub attempts: u32,
+    /// When the next attempt is due.
+    pub due_ms: i64,
+    pub max_retry_attempts: u32,
+    pub max_event_age_s: u32,
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+    /// The last attempt's error document, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// Why an event failed for good (Lambda's destination `condition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureCondition {
+    RetriesExhausted,
+    EventAgeExceeded,
+}
+
+impl FailureCondition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCondition::RetriesExhausted => "RetriesExhausted",
+            FailureCondition::EventAgeExceeded => "EventAgeExceeded",
+        }
+    }
+}
+
+/// An event kept in floe's failed-event store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedEvent {
+    pub event: EventRecord,
+    pub condition: FailureCondition,
+    pub failed_ms: i64,
+}

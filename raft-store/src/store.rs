@@ -266,6 +266,24 @@ impl KvRead for StateReader {
     }
 }
 
+impl StateReader {
+    /// The first `limit` keys under `prefix`, in key order.
+    pub fn first_keys(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut keys = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, CF_STATE), IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (key, _) = item?;
+            if !key.starts_with(prefix) || keys.len() >= limit {
+                break;
+            }
+            keys.push(key.into_vec());
+        }
+        Ok(keys)
+    }
+}
+
 /// A snapshot as kept in the `meta` column family.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {

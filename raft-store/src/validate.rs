@@ -173,3 +173,19 @@ pub fn parse_version(version: &str) -> Result<Option<u64>, ApplyError> {
         ))),
     }
 }
+
+/// Lambda's ranges for an asynchronous invocation's retry policy.
+pub fn event_retry_policy(max_retry_attempts: u32, max_event_age_s: u32) -> Result<(), ApplyError> {
+    use crate::model::{DEFAULT_MAX_EVENT_AGE_S, MAX_RETRY_ATTEMPTS, MIN_EVENT_AGE_S};
+    if max_retry_attempts > MAX_RETRY_ATTEMPTS {
+        return Err(invalid(format!(
+            "MaximumRetryAttempts {max_retry_attempts} is out of range: use 0 to {MAX_RETRY_ATTEMPTS}"
+        )));
+    }
+    if !(MIN_EVENT_AGE_S..=DEFAULT_MAX_EVENT_AGE_S).contains(&max_event_age_s) {
+        return Err(invalid(format!(
+            "MaximumEventAgeInSeconds {max_event_age_s} is out of range: use {MIN_EVENT_AGE_S} to {DEFAULT_MAX_EVENT_AGE_S}"
+        )));
+    }
+    Ok(())
+}

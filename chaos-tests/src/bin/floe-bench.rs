@@ -46,6 +46,21 @@ enum Bench {
         #[arg(long, default_value_t = 500)]
         calls_per_caller: usize,
     },
+    /// The scheduler on 3 nodes: grant round trips and grants per second at
+    /// the leader, warm invokes entering at a follower vs. at the leader,
+    /// the async accept rate, and failover to the first successful invoke.
+    Schedule {
+        #[arg(long, default_value_t = 2000)]
+        grants: usize,
+        #[arg(long, default_value_t = 16)]
+        callers: usize,
+        #[arg(long, default_value_t = 1000)]
+        warm_calls: usize,
+        #[arg(long, default_value_t = 2000)]
+        events: usize,
+        #[arg(long, default_value_t = 5)]
+        failovers: usize,
+    },
     /// Metadata writes on 3 nodes vs. etcd, and leader failover.
     Metadata {
         /// Sequential writes to time.
@@ -397,6 +412,190 @@ async fn metadata(
     Ok(())
 }
 
+/// One grant asked of the leader and given back; returns the grant's round trip.
+async fn grant_once(
+    client: &mut floe_proto::internal::scheduler_client::SchedulerClient<tonic::transport::Channel>,
+    ask: &floe_node::scheduler::GrantAsk,
+) -> anyhow::Result<Duration> {
+    use floe_node::scheduler::{GrantReply, Release};
+    use floe_proto::internal::Payload;
+    use floe_raft_store::codec;
+    let data = codec::encode(ask).map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let reply = client.grant(Payload { data }).await?.into_inner();
+    let elapsed = started.elapsed();
+    let grant = match codec::decode::<GrantReply>(&reply.data).map_err(anyhow::Error::msg)? {
+        GrantReply::Granted(grant) => grant,
+        other => bail!("not granted: {other:?}"),
+    };
+    let release = Release {
+        grant: grant.id,
+        term: grant.term,
+        node: grant.node,
+        key: ask.key.clone(),
+        warm: grant.warm,
+    };
+    let data = codec::encode(&release).map_err(anyhow::Error::msg)?;
+    client.release(Payload { data }).await?;
+    Ok(elapsed)
+}
+
+async fn schedule(
+    grants: usize,
+    callers: usize,
+    warm_calls: usize,
+    events: usize,
+    failovers: usize,
+) -> anyhow::Result<()> {
+    println!("== scheduler: 3 nodes on loopback ==");
+    let mut cluster = TestCluster::start_with(3, DEFAULT_CONFIG).await?;
+    let client = cluster.client().await?;
+    let info = client
+        .create_function(
+            "noop",
+            chaos_tests::python_config(),
+            chaos_tests::python_package("return 1"),
+        )
+        .await?;
+    let leader = cluster.leader().await?;
+    let follower = (leader + 1) % 3;
+    let status = cluster.status(leader).await?;
+    let leader_id = status.leader_id.context("leader id")?;
+    let ask = floe_node::scheduler::GrantAsk {
+        entry_node: leader_id,
+        entry_region: "local".into(),
+        region: None,
+        key: floe_node::executor::SandboxKey {
+            function: "noop".into(),
+            version: "$LATEST".into(),
+            revision_id: info.revision_id.clone(),
+        },
+        memory_mb: 128,
+        timeout_s: 3,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.address(leader)))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let scheduler = floe_proto::internal::scheduler_client::SchedulerClient::new(channel);
+
+    // Grants: sequential round trips, then concurrent callers.
+    let mut sequential = Vec::with_capacity(grants);
+    let mut one = scheduler.clone();
+    for _ in 0..grants {
+        sequential.push(grant_once(&mut one, &ask).await?);
+    }
+    let (grant_p50, grant_p99) = summarize(sequential);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let mut client = scheduler.clone();
+            let ask = ask.clone();
+            let count = grants / callers;
+            tokio::spawn(async move {
+                for _ in 0..count {
+                    grant_once(&mut client, &ask).await?;
+                }
+                anyhow::Ok(count)
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        granted += task.await??;
+    }
+    let grants_per_s = granted as f64 / started.elapsed().as_secs_f64();
+
+    // Warm invokes entering at a follower and at the leader.
+    let mut rows = Vec::new();
+    for (name, index) in [("leader", leader), ("follower", follower)] {
+        let entry = cluster.client_of(index).await?;
+        for _ in 0..20 {
+            entry.invoke("noop", "", b"{}".to_vec()).await?;
+        }
+        let mut samples = Vec::with_capacity(warm_calls);
+        for _ in 0..warm_calls {
+            let started = Instant::now();
+            entry.invoke("noop", "", b"{}".to_vec()).await?;
+            samples.push(started.elapsed());
+        }
+        rows.push((name, summarize(samples)));
+    }
+
+    // Async accept rate: events committed per second, callers spread over the nodes.
+    let mut entries = Vec::new();
+    for index in 0..3 {
+        entries.push(std::sync::Arc::new(cluster.client_of(index).await?));
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|i| {
+            let entry = entries[i % 3].clone();
+            let count = events / callers;
+            tokio::spawn(async move {
+                for n in 0..count {
+                    entry
+                        .invoke_with(floe_client::proto::InvokeRequest {
+                            function: "noop".into(),
+                            payload: format!("{{\"n\":{n}}}").into_bytes(),
+                            invocation_type: floe_client::proto::InvocationType::Event as i32,
+                            ..Default::default()
+                        })
+                        .await?;
+                }
+                anyhow::Ok(count)
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await??;
+    }
+    let accept_rate = accepted as f64 / started.elapsed().as_secs_f64();
+
+    println!("| measure | p50 | p99 | rate |");
+    println!("| --- | --- | --- | --- |");
+    println!("| grant round trip at the leader (grant + release) | {} | {} | {grants_per_s:.0} grants/s with {callers} callers |", ms(grant_p50), ms(grant_p99));
+    for (name, (p50, p99)) in &rows {
+        println!("| warm invoke entering at the {name} | {} | {} | |", ms(*p50), ms(*p99));
+    }
+    println!("| async accept (committed through Raft before the 202) | | | {accept_rate:.0} events/s with {callers} callers |");
+
+    println!("\n== leader failover: kill -9 of the leader to the first successful sync invoke ==");
+    let mut times = Vec::new();
+    for round in 0..failovers {
+        let leader = cluster.leader().await?;
+        let survivors: Vec<String> = (0..3).filter(|i| *i != leader).map(|i| cluster.address(i)).collect();
+        let client = Client::connect(survivors)
+            .await?
+            .with_retry_for(Duration::from_secs(30));
+        client.invoke("noop", "", b"{}".to_vec()).await?;
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        while let Err(e) = client.invoke("noop", "", b"{}".to_vec()).await {
+            anyhow::ensure!(
+                killed_at.elapsed() < Duration::from_secs(30),
+                "no invoke succeeded: {e}"
+            );
+        }
+        let elapsed = killed_at.elapsed();
+        println!("round {round}: {}", ms(elapsed));
+        times.push(elapsed);
+        cluster.restart(leader).await?;
+        cluster.wait_for_voters(3).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if !times.is_empty() {
+        times.sort();
+        println!(
+            "failover to the first sync invoke: p50 {} (max {}) over {failovers} kills; target < 2 s p50",
+            ms(percentile(&times, 0.5)),
+            ms(*times.last().unwrap())
+        );
+    }
+    Ok(())
+}
+
 async fn rpc_floor(callers: usize, per_caller: usize) -> anyhow::Result<()> {
     // Sequential reads on 3 nodes: a stale read is one RPC; a linearizable
     // one adds the leader's heartbeat round to a quorum (no fsync).
@@ -708,6 +907,13 @@ async fn main() -> anyhow::Result<()> {
             callers,
             calls_per_caller,
         } => rpc_floor(callers, calls_per_caller).await,
+        Bench::Schedule {
+            grants,
+            callers,
+            warm_calls,
+            events,
+            failovers,
+        } => schedule(grants, callers, warm_calls, events, failovers).await,
         Bench::Metadata {
             sequential,
             writers,

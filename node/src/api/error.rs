@@ -2,6 +2,11 @@
 
 use crate::service::ServiceError;
 
+/// The gRPC metadata key that carries a 429's reason (Lambda's `Reason`).
+pub const REASON_HEADER: &str = "floe-reason";
+/// The reason given when no node has room for a function (not a quota).
+pub const NO_CAPACITY: &str = "InsufficientCapacity";
+
 pub fn into_status(error: ServiceError) -> tonic::Status {
     let message = error.to_string();
     match error {
@@ -9,7 +14,22 @@ pub fn into_status(error: ServiceError) -> tonic::Status {
         ServiceError::NotFound(_) => tonic::Status::not_found(message),
         ServiceError::AlreadyExists(_) => tonic::Status::already_exists(message),
         ServiceError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
-        ServiceError::PayloadTooLarge(_) | ServiceError::Throttled(_) => tonic::Status::resource_exhausted(message),
+        ServiceError::PayloadTooLarge(_) => tonic::Status::resource_exhausted(message),
+        ServiceError::Throttled(_) => {
+            let mut status = tonic::Status::resource_exhausted(message);
+            status
+                .metadata_mut()
+                .insert(REASON_HEADER, tonic::metadata::MetadataValue::from_static(NO_CAPACITY));
+            status
+        }
+        ServiceError::TooManyRequests { reason, .. } => {
+            let mut status = tonic::Status::resource_exhausted(message);
+            status.metadata_mut().insert(
+                REASON_HEADER,
+                tonic::metadata::MetadataValue::from_static(reason.as_str()),
+            );
+            status
+        }
         ServiceError::Unavailable(_) => tonic::Status::unavailable(message),
         ServiceError::OutcomeUnknown(_) => tonic::Status::unknown(message),
         ServiceError::Internal(_) => tonic::Status::internal(message),

@@ -11,8 +11,9 @@ use tonic::{Request, Response, Status};
 
 use super::error::into_status;
 use crate::executor::logs::LogRecord;
+use crate::service::events::EventConfigChange;
 use crate::service::functions::{AliasUpdate, FunctionUpdate};
-use crate::service::invoke::InvokeOptions;
+use crate::service::invoke::{InvocationType, InvokeOptions};
 use crate::service::{Consistency, Service};
 
 #[derive(Clone)]
@@ -305,9 +306,19 @@ impl Functions for PublicApi {
 
     async fn invoke(&self, request: Request<pb::InvokeRequest>) -> Reply<pb::InvokeResponse> {
         let request = request.into_inner();
+        let invocation_type = match pb::InvocationType::try_from(request.invocation_type) {
+            Ok(pb::InvocationType::RequestResponse) => InvocationType::RequestResponse,
+            Ok(pb::InvocationType::Event) => InvocationType::Event,
+            Ok(pb::InvocationType::DryRun) => InvocationType::DryRun,
+            Err(_) => return Err(Status::invalid_argument("unknown invocation type")),
+        };
         let options = InvokeOptions {
+            invocation_type,
             log_tail: request.log_tail,
             client_context: (!request.client_context.is_empty()).then_some(request.client_context),
+            region: (!request.region.is_empty()).then_some(request.region),
+            max_retry_attempts: request.max_retry_attempts,
+            max_event_age_s: request.max_event_age_s,
         };
         let result = self
             .service
@@ -327,7 +338,99 @@ impl Functions for PublicApi {
             node_id: result.node_id,
             log_result: result.log_tail.unwrap_or_default(),
             cold_start: result.cold_start,
+            status_code: u32::from(result.status_code),
         })
+    }
+
+    async fn put_event_invoke_config(
+        &self,
+        request: Request<pb::PutEventInvokeConfigRequest>,
+    ) -> Reply<pb::EventInvokeConfig> {
+        let request = request.into_inner();
+        let change = EventConfigChange {
+            max_retry_attempts: request.max_retry_attempts,
+            max_event_age_s: request.max_event_age_s,
+            on_success: request.on_success.map(|d| (!d.is_empty()).then_some(d)),
+            on_failure: request.on_failure.map(|d| (!d.is_empty()).then_some(d)),
+        };
+        let config = self
+            .service
+            .put_event_invoke_config(&request.function, &request.qualifier, change)
+            .await
+            .map_err(into_status)?;
+        ok(into_event_invoke_config(config))
+    }
+
+    async fn get_event_invoke_config(
+        &self,
+        request: Request<pb::GetEventInvokeConfigRequest>,
+    ) -> Reply<pb::EventInvokeConfig> {
+        let request = request.into_inner();
+        let config = self
+            .service
+            .get_event_invoke_config(&request.function, &request.qualifier)
+            .await
+            .map_err(into_status)?;
+        ok(into_event_invoke_config(config))
+    }
+
+    async fn delete_event_invoke_config(
+        &self,
+        request: Request<pb::GetEventInvokeConfigRequest>,
+    ) -> Reply<pb::DeleteEventInvokeConfigResponse> {
+        let request = request.into_inner();
+        self.service
+            .delete_event_invoke_config(&request.function, &request.qualifier)
+            .await
+            .map_err(into_status)?;
+        ok(pb::DeleteEventInvokeConfigResponse {})
+    }
+
+    async fn list_failed_events(
+        &self,
+        request: Request<pb::ListFailedEventsRequest>,
+    ) -> Reply<pb::ListFailedEventsResponse> {
+        let events = self
+            .service
+            .list_failed_events(&request.get_ref().function)
+            .await
+            .map_err(into_status)?;
+        ok(pb::ListFailedEventsResponse {
+            events: events
+                .into_iter()
+                .map(|failed| pb::FailedEventInfo {
+                    id: failed.event.id,
+                    function: failed.event.function,
+                    qualifier: failed.event.qualifier,
+                    payload: failed.event.payload,
+                    condition: failed.condition.as_str().to_string(),
+                    attempts: failed.event.attempts,
+                    last_error: failed.event.last_error.unwrap_or_default(),
+                    accepted_ms: failed.event.accepted_ms,
+                    failed_ms: failed.failed_ms,
+                })
+                .collect(),
+        })
+    }
+
+    async fn replay_failed_events(&self, request: Request<pb::FailedEventsRequest>) -> Reply<pb::FailedEventsResponse> {
+        let request = request.into_inner();
+        let count = self
+            .service
+            .replay_failed_events(&request.function, request.ids)
+            .await
+            .map_err(into_status)?;
+        ok(pb::FailedEventsResponse { count })
+    }
+
+    async fn delete_failed_events(&self, request: Request<pb::FailedEventsRequest>) -> Reply<pb::FailedEventsResponse> {
+        let request = request.into_inner();
+        let count = self
+            .service
+            .delete_failed_events(&request.function, request.ids)
+            .await
+            .map_err(into_status)?;
+        ok(pb::FailedEventsResponse { count })
     }
 
     async fn get_logs(&self, request: Request<pb::GetLogsRequest>) -> Reply<pb::GetLogsResponse> {
@@ -370,6 +473,18 @@ impl Cluster for PublicApi {
                     role: m.role,
                     voter: m.voter,
                     matched_index: m.matched_index,
+                    load: view
+                        .load
+                        .as_ref()
+                        .and_then(|l| l.nodes.iter().find(|n| n.node == m.id))
+                        .map(|n| pb::NodeLoad {
+                            running: n.running,
+                            idle_sandboxes: n.idle,
+                            free_memory_mb: n.free_mb,
+                            memory_capacity_mb: n.capacity_mb,
+                            last_heartbeat_ms: n.last_heartbeat_ms,
+                            live: n.live,
+                        }),
                     sandbox_mode: m.sandbox_mode,
                 })
                 .collect(),
@@ -377,6 +492,11 @@ impl Cluster for PublicApi {
                 .quotas
                 .into_iter()
                 .map(|(region, concurrency)| pb::RegionQuota { region, concurrency })
+                .collect(),
+            usage: view
+                .usage
+                .into_iter()
+                .map(|(region, running, quota)| pb::RegionUsage { region, running, quota })
                 .collect(),
         })
     }
@@ -405,5 +525,17 @@ impl Cluster for PublicApi {
             .await
             .map_err(into_status)?;
         ok(pb::SetRegionQuotaResponse {})
+    }
+}
+
+fn into_event_invoke_config(config: model::EventInvokeConfig) -> pb::EventInvokeConfig {
+    pb::EventInvokeConfig {
+        function: config.function,
+        qualifier: config.qualifier,
+        max_retry_attempts: config.max_retry_attempts,
+        max_event_age_s: config.max_event_age_s,
+        on_success: config.on_success.unwrap_or_default(),
+        on_failure: config.on_failure.unwrap_or_default(),
+        last_modified_ms: config.last_modified_ms,
     }
 }

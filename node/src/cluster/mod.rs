@@ -258,7 +258,7 @@ enum Forward {
 }
 
 /// True when the request never reached the peer (connection refused or timed out while connecting).
-fn is_connect_error(status: &tonic::Status) -> bool {
+pub(crate) fn is_connect_error(status: &tonic::Status) -> bool {
     if status.code() != tonic::Code::Unavailable {
         return false;
     }

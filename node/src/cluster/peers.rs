@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use floe_proto::internal::peer_client::PeerClient;
 use floe_proto::internal::raft_client::RaftClient;
+use floe_proto::internal::scheduler_client::SchedulerClient;
 use floe_proto::MAX_MESSAGE_BYTES;
 use tonic::transport::{Channel, Endpoint};
 
@@ -42,6 +43,12 @@ impl Peers {
 
     pub fn peer(&self, address: &str) -> Result<PeerClient<Channel>, tonic::Status> {
         Ok(PeerClient::new(self.channel(address)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    pub fn scheduler(&self, address: &str) -> Result<SchedulerClient<Channel>, tonic::Status> {
+        Ok(SchedulerClient::new(self.channel(address)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }

@@ -1,13 +1,15 @@
 //! The receiving side of node-to-node traffic: openraft's RPCs, proposals
-//! forwarded to the leader, read-index requests, joining, and packages.
+//! forwarded to the leader, read-index requests, joining, packages, and the
+//! scheduler's RPCs.
 
 use std::sync::Arc;
 
 use crate::cluster::proposer::WriteError;
 use floe_proto::internal::peer_server::Peer;
 use floe_proto::internal::raft_server::Raft as RaftService;
+use floe_proto::internal::scheduler_server::Scheduler as SchedulerService;
 use floe_proto::internal::{
-    AssignIdRequest, AssignIdResponse, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload,
+    AssignIdRequest, AssignIdResponse, Execution, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload,
     PutPackageResponse, ReadIndexRequest, ReadIndexResponse,
 };
 use floe_raft_store::{codec, Command, NodeId, TypeConfig};
@@ -143,5 +145,43 @@ impl Peer for InternalApi {
         let sha256 = request.into_inner().sha256;
         let data = self.service.packages.get(&sha256).map_err(into_status)?;
         Ok(Response::new(Package { sha256, data }))
+    }
+}
+
+#[tonic::async_trait]
+impl SchedulerService for InternalApi {
+    async fn heartbeat(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let report: crate::scheduler::LoadReport = decode(request.get_ref())?;
+        match self.service.heartbeat_here(report) {
+            Some(reply) => encode(&reply),
+            None => Err(Status::failed_precondition("not the leader")),
+        }
+    }
+
+    async fn grant(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let ask: crate::scheduler::GrantAsk = decode(request.get_ref())?;
+        encode(&self.service.grant_here(&ask))
+    }
+
+    async fn release(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let release: crate::scheduler::Release = decode(request.get_ref())?;
+        self.service.scheduler.release(&release);
+        encode(&())
+    }
+
+    async fn load(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        match self.service.leading_term() {
+            Some(term) => encode(&self.service.scheduler.view(term)),
+            None => Err(Status::failed_precondition("not the leader")),
+        }
+    }
+
+    async fn execute(&self, request: Request<Execution>) -> Result<Response<Execution>, Status> {
+        let execution = self
+            .service
+            .execute_forwarded(request.into_inner())
+            .await
+            .map_err(into_status)?;
+        Ok(Response::new(execution))
     }
 }

@@ -44,7 +44,7 @@ const NODE_BOOTSTRAP: &str = include_str!("bootstrap/node.js");
 
 /// Which sandboxes can serve an invocation: same function, version and
 /// revision (so a changed `$LATEST` never reuses an old sandbox).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SandboxKey {
     pub function: String,
     pub version: String,
@@ -74,6 +74,8 @@ pub struct Outcome {
     pub cold_start: bool,
     /// START … END … REPORT, as Lambda writes them.
     pub log: String,
+    /// Whether the sandbox went back to the pool for the next call.
+    pub warm: bool,
 }
 
 /// An interpreter and the host directory it needs inside sandboxes.
@@ -370,6 +372,21 @@ impl Executor {
         })
     }
 
+    /// This node's load for the scheduler: memory capacity, memory no sandbox
+    /// holds, and idle sandboxes per key.
+    pub fn load(&self) -> (u64, u64, Vec<(SandboxKey, u32)>) {
+        let pool = self.pool.lock().expect("pool lock");
+        let idle = pool
+            .idle
+            .iter()
+            .map(|(key, sandboxes)| (key.clone(), sandboxes.len() as u32))
+            .collect();
+        let free = self
+            .memory_capacity_mb
+            .saturating_sub(self.reserved_mb.load(Ordering::SeqCst));
+        (self.memory_capacity_mb, free, idle)
+    }
+
     /// Takes a warm sandbox of this key, or reserves memory for a new one.
     fn checkout(&self, key: &SandboxKey, memory_mb: u32) -> Result<Checkout, ServiceError> {
         // Reservations only grow under the pool lock, so the check and the add are one step.
@@ -460,7 +477,8 @@ impl Executor {
             }
         };
         let log = self.log_text(&invocation, &sandbox, &output, note.as_deref(), duration, cold_start);
-        if keep && sandbox.is_alive() {
+        let warm = keep && sandbox.is_alive();
+        if warm {
             let mut pool = self.pool.lock().expect("pool lock");
             pool.idle.entry(invocation.key.clone()).or_default().push(sandbox);
         }
@@ -469,6 +487,7 @@ impl Executor {
             function_error: function_error.map(str::to_string),
             cold_start,
             log,
+            warm,
         })
     }
 
@@ -520,16 +539,7 @@ fn error_document(error_type: &str, message: &str) -> Bytes {
 /// `YYYY/MM/DD` of today (UTC), as Lambda's log stream names start.
 fn log_stream_day() -> String {
     let days = crate::service::functions::now_ms().div_euclid(86_400_000);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = floe_raft_store::time::civil_from_days(days);
     format!("{year:04}/{month:02}/{day:02}")
 }
 

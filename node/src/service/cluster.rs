@@ -24,6 +24,10 @@ pub struct ClusterView {
     pub purged_index: u64,
     pub members: Vec<MemberView>,
     pub quotas: Vec<(String, u32)>,
+    /// `(region, running, quota)` for every region of a member or with a quota.
+    pub usage: Vec<(String, u32, u32)>,
+    /// The leader's load view, when the leader answered.
+    pub load: Option<crate::scheduler::LoadView>,
 }
 
 #[derive(Debug, Clone)]
@@ -243,7 +247,23 @@ impl Service {
         for (member, mode) in members.iter_mut().zip(futures::future::join_all(modes).await) {
             member.sandbox_mode = mode;
         }
+        let quotas = state_machine::list_region_quotas(&self.reader)?;
+        let load = self.load_view().await;
+        let mut regions: std::collections::BTreeSet<String> = members.iter().map(|m| m.region.clone()).collect();
+        regions.extend(quotas.iter().map(|(region, _)| region.clone()));
+        regions.remove("");
+        let mut usage = Vec::new();
+        for region in regions {
+            let running = load
+                .as_ref()
+                .and_then(|l| l.running.iter().find(|(r, _)| *r == region).map(|(_, n)| *n))
+                .unwrap_or(0);
+            let quota = state_machine::region_quota(&self.reader, &region)?;
+            usage.push((region, running, quota));
+        }
         Ok(ClusterView {
+            usage,
+            load,
             node_id: cluster.id,
             leader: cluster.leader(),
             term: metrics.current_term,
@@ -252,7 +272,7 @@ impl Service {
             snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
             members,
-            quotas: state_machine::list_region_quotas(&self.reader)?,
+            quotas,
         })
     }
 }

@@ -1,20 +1,22 @@
-//! Synchronous invocation: resolve the qualifier to a version, make sure the
-//! package is here, run it in a sandbox on this node.
-//!
-//! Cross-node placement and quotas (the scheduler) come between resolving and
-//! running; today every invocation runs on the node that received it.
+//! Invocation: check the request, resolve the qualifier to a version, then
+//! run it where the scheduler places it (`scheduling.rs`), accept it as an
+//! event (`events.rs`), or only check it (a dry run).
 
 use axum::body::Bytes;
 use floe_raft_store::model::{CodeRef, FunctionConfig, LATEST};
 use floe_raft_store::{state_machine, validate, ApplyError};
 use rand::Rng;
 
+use super::scheduling::Run;
 use super::{Consistency, Service, ServiceError};
 use crate::executor::logs::LogRecord;
-use crate::executor::{Invocation, SandboxKey, LOG_TAIL_BYTES, MAX_PAYLOAD_BYTES};
+use crate::executor::MAX_PAYLOAD_BYTES;
+
+/// The limit on an asynchronous invocation's payload (it is stored in the Raft log).
+pub const MAX_EVENT_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// The last `max` bytes of `text`, cut at a character boundary.
-fn tail(text: &str, max: usize) -> &str {
+pub(super) fn tail(text: &str, max: usize) -> &str {
     let mut start = text.len().saturating_sub(max);
     while !text.is_char_boundary(start) {
         start += 1;
@@ -23,7 +25,7 @@ fn tail(text: &str, max: usize) -> &str {
 }
 
 /// What a call resolved to: one exact version.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Resolved {
     pub function: String,
     /// `$LATEST` or a number.
@@ -35,18 +37,35 @@ pub struct Resolved {
     pub qualifier: String,
 }
 
+/// Lambda's `X-Amz-Invocation-Type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InvocationType {
+    #[default]
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
 /// How an invocation was asked for, beyond its target and payload.
 #[derive(Debug, Clone, Default)]
 pub struct InvokeOptions {
+    pub invocation_type: InvocationType,
     /// Return the tail of the invocation's log.
     pub log_tail: bool,
     /// Lambda's client context (JSON), handed to the function.
     pub client_context: Option<String>,
+    /// The region whose quota it counts against; the entry node's when `None`.
+    pub region: Option<String>,
+    /// For events: the caller's retry policy, over the function's.
+    pub max_retry_attempts: Option<u32>,
+    pub max_event_age_s: Option<u32>,
 }
 
 /// The answer to an invocation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct InvokeResult {
+    /// Travels apart from the rest when forwarded.
+    #[serde(skip)]
     pub payload: Bytes,
     pub function_error: Option<String>,
     pub executed_version: String,
@@ -55,6 +74,8 @@ pub struct InvokeResult {
     pub cold_start: bool,
     /// The last 4 KB of the log, when asked for.
     pub log_tail: Option<String>,
+    /// 200 (ran), 202 (event accepted) or 204 (dry run), as Lambda answers.
+    pub status_code: u16,
 }
 
 impl Service {
@@ -121,9 +142,13 @@ impl Service {
         payload: Bytes,
         options: InvokeOptions,
     ) -> Result<InvokeResult, ServiceError> {
-        if payload.len() > MAX_PAYLOAD_BYTES {
+        let limit = match options.invocation_type {
+            InvocationType::Event => MAX_EVENT_PAYLOAD_BYTES,
+            _ => MAX_PAYLOAD_BYTES,
+        };
+        if payload.len() > limit {
             return Err(ServiceError::PayloadTooLarge(format!(
-                "the request payload is {} bytes: the limit is {MAX_PAYLOAD_BYTES} bytes",
+                "the request payload is {} bytes: the limit is {limit} bytes",
                 payload.len()
             )));
         }
@@ -132,48 +157,49 @@ impl Service {
                 "the request payload is not valid JSON".into(),
             ));
         }
-        let resolved = self.resolve(function, qualifier).await?;
-        self.ensure_package(&resolved.code).await?;
-        let code_dir = self.packages.extracted(&resolved.code.sha256)?;
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let mut arn = format!(
-            "arn:aws:lambda:{}:000000000000:function:{}",
-            self.config.region, resolved.function
-        );
-        if !resolved.qualifier.is_empty() {
-            arn = format!("{arn}:{}", resolved.qualifier);
+        if let Some(region) = &options.region {
+            validate::region(region)?;
         }
-        let invocation = Invocation {
-            key: SandboxKey {
-                function: resolved.function.clone(),
-                version: resolved.version.clone(),
-                revision_id: resolved.revision_id.clone(),
-            },
-            config: resolved.config.clone(),
-            code_dir,
-            request_id: request_id.clone(),
-            invoked_function_arn: arn,
-            region: self.config.region.clone(),
+        if options.invocation_type == InvocationType::Event {
+            return self.accept_event(function, qualifier, payload, &options).await;
+        }
+        let resolved = self.resolve(function, qualifier).await?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        if options.invocation_type == InvocationType::DryRun {
+            return Ok(InvokeResult {
+                payload: Bytes::new(),
+                function_error: None,
+                executed_version: resolved.version,
+                request_id,
+                node_id: self.cluster()?.id,
+                cold_start: false,
+                log_tail: None,
+                status_code: 204,
+            });
+        }
+        let run = Run {
+            invoked_function_arn: self.function_arn(&resolved.function, &resolved.qualifier),
+            resolved,
+            request_id,
             client_context: options.client_context,
+            log_tail: options.log_tail,
             payload,
         };
-        let outcome = self.executor.invoke(invocation).await?;
-        let node_id = self.cluster()?.id;
-        let log_tail = options.log_tail.then(|| tail(&outcome.log, LOG_TAIL_BYTES).to_string());
-        self.keep_log(node_id, &resolved, &request_id, outcome.log);
-        Ok(InvokeResult {
-            payload: outcome.payload,
-            function_error: outcome.function_error,
-            executed_version: resolved.version,
-            request_id,
-            node_id,
-            cold_start: outcome.cold_start,
-            log_tail,
-        })
+        self.run_placed(run, options.region).await
+    }
+
+    /// Lambda's ARN of `function`, with the qualifier the caller used.
+    pub fn function_arn(&self, function: &str, qualifier: &str) -> String {
+        let arn = format!("arn:aws:lambda:{}:000000000000:function:{function}", self.config.region);
+        if qualifier.is_empty() {
+            arn
+        } else {
+            format!("{arn}:{qualifier}")
+        }
     }
 
     /// Stores an invocation's log off the caller's path.
-    fn keep_log(&self, node_id: u64, resolved: &Resolved, request_id: &str, text: String) {
+    pub(super) fn keep_log(&self, node_id: u64, resolved: &Resolved, request_id: &str, text: String) {
         let record = LogRecord {
             time_ms: super::functions::now_ms(),
             node_id,

@@ -3,10 +3,12 @@
 //! types to these calls and [`ServiceError`] back to their status codes.
 
 pub mod cluster;
+pub mod events;
 pub mod functions;
 pub mod invoke;
 mod logs;
 mod packages;
+pub mod scheduling;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -17,9 +19,12 @@ use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::executor::Executor;
 use crate::packages::Packages;
+use crate::scheduler::agent::Agent;
+use crate::scheduler::leader::Scheduler;
 
 /// Why an operation failed, in terms an API can map to a status code.
-#[derive(Debug, thiserror::Error)]
+/// Serializable: a node that ran a forwarded invocation sends it back as is.
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ServiceError {
     #[error("{0}")]
     InvalidArgument(String),
@@ -34,6 +39,13 @@ pub enum ServiceError {
     /// Too many invocations for the capacity or quota: retry later.
     #[error("{0}")]
     Throttled(String),
+    /// Over a region's quota or a function's reserved concurrency: Lambda's
+    /// 429 `TooManyRequestsException` with its reason.
+    #[error("{message}")]
+    TooManyRequests {
+        reason: crate::scheduler::ThrottleReason,
+        message: String,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// The request reached the leader, which failed before answering: it may
@@ -105,6 +117,12 @@ pub struct Service {
     pub peers: Arc<Peers>,
     pub packages: Packages,
     pub executor: Arc<Executor>,
+    /// The scheduler's state while this node leads (empty otherwise).
+    pub scheduler: Scheduler,
+    /// The grants this node runs.
+    pub agent: Arc<Agent>,
+    /// Wakes the event dispatcher when this node accepts an event.
+    pub events_queued: tokio::sync::Notify,
     cluster: OnceLock<Arc<Cluster>>,
     pending_store: Mutex<Option<PendingStore>>,
     /// Serialises membership changes on the leader (ids are allocated one at a time).
@@ -121,6 +139,9 @@ impl Service {
         executor: Arc<Executor>,
     ) -> Service {
         Service {
+            scheduler: Scheduler::new(config.scheduler.clone(), reader.clone()),
+            agent: Arc::default(),
+            events_queued: tokio::sync::Notify::new(),
             config,
             address,
             reader,

@@ -5,7 +5,7 @@ use super::kv::{get_json, scan_json, KvRead, Overlay};
 use crate::command::{ApplyError, CommandResult, Response};
 use crate::error::StoreError;
 use crate::keys;
-use crate::model::NodeRecord;
+use crate::model::{min_unreserved, NodeRecord, DEFAULT_REGION_QUOTA};
 use crate::validate;
 
 type Staged<'a, 'b> = Overlay<'a, dyn KvRead + 'b>;
@@ -26,8 +26,60 @@ pub fn list_region_quotas(kv: &(impl KvRead + ?Sized)) -> Result<Vec<(String, u3
         .collect()
 }
 
+/// A region's concurrency quota (the default when none was set).
+pub fn region_quota(kv: &(impl KvRead + ?Sized), region: &str) -> Result<u32, StoreError> {
+    Ok(get_json(kv, &keys::region_quota(region))?.unwrap_or(DEFAULT_REGION_QUOTA))
+}
+
+/// The sum of every function's reserved concurrency.
+pub fn reserved_total(kv: &(impl KvRead + ?Sized)) -> Result<u32, StoreError> {
+    Ok(get_json(kv, keys::RESERVED_TOTAL)?.unwrap_or(0))
+}
+
+/// Recomputes the reserved total from the functions (after a function is deleted).
+pub(super) fn recount_reserved(kv: &mut Staged) -> Result<(), StoreError> {
+    let total: u32 = super::functions::list_functions(kv)?
+        .iter()
+        .filter_map(|f| f.reserved_concurrency)
+        .sum();
+    kv.put_json(keys::RESERVED_TOTAL.to_vec(), &total)
+}
+
+/// How much concurrency reservations may take in all: reservations apply in
+/// every region, so the smallest region decides. Returns that region and its limit.
+pub(super) fn reservation_limit(kv: &(impl KvRead + ?Sized)) -> Result<(String, u32), StoreError> {
+    let mut regions: Vec<String> = list_nodes(kv)?.into_iter().map(|n| n.region).collect();
+    regions.extend(list_region_quotas(kv)?.into_iter().map(|(region, _)| region));
+    let mut tightest: Option<(String, u32)> = None;
+    for region in regions {
+        let quota = region_quota(kv, &region)?;
+        let limit = quota - min_unreserved(quota).min(quota);
+        if tightest.as_ref().is_none_or(|(_, l)| limit < *l) {
+            tightest = Some((region, limit));
+        }
+    }
+    Ok(tightest.unwrap_or_else(|| {
+        (
+            "(default)".into(),
+            DEFAULT_REGION_QUOTA - min_unreserved(DEFAULT_REGION_QUOTA),
+        )
+    }))
+}
+
 pub(super) fn set_quota(kv: &mut Staged, region: &str, concurrency: u32) -> Result<CommandResult, StoreError> {
     refuse!(validate::region(region));
+    let reserved = reserved_total(kv)?;
+    if reserved > 0 && u64::from(reserved) + u64::from(min_unreserved(concurrency)) > u64::from(concurrency) {
+        return Ok(Err(ApplyError::FailedPrecondition {
+            message: format!(
+                "functions reserve {reserved} in all, so region {region} needs a quota of at least {}; \
+                 lower their reserved concurrency first",
+                (reserved..)
+                    .find(|q| q - min_unreserved(*q).min(*q) >= reserved)
+                    .unwrap_or(u32::MAX)
+            ),
+        }));
+    }
     kv.put_json(keys::region_quota(region), &concurrency)?;
     Ok(Ok(Response::None))
 }

@@ -125,13 +125,29 @@ pub(super) fn delete(kv: &mut Staged, name: &str) -> Result<CommandResult, Store
         }
     }
     kv.delete(keys::function(name));
+    super::events::delete_function_events(kv, name)?;
+    super::cluster::recount_reserved(kv)?;
     Ok(Ok(Response::None))
 }
 
 pub(super) fn put_concurrency(kv: &mut Staged, name: &str, reserved: Option<u32>) -> Result<CommandResult, StoreError> {
     let mut record = refuse!(require(kv, name)?);
+    let others = super::cluster::reserved_total(kv)? - record.reserved_concurrency.unwrap_or(0);
+    let (region, limit) = super::cluster::reservation_limit(kv)?;
+    if let Some(wanted) = reserved {
+        if u64::from(others) + u64::from(wanted) > u64::from(limit) {
+            return Ok(Err(ApplyError::InvalidArgument {
+                message: format!(
+                    "reserving {wanted} for {name} would leave region {region} less than its minimum unreserved \
+                     concurrency: at most {} can be reserved there, {others} already is",
+                    limit
+                ),
+            }));
+        }
+    }
     record.reserved_concurrency = reserved;
     kv.put_json(keys::function(name), &record)?;
+    kv.put_json(keys::RESERVED_TOTAL.to_vec(), &(others + reserved.unwrap_or(0)))?;
     Ok(Ok(Response::Function(record)))
 }
 

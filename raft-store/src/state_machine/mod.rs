@@ -6,11 +6,13 @@
 
 mod aliases;
 mod cluster;
+mod events;
 mod functions;
 pub mod kv;
 
 pub use aliases::{get_alias, list_aliases};
-pub use cluster::{list_nodes, list_region_quotas};
+pub use cluster::{list_nodes, list_region_quotas, region_quota, reserved_total};
+pub use events::{effective_event_invoke_config, get_event, get_event_invoke_config, list_failed_events};
 pub use functions::{get_function, get_version, list_functions, list_versions};
 
 use std::collections::BTreeMap;
@@ -108,6 +110,36 @@ pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Wri
         Command::SetRegionQuota { region, concurrency } => cluster::set_quota(&mut overlay, region, *concurrency)?,
         Command::RegisterNode { id, address, region } => cluster::register(&mut overlay, *id, address, region)?,
         Command::RemoveNode { id } => cluster::remove(&mut overlay, *id)?,
+        Command::PutEventInvokeConfig {
+            function,
+            qualifier,
+            max_retry_attempts,
+            max_event_age_s,
+            on_success,
+            on_failure,
+            now_ms,
+        } => events::put_config(
+            &mut overlay,
+            function,
+            qualifier,
+            *max_retry_attempts,
+            *max_event_age_s,
+            on_success.as_ref().map(|d| d.as_deref()),
+            on_failure.as_ref().map(|d| d.as_deref()),
+            *now_ms,
+        )?,
+        Command::DeleteEventInvokeConfig { function, qualifier } => {
+            events::delete_config(&mut overlay, function, qualifier)?
+        }
+        Command::EnqueueEvent(event) => events::enqueue(&mut overlay, event)?,
+        Command::RecordAttempt {
+            id,
+            attempts,
+            outcome,
+            now_ms,
+        } => events::record_attempt(&mut overlay, id, *attempts, outcome, *now_ms)?,
+        Command::ReplayFailedEvents { function, ids, now_ms } => events::replay(&mut overlay, function, ids, *now_ms)?,
+        Command::DeleteFailedEvents { function, ids } => events::delete_failed(&mut overlay, function, ids)?,
         Command::Batch(commands) => {
             let mut results = Vec::with_capacity(commands.len());
             for command in commands {

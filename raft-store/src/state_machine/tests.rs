@@ -583,3 +583,279 @@ fn a_batch_answers_each_command_as_if_alone() {
     commit(&mut table, writes);
     assert_eq!(get_function(&table, "f").unwrap().unwrap().latest_version, 1);
 }
+
+fn reserve(name: &str, n: Option<u32>) -> Command {
+    Command::PutFunctionConcurrency {
+        name: name.into(),
+        reserved_concurrency: n,
+    }
+}
+
+fn quota(region: &str, concurrency: u32) -> Command {
+    Command::SetRegionQuota {
+        region: region.into(),
+        concurrency,
+    }
+}
+
+/// Applies every command, each of which must be accepted, and returns the table.
+fn applied(commands: &[Command]) -> Table {
+    let mut table = Table::new();
+    for command in commands {
+        let (result, writes) = apply(&table, command).expect("storage");
+        assert!(result.is_ok(), "{command:?} failed: {result:?}");
+        commit(&mut table, writes);
+    }
+    table
+}
+
+#[test]
+fn reservations_keep_a_minimum_unreserved_pool() {
+    // Default quota 100 keeps 10 unreserved: 90 may be reserved in all.
+    check(
+        &[create("f"), create("g"), reserve("f", Some(60))],
+        reserve("g", Some(30)),
+        Expect::Ok(|_| true),
+    );
+    check(
+        &[create("f"), create("g"), reserve("f", Some(60))],
+        reserve("g", Some(31)),
+        Expect::Refused("minimum unreserved"),
+    );
+    // Changing a reservation counts only the others.
+    check(
+        &[create("f"), reserve("f", Some(90))],
+        reserve("f", Some(80)),
+        Expect::Ok(|_| true),
+    );
+    // The smallest region decides.
+    check(
+        &[create("f"), quota("small", 10)],
+        reserve("f", Some(10)),
+        Expect::Refused("region small"),
+    );
+    check(
+        &[create("f"), quota("small", 10)],
+        reserve("f", Some(9)),
+        Expect::Ok(|_| true),
+    );
+    // A quota cannot drop below what is reserved plus the minimum pool.
+    check(
+        &[create("f"), reserve("f", Some(9))],
+        quota("local", 9),
+        Expect::Refused("lower their reserved"),
+    );
+    check(
+        &[create("f"), reserve("f", Some(9))],
+        quota("local", 10),
+        Expect::Ok(|_| true),
+    );
+    // Without reservations a quota of 0 stops a region.
+    check(&[], quota("local", 0), Expect::Ok(|_| true));
+    // The total follows reservations and deletions.
+    let table = applied(&[create("f"), create("g"), reserve("f", Some(5)), reserve("g", Some(7))]);
+    assert_eq!(reserved_total(&table).unwrap(), 12);
+    let table = applied(&[
+        create("f"),
+        create("g"),
+        reserve("f", Some(5)),
+        reserve("g", Some(7)),
+        Command::DeleteFunction { name: "g".into() },
+        reserve("f", None),
+    ]);
+    assert_eq!(reserved_total(&table).unwrap(), 0);
+}
+
+fn event(id: &str, max_retry_attempts: u32) -> crate::model::EventRecord {
+    crate::model::EventRecord {
+        id: id.into(),
+        function: "f".into(),
+        qualifier: "$LATEST".into(),
+        function_arn: "arn:aws:lambda:local:000000000000:function:f".into(),
+        payload: r#"{"n":1}"#.into(),
+        region: "local".into(),
+        accepted_ms: 1_000,
+        attempts: 0,
+        due_ms: 1_000,
+        max_retry_attempts,
+        max_event_age_s: 60,
+        on_success: None,
+        on_failure: None,
+        last_error: None,
+    }
+}
+
+fn attempt(id: &str, attempts: u32, outcome: crate::command::AttemptOutcome, now_ms: i64) -> Command {
+    Command::RecordAttempt {
+        id: id.into(),
+        attempts,
+        outcome,
+        now_ms,
+    }
+}
+
+fn failed(retry_in_ms: i64) -> crate::command::AttemptOutcome {
+    crate::command::AttemptOutcome::Failed {
+        error: r#"{"errorMessage":"boom"}"#.into(),
+        executed_version: "$LATEST".into(),
+        retry_in_ms,
+    }
+}
+
+fn due(table: &Table) -> Vec<(i64, String)> {
+    table.keys().filter_map(|k| crate::keys::parse_event_due(k)).collect()
+}
+
+#[test]
+fn an_event_is_queued_once() {
+    let table = applied(&[
+        create("f"),
+        Command::EnqueueEvent(event("e1", 2)),
+        Command::EnqueueEvent(event("e1", 0)),
+    ]);
+    assert_eq!(due(&table), vec![(1_000, "e1".to_string())]);
+    assert_eq!(get_event(&table, "e1").unwrap().unwrap().max_retry_attempts, 2);
+    check(
+        &[],
+        Command::EnqueueEvent(event("a/b", 2)),
+        Expect::Refused("invalid event id"),
+    );
+}
+
+#[test]
+fn failures_are_retried_then_kept_in_the_failed_event_store() {
+    let mut commands = vec![create("f"), Command::EnqueueEvent(event("e1", 2))];
+    commands.push(attempt("e1", 0, failed(500), 2_000));
+    let table = applied(&commands);
+    assert_eq!(due(&table), vec![(2_500, "e1".to_string())]);
+    assert_eq!(get_event(&table, "e1").unwrap().unwrap().attempts, 1);
+    // A repeated report of the same attempt changes nothing.
+    commands.push(attempt("e1", 0, failed(500), 2_100));
+    assert_eq!(applied(&commands), table);
+    commands.push(attempt("e1", 1, failed(500), 3_000));
+    commands.push(attempt("e1", 2, failed(500), 4_000));
+    let table = applied(&commands);
+    assert!(due(&table).is_empty());
+    assert!(get_event(&table, "e1").unwrap().is_none());
+    let failed_events = list_failed_events(&table, "f").unwrap();
+    assert_eq!(failed_events.len(), 1);
+    assert_eq!(
+        failed_events[0].condition,
+        crate::model::FailureCondition::RetriesExhausted
+    );
+    assert_eq!(failed_events[0].event.attempts, 3);
+    // Replaying queues it again as new.
+    commands.push(Command::ReplayFailedEvents {
+        function: "f".into(),
+        ids: vec![],
+        now_ms: 9_000,
+    });
+    let table = applied(&commands);
+    assert!(list_failed_events(&table, "f").unwrap().is_empty());
+    let replayed = get_event(&table, "e1").unwrap().unwrap();
+    assert_eq!(
+        (replayed.attempts, replayed.accepted_ms, replayed.due_ms),
+        (0, 9_000, 9_000)
+    );
+}
+
+#[test]
+fn throttled_dispatches_do_not_count_until_the_event_is_too_old() {
+    let not_run = |retry_in_ms| crate::command::AttemptOutcome::NotRun {
+        reason: "throttled".into(),
+        retry_in_ms,
+    };
+    let table = applied(&[
+        create("f"),
+        Command::EnqueueEvent(event("e1", 0)),
+        attempt("e1", 0, not_run(500), 2_000),
+        attempt("e1", 0, not_run(500), 3_000),
+    ]);
+    let event_now = get_event(&table, "e1").unwrap().unwrap();
+    assert_eq!((event_now.attempts, event_now.due_ms), (0, 3_500));
+    // Max age 60 s from 1 s: a retry due after 61 s is too late.
+    let table = applied(&[
+        create("f"),
+        Command::EnqueueEvent(event("e1", 0)),
+        attempt("e1", 0, not_run(500), 60_600),
+    ]);
+    let failed_events = list_failed_events(&table, "f").unwrap();
+    assert_eq!(
+        failed_events[0].condition,
+        crate::model::FailureCondition::EventAgeExceeded
+    );
+}
+
+#[test]
+fn destinations_get_lambdas_invocation_record() {
+    let config = |on_success: Option<&str>, on_failure: Option<&str>| Command::PutEventInvokeConfig {
+        function: "f".into(),
+        qualifier: String::new(),
+        max_retry_attempts: Some(0),
+        max_event_age_s: None,
+        on_success: Some(on_success.map(str::to_string)),
+        on_failure: Some(on_failure.map(str::to_string)),
+        now_ms: 1,
+    };
+    check(&[], config(None, None), Expect::Refused("FunctionNotFound"));
+    check(
+        &[create("f")],
+        config(Some("bad name"), None),
+        Expect::Refused("invalid function name"),
+    );
+    let mut with_destinations = event("e1", 0);
+    with_destinations.on_success = Some("ok".into());
+    with_destinations.on_failure = Some("dlq".into());
+    let table = applied(&[
+        create("f"),
+        create("ok"),
+        create("dlq"),
+        config(Some("ok"), Some("dlq")),
+        Command::EnqueueEvent(with_destinations.clone()),
+        attempt("e1", 0, failed(0), 2_000),
+    ]);
+    let record = get_event(&table, "e1-failure")
+        .unwrap()
+        .expect("a record for the failure destination");
+    assert_eq!(record.function, "dlq");
+    let body: serde_json::Value = serde_json::from_str(&record.payload).unwrap();
+    assert_eq!(body["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(body["requestContext"]["requestId"], "e1");
+    assert_eq!(
+        body["requestContext"]["functionArn"],
+        "arn:aws:lambda:local:000000000000:function:f"
+    );
+    assert_eq!(body["requestPayload"]["n"], 1);
+    assert_eq!(body["responsePayload"]["errorMessage"], "boom");
+    assert!(list_failed_events(&table, "f").unwrap().is_empty());
+    let table = applied(&[
+        create("f"),
+        create("ok"),
+        Command::EnqueueEvent(with_destinations),
+        attempt(
+            "e1",
+            0,
+            crate::command::AttemptOutcome::Succeeded {
+                response: r#"{"answer":42}"#.into(),
+                executed_version: "1".into(),
+            },
+            2_000,
+        ),
+    ]);
+    let record = get_event(&table, "e1-success")
+        .unwrap()
+        .expect("a record for the success destination");
+    let body: serde_json::Value = serde_json::from_str(&record.payload).unwrap();
+    assert_eq!(body["requestContext"]["condition"], "Success");
+    assert_eq!(body["responseContext"]["executedVersion"], "1");
+    assert_eq!(body["responsePayload"]["answer"], 42);
+    // A failure destination that no longer exists: the failed-event store keeps the event.
+    let mut orphan = event("e2", 0);
+    orphan.on_failure = Some("gone".into());
+    let table = applied(&[
+        create("f"),
+        Command::EnqueueEvent(orphan),
+        attempt("e2", 0, failed(0), 2_000),
+    ]);
+    assert_eq!(list_failed_events(&table, "f").unwrap().len(), 1);
+}

@@ -1,0 +1,317 @@
+//! The leader's soft state: the load view from heartbeats and the grants
+//! given. Never written to the Raft log; a new leader starts empty and
+//! rebuilds it from the nodes' reports before it grants anything.
+//!
+//! A grant is held until its node releases it, until a report of that node
+//! shows it no longer runs (once it could no longer start), or — when the
+//! node went silent — until it could no longer be running at all (lease +
+//! the function's timeout). So a node cut off from the leader keeps its
+//! share of the quota while its invocations may still run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use floe_raft_store::{state_machine, NodeId, StateReader};
+
+use super::placement::{self, Ask, NodeLoad, Placement};
+use super::quota::{self, Limits, Usage};
+use super::{Grant, GrantAsk, GrantReply, LoadReport, LoadView, NodeView, Release};
+use crate::config::SchedulerConfig;
+use crate::executor::SandboxKey;
+
+/// Slack for clocks that run at slightly different speeds and for messages in flight.
+const MARGIN: Duration = Duration::from_secs(1);
+
+pub struct Scheduler {
+    config: SchedulerConfig,
+    reader: StateReader,
+    state: Mutex<State>,
+}
+
+/// Everything the leader knows in one term.
+struct State {
+    term: u64,
+    since: Instant,
+    nodes: HashMap<NodeId, NodeEntry>,
+    grants: HashMap<u64, GrantEntry>,
+}
+
+struct NodeEntry {
+    region: String,
+    capacity_mb: u64,
+    free_mb: u64,
+    idle: HashMap<SandboxKey, u32>,
+    last_seen: Instant,
+}
+
+struct GrantEntry {
+    node: NodeId,
+    region: String,
+    function: String,
+    reserved: bool,
+    memory_mb: u64,
+    /// After this, a report that does not list it means it never started or has ended.
+    start_by: Instant,
+    /// After this, it cannot be running any more, whatever its node says.
+    expires: Instant,
+}
+
+/// Who is in the cluster, from Raft's membership, for one decision.
+pub struct Members<'a> {
+    pub voters: &'a BTreeSet<NodeId>,
+    pub addresses: &'a BTreeMap<NodeId, String>,
+}
+
+impl State {
+    fn new(term: u64) -> State {
+        State {
+            term,
+            since: Instant::now(),
+            nodes: HashMap::new(),
+            grants: HashMap::new(),
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.grants.retain(|_, g| g.expires > now);
+    }
+
+    fn usage(&self, region: &str, function: &str) -> Usage {
+        let mut usage = Usage::default();
+        for grant in self.grants.values().filter(|g| g.region == region) {
+            usage.region += 1;
+            if !grant.reserved {
+                usage.unreserved += 1;
+            }
+            if grant.function == function {
+                usage.function += 1;
+            }
+        }
+        usage
+    }
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig, reader: StateReader) -> Scheduler {
+        Scheduler {
+            config,
+            reader,
+            state: Mutex::new(State::new(0)),
+        }
+    }
+
+    /// The state of `term`; a newer term starts over (this node just became leader).
+    fn state(&self, term: u64) -> Option<std::sync::MutexGuard<'_, State>> {
+        let mut state = self.state.lock().expect("scheduler lock");
+        if term > state.term {
+            tracing::info!(
+                term,
+                "scheduler: leading a new term, rebuilding the load view from reports"
+            );
+            *state = State::new(term);
+        }
+        (state.term == term).then_some(state)
+    }
+
+    /// Takes a node's report: its load, and which grants it runs.
+    pub fn heartbeat(&self, term: u64, report: LoadReport) {
+        let Some(mut state) = self.state(term) else { return };
+        let now = Instant::now();
+        state.expire(now);
+        let running: HashSet<u64> = report.running.iter().map(|g| g.id).collect();
+        let node = report.node;
+        state
+            .grants
+            .retain(|id, g| g.node != node || running.contains(id) || now < g.start_by);
+        for grant in report.running {
+            // A grant of an earlier leader (or one this leader lost track of): count it again.
+            state.grants.entry(grant.id).or_insert_with(|| GrantEntry {
+                node,
+                region: grant.region,
+                function: grant.function,
+                reserved: grant.reserved,
+                memory_mb: grant.memory_mb,
+                start_by: now,
+                expires: now + Duration::from_millis(grant.remaining_ms) + MARGIN,
+            });
+        }
+        state.nodes.insert(
+            node,
+            NodeEntry {
+                region: report.region,
+                capacity_mb: report.capacity_mb,
+                free_mb: report.free_mb,
+                idle: report.idle.into_iter().collect(),
+                last_seen: now,
+            },
+        );
+    }
+
+    fn live(&self, entry: &NodeEntry, now: Instant) -> bool {
+        now.duration_since(entry.last_seen) < self.config.node_timeout
+    }
+
+    /// Decides one invocation: refuse it over quota, or grant it a node.
+    pub fn grant(&self, term: u64, ask: &GrantAsk, members: &Members) -> GrantReply {
+        let Some(mut state) = self.state(term) else {
+            return GrantReply::NotReady(format!("not the leader of term {term}"));
+        };
+        let now = Instant::now();
+        state.expire(now);
+        let reported = members
+            .addresses
+            .keys()
+            .filter(|id| state.nodes.contains_key(id))
+            .count();
+        if reported < members.addresses.len() && now.duration_since(state.since) < self.config.rebuild_wait {
+            return GrantReply::NotReady("the new leader is still collecting the nodes' running invocations".into());
+        }
+        // A leader cut off from the majority must stop granting before a new one starts.
+        let fresh_voters = members
+            .voters
+            .iter()
+            .filter(|id| state.nodes.get(id).is_some_and(|n| self.live(n, now)))
+            .count();
+        if fresh_voters * 2 <= members.voters.len() {
+            return GrantReply::NotReady("the leader has not heard from a majority of the voters".into());
+        }
+        let region = ask.region.clone().unwrap_or_else(|| ask.entry_region.clone());
+        let limits = match self.limits(&region, &ask.key.function) {
+            Ok(limits) => limits,
+            Err(e) => return GrantReply::NotReady(format!("cannot read the quotas: {e}")),
+        };
+        if let Err(reason) = quota::admit(state.usage(&region, &ask.key.function), limits) {
+            let message = match reason {
+                quota::ThrottleReason::ConcurrentInvocationLimitExceeded => {
+                    format!(
+                        "Rate Exceeded: region {region} runs its quota of {} invocations",
+                        limits.quota
+                    )
+                }
+                quota::ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded => format!(
+                    "Rate Exceeded: function {} runs its reserved concurrency of {}",
+                    ask.key.function,
+                    limits.reserved.unwrap_or(0)
+                ),
+            };
+            return GrantReply::Throttled { reason, message };
+        }
+        let loads: Vec<NodeLoad> = members
+            .addresses
+            .keys()
+            .filter_map(|id| {
+                let entry = state.nodes.get(id)?;
+                let busy_mb = state
+                    .grants
+                    .values()
+                    .filter(|g| g.node == *id)
+                    .map(|g| g.memory_mb)
+                    .sum();
+                Some(NodeLoad {
+                    id: *id,
+                    region: entry.region.clone(),
+                    live: self.live(entry, now),
+                    idle: entry.idle.clone(),
+                    capacity_mb: entry.capacity_mb,
+                    busy_mb,
+                })
+            })
+            .collect();
+        let place_ask = Ask {
+            region: &region,
+            key: &ask.key,
+            memory_mb: ask.memory_mb,
+        };
+        let Some(placement) = placement::place(&loads, &place_ask, &mut rand::rng()) else {
+            return GrantReply::NoCapacity(format!(
+                "no live node of region {region} has {} MB free for {}",
+                ask.memory_mb, ask.key.function
+            ));
+        };
+        let node = placement.node();
+        let warm = matches!(placement, Placement::Warm(_));
+        if warm {
+            if let Some(idle) = state.nodes.get_mut(&node).and_then(|n| n.idle.get_mut(&ask.key)) {
+                *idle = idle.saturating_sub(1);
+            }
+        }
+        let id = rand::random::<u64>();
+        let lease = self.config.grant_lease;
+        state.grants.insert(
+            id,
+            GrantEntry {
+                node,
+                region: region.clone(),
+                function: ask.key.function.clone(),
+                reserved: limits.reserved.is_some(),
+                memory_mb: ask.memory_mb,
+                start_by: now + lease + MARGIN,
+                expires: now + lease + Duration::from_secs(ask.timeout_s) + MARGIN,
+            },
+        );
+        GrantReply::Granted(Grant {
+            id,
+            term,
+            node,
+            address: members.addresses.get(&node).cloned().unwrap_or_default(),
+            region,
+            function: ask.key.function.clone(),
+            reserved: limits.reserved.is_some(),
+            memory_mb: ask.memory_mb,
+            lease_ms: lease.as_millis() as u64,
+            warm,
+        })
+    }
+
+    fn limits(&self, region: &str, function: &str) -> Result<Limits, floe_raft_store::StoreError> {
+        Ok(Limits {
+            quota: state_machine::region_quota(&self.reader, region)?,
+            reserved_total: state_machine::reserved_total(&self.reader)?,
+            reserved: state_machine::get_function(&self.reader, function)?.and_then(|f| f.reserved_concurrency),
+        })
+    }
+
+    /// Gives a grant back; its sandbox is idle again if it stayed warm.
+    pub fn release(&self, release: &Release) {
+        let Some(mut state) = self.state(release.term) else {
+            return;
+        };
+        if state.grants.remove(&release.grant).is_some() && release.warm {
+            if let Some(node) = state.nodes.get_mut(&release.node) {
+                *node.idle.entry(release.key.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    /// The view for `floe cluster status`.
+    pub fn view(&self, term: u64) -> LoadView {
+        let Some(mut state) = self.state(term) else {
+            return LoadView::default();
+        };
+        let now = Instant::now();
+        state.expire(now);
+        let mut running: BTreeMap<String, u32> = BTreeMap::new();
+        for grant in state.grants.values() {
+            *running.entry(grant.region.clone()).or_default() += 1;
+        }
+        let nodes = state
+            .nodes
+            .iter()
+            .map(|(id, entry)| NodeView {
+                node: *id,
+                running: state.grants.values().filter(|g| g.node == *id).count() as u32,
+                idle: entry.idle.values().sum(),
+                free_mb: entry.free_mb,
+                capacity_mb: entry.capacity_mb,
+                last_heartbeat_ms: now.duration_since(entry.last_seen).as_millis() as u64,
+                live: self.live(entry, now),
+            })
+            .collect();
+        LoadView {
+            term,
+            nodes,
+            running: running.into_iter().collect(),
+        }
+    }
+}

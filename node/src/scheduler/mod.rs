@@ -1,0 +1,134 @@
+//! Scheduling: where each invocation runs, and whether it may start now.
+//!
+//! The Raft leader is the scheduler. Every node reports its load to it
+//! ([`agent`], the node side); the leader keeps those reports in memory only
+//! ([`leader`]) and answers each invocation with a [`Grant`]: permission to
+//! start one invocation on one node, within the region's quota.
+//!
+//! - [`quota`]: may one more invocation start (pure);
+//! - [`placement`]: which node (pure);
+//! - [`leader`]: the leader's soft state: load view, grants, term;
+//! - [`agent`]: the node side: heartbeats, grants it runs, releases.
+//!
+//! The messages below travel bincode-encoded in the internal `Scheduler`
+//! gRPC service, like openraft's.
+
+pub mod agent;
+pub mod leader;
+pub mod placement;
+pub mod quota;
+
+use floe_raft_store::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::executor::SandboxKey;
+pub use quota::ThrottleReason;
+
+/// A node's load, sent to the leader every `scheduler.heartbeat_interval`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub node: NodeId,
+    pub region: String,
+    pub sandbox_mode: String,
+    pub capacity_mb: u64,
+    /// Memory not held by any sandbox, busy or idle.
+    pub free_mb: u64,
+    pub idle: Vec<(SandboxKey, u32)>,
+    /// The grants this node is running (a new leader rebuilds its counts from these).
+    pub running: Vec<RunningGrant>,
+}
+
+/// A grant whose invocation is running on the reporting node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunningGrant {
+    pub id: u64,
+    pub region: String,
+    pub function: String,
+    pub reserved: bool,
+    pub memory_mb: u64,
+    /// How much longer it can run at most (its timeout minus its age).
+    pub remaining_ms: u64,
+}
+
+/// The leader's answer to a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub term: u64,
+}
+
+/// A request to start one invocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantAsk {
+    /// The node the call arrived at, and its region.
+    pub entry_node: NodeId,
+    pub entry_region: String,
+    /// The region the caller named, if any.
+    pub region: Option<String>,
+    pub key: SandboxKey,
+    pub memory_mb: u64,
+    pub timeout_s: u64,
+}
+
+/// Permission to start one invocation on one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: u64,
+    /// The term of the leader that granted it; releases go to that term only.
+    pub term: u64,
+    pub node: NodeId,
+    pub address: String,
+    pub region: String,
+    pub function: String,
+    /// Whether it counts against the function's reservation.
+    pub reserved: bool,
+    pub memory_mb: u64,
+    /// The invocation must start within this long of the grant request.
+    pub lease_ms: u64,
+    /// True when the chosen node had an idle warm sandbox of the version.
+    pub warm: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum GrantReply {
+    Granted(Grant),
+    /// Over a quota: Lambda's 429.
+    Throttled {
+        reason: ThrottleReason,
+        message: String,
+    },
+    /// No live node of the region has room for the function's memory.
+    NoCapacity(String),
+    /// This node is not the leader, or is still rebuilding its view: ask again.
+    NotReady(String),
+}
+
+/// A grant given back after its invocation ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Release {
+    pub grant: u64,
+    pub term: u64,
+    pub node: NodeId,
+    pub key: SandboxKey,
+    /// Whether the sandbox went back to the pool, idle and warm.
+    pub warm: bool,
+}
+
+/// The leader's view, for `floe cluster status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoadView {
+    pub term: u64,
+    pub nodes: Vec<NodeView>,
+    /// `(region, running)` for every region with running invocations.
+    pub running: Vec<(String, u32)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node: NodeId,
+    pub running: u32,
+    pub idle: u32,
+    pub free_mb: u64,
+    pub capacity_mb: u64,
+    pub last_heartbeat_ms: u64,
+    pub live: bool,
+}

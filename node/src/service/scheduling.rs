@@ -1,0 +1,344 @@
+//! Scheduling seen from the service layer: asking the leader for a grant
+//! (waiting through elections), running a granted invocation here or on the
+//! chosen node, giving the grant back, and this node's heartbeats.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use floe_proto::internal::{Execution, Payload};
+use floe_raft_store::codec;
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::invoke::{InvokeResult, Resolved};
+use super::{Service, ServiceError};
+use crate::executor::{Invocation, SandboxKey, LOG_TAIL_BYTES};
+use crate::scheduler::leader::Members;
+use crate::scheduler::{Grant, GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release};
+
+/// How long a grant request or a heartbeat may wait for the leader's answer.
+const LEADER_RPC_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One invocation, resolved and ready to run wherever it is placed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub resolved: Resolved,
+    pub request_id: String,
+    pub invoked_function_arn: String,
+    pub client_context: Option<String>,
+    pub log_tail: bool,
+    /// Sent apart from the header (see the `Execution` message).
+    #[serde(skip)]
+    pub payload: Bytes,
+}
+
+/// The header of a forwarded invocation.
+#[derive(Serialize, Deserialize)]
+struct ExecuteHeader {
+    grant: Grant,
+    run: Run,
+    /// What is left of the grant's lease when the request leaves the entry node.
+    start_within_ms: u64,
+}
+
+impl Service {
+    /// The current term, when this node leads it.
+    pub fn leading_term(&self) -> Option<u64> {
+        let cluster = self.started_cluster()?;
+        let metrics = cluster.metrics();
+        (metrics.state == ServerState::Leader && metrics.current_leader == Some(cluster.id))
+            .then_some(metrics.current_term)
+    }
+
+    /// Decides a grant, on the leader.
+    pub fn grant_here(&self, ask: &GrantAsk) -> GrantReply {
+        let (Some(term), Some(cluster)) = (self.leading_term(), self.started_cluster()) else {
+            return GrantReply::NotReady("this node is not the leader".into());
+        };
+        let (voters, addresses) = cluster.membership();
+        self.scheduler.grant(
+            term,
+            ask,
+            &Members {
+                voters: &voters,
+                addresses: &addresses,
+            },
+        )
+    }
+
+    /// Asks the leader for a grant, waiting (up to `raft.leader_wait`) through
+    /// elections and a new leader's rebuild.
+    pub async fn request_grant(&self, ask: &GrantAsk) -> Result<Grant, ServiceError> {
+        let cluster = self.cluster()?;
+        let wait = self.config.raft.leader_wait;
+        let deadline = Instant::now() + wait;
+        let mut last = "no leader is known".to_string();
+        loop {
+            let reply = match cluster.leader() {
+                Some((leader, _)) if leader == cluster.id => Some(self.grant_here(ask)),
+                Some((_, address)) => match self.remote_grant(&address, ask).await {
+                    Ok(reply) => Some(reply),
+                    Err(e) => {
+                        last = e;
+                        None
+                    }
+                },
+                None => None,
+            };
+            match reply {
+                Some(GrantReply::Granted(grant)) => return Ok(grant),
+                Some(GrantReply::Throttled { reason, message }) => {
+                    return Err(ServiceError::TooManyRequests { reason, message })
+                }
+                Some(GrantReply::NoCapacity(message)) => return Err(ServiceError::Throttled(message)),
+                Some(GrantReply::NotReady(message)) => last = message,
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(ServiceError::Unavailable(format!(
+                    "no leader granted the invocation within {wait:?}: {last}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn remote_grant(&self, address: &str, ask: &GrantAsk) -> Result<GrantReply, String> {
+        let data = codec::encode(ask)?;
+        let mut client = self.peers.scheduler(address).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(Payload { data });
+        request.set_timeout(LEADER_RPC_TIMEOUT);
+        let reply = client.grant(request).await.map_err(|e| e.message().to_string())?;
+        codec::decode(&reply.into_inner().data)
+    }
+
+    /// Runs `run` where the leader places it, within the region's quota.
+    pub async fn run_placed(&self, run: Run, region: Option<String>) -> Result<InvokeResult, ServiceError> {
+        let cluster = self.cluster()?;
+        let config = &run.resolved.config;
+        let ask = GrantAsk {
+            entry_node: cluster.id,
+            entry_region: self.config.region.clone(),
+            region,
+            key: run.resolved.key(),
+            memory_mb: u64::from(config.memory_mb),
+            timeout_s: u64::from(config.timeout_s),
+        };
+        let asked_at = Instant::now();
+        let grant = self.request_grant(&ask).await?;
+        let start_by = asked_at + Duration::from_millis(grant.lease_ms);
+        if grant.node == cluster.id {
+            return self.execute(grant, run, start_by).await;
+        }
+        let header = ExecuteHeader {
+            start_within_ms: start_by.saturating_duration_since(Instant::now()).as_millis() as u64,
+            grant: grant.clone(),
+            run,
+        };
+        let payload = header.run.payload.to_vec();
+        let header = codec::encode(&header).map_err(ServiceError::Internal)?;
+        let mut client = self.peers.scheduler(&grant.address)?;
+        let reply = client
+            .execute(Execution { header, payload })
+            .await
+            .map_err(|status| {
+                if crate::cluster::is_connect_error(&status) {
+                    ServiceError::Unavailable(format!("node {} is unreachable: {}", grant.node, status.message()))
+                } else {
+                    // It may have run: the caller must not retry blindly.
+                    ServiceError::OutcomeUnknown(format!(
+                        "node {} failed while running the invocation: {}",
+                        grant.node,
+                        status.message()
+                    ))
+                }
+            })?
+            .into_inner();
+        let result: Result<InvokeResult, ServiceError> =
+            codec::decode(&reply.header).map_err(ServiceError::Internal)?;
+        let mut result = result?;
+        result.payload = Bytes::from(reply.payload);
+        Ok(result)
+    }
+
+    /// Runs a forwarded invocation (the `Execute` RPC).
+    pub async fn execute_forwarded(&self, execution: Execution) -> Result<Execution, ServiceError> {
+        let header: ExecuteHeader = codec::decode(&execution.header)
+            .map_err(|e| ServiceError::InvalidArgument(format!("undecodable execution: {e}")))?;
+        let start_by = Instant::now() + Duration::from_millis(header.start_within_ms);
+        let mut run = header.run;
+        run.payload = Bytes::from(execution.payload);
+        let result = self.execute(header.grant, run, start_by).await;
+        let payload = result.as_ref().map(|r| r.payload.to_vec()).unwrap_or_default();
+        let header = codec::encode(&result).map_err(ServiceError::Internal)?;
+        Ok(Execution { header, payload })
+    }
+
+    /// Runs a granted invocation on this node and gives the grant back.
+    async fn execute(&self, grant: Grant, run: Run, start_by: Instant) -> Result<InvokeResult, ServiceError> {
+        let key = run.resolved.key();
+        let outcome = self.execute_granted(&grant, run, start_by).await;
+        let warm = outcome.as_ref().is_ok_and(|(_, warm)| *warm);
+        self.release(Release {
+            grant: grant.id,
+            term: grant.term,
+            node: grant.node,
+            key,
+            warm,
+        });
+        outcome.map(|(result, _)| result)
+    }
+
+    async fn execute_granted(
+        &self,
+        grant: &Grant,
+        run: Run,
+        start_by: Instant,
+    ) -> Result<(InvokeResult, bool), ServiceError> {
+        let resolved = &run.resolved;
+        self.ensure_package(&resolved.code).await?;
+        let code_dir = self.packages.extracted(&resolved.code.sha256)?;
+        // A node cut off from the leader stops starting invocations once their grants lapse.
+        if Instant::now() > start_by {
+            return Err(ServiceError::Unavailable(format!(
+                "the grant for this invocation lapsed before it could start on node {}",
+                grant.node
+            )));
+        }
+        let timeout = Duration::from_secs(u64::from(resolved.config.timeout_s));
+        let _running = self.agent.start(grant, timeout);
+        let invocation = Invocation {
+            key: resolved.key(),
+            config: resolved.config.clone(),
+            code_dir,
+            request_id: run.request_id.clone(),
+            invoked_function_arn: run.invoked_function_arn.clone(),
+            region: self.config.region.clone(),
+            client_context: run.client_context.clone(),
+            payload: run.payload.clone(),
+        };
+        let outcome = self.executor.invoke(invocation).await?;
+        let node_id = grant.node;
+        let log_tail = run
+            .log_tail
+            .then(|| super::invoke::tail(&outcome.log, LOG_TAIL_BYTES).to_string());
+        self.keep_log(node_id, resolved, &run.request_id, outcome.log);
+        let result = InvokeResult {
+            payload: outcome.payload,
+            function_error: outcome.function_error,
+            executed_version: resolved.version.clone(),
+            request_id: run.request_id,
+            node_id,
+            cold_start: outcome.cold_start,
+            log_tail,
+            status_code: 200,
+        };
+        Ok((result, outcome.warm))
+    }
+
+    /// Gives a grant back to the leader of its term, off the caller's path.
+    fn release(&self, release: Release) {
+        let Some(cluster) = self.started_cluster().cloned() else {
+            return;
+        };
+        match cluster.leader() {
+            Some((leader, _)) if leader == cluster.id => self.scheduler.release(&release),
+            Some((_, address)) => {
+                let peers = self.peers.clone();
+                tokio::spawn(async move {
+                    let Ok(data) = codec::encode(&release) else { return };
+                    let Ok(mut client) = peers.scheduler(&address) else {
+                        return;
+                    };
+                    let mut request = tonic::Request::new(Payload { data });
+                    request.set_timeout(LEADER_RPC_TIMEOUT);
+                    // A lost release is reconciled by the next heartbeat.
+                    let _ = client.release(request).await;
+                });
+            }
+            None => {}
+        }
+    }
+
+    /// This node's load report.
+    pub fn load_report(&self) -> Option<LoadReport> {
+        let cluster = self.started_cluster()?;
+        let (capacity_mb, free_mb, idle) = self.executor.load();
+        Some(LoadReport {
+            node: cluster.id,
+            region: self.config.region.clone(),
+            sandbox_mode: self.executor.isolation.describe(),
+            capacity_mb,
+            free_mb,
+            idle,
+            running: self.agent.running(),
+        })
+    }
+
+    /// Takes a report, on the leader; `None` when this node does not lead.
+    pub fn heartbeat_here(&self, report: LoadReport) -> Option<HeartbeatReply> {
+        let term = self.leading_term()?;
+        self.scheduler.heartbeat(term, report);
+        Some(HeartbeatReply { term })
+    }
+
+    /// Sends this node's load to the leader every `scheduler.heartbeat_interval`, until `shutdown`.
+    pub async fn run_heartbeats(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(self.config.scheduler.heartbeat_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            let (Some(cluster), Some(report)) = (self.started_cluster(), self.load_report()) else {
+                continue;
+            };
+            match cluster.leader() {
+                Some((leader, _)) if leader == cluster.id => {
+                    self.heartbeat_here(report);
+                }
+                Some((_, address)) => {
+                    if let Err(e) = self.send_heartbeat(&address, &report).await {
+                        tracing::debug!(error = %e, %address, "heartbeat to the leader failed");
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    async fn send_heartbeat(&self, address: &str, report: &LoadReport) -> Result<(), String> {
+        let data = codec::encode(report)?;
+        let mut client = self.peers.scheduler(address).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(Payload { data });
+        request.set_timeout(LEADER_RPC_TIMEOUT.min(self.config.scheduler.node_timeout));
+        client.heartbeat(request).await.map_err(|e| e.message().to_string())?;
+        Ok(())
+    }
+
+    /// The leader's load view (asked of the leader when this node is not it).
+    pub async fn load_view(&self) -> Option<LoadView> {
+        if let Some(term) = self.leading_term() {
+            return Some(self.scheduler.view(term));
+        }
+        let (_, address) = self.started_cluster()?.leader()?;
+        let mut client = self.peers.scheduler(&address).ok()?;
+        let mut request = tonic::Request::new(Payload { data: Vec::new() });
+        request.set_timeout(LEADER_RPC_TIMEOUT);
+        let reply = client.load(request).await.ok()?;
+        codec::decode(&reply.into_inner().data).ok()
+    }
+}
+
+impl Resolved {
+    /// The sandboxes that can run it.
+    pub fn key(&self) -> SandboxKey {
+        SandboxKey {
+            function: self.function.clone(),
+            version: self.version.clone(),
+            revision_id: self.revision_id.clone(),
+        }
+    }
+}
