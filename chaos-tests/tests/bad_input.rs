@@ -221,6 +221,78 @@ async fn validation_rules_map_to_grpc_statuses() -> anyhow::Result<()> {
         Code::InvalidArgument,
         "invalid alias name",
     );
+    // Scheduling and asynchronous invocations.
+    refused(
+        client
+            .invoke_with(proto::InvokeRequest {
+                function: "f".into(),
+                region: "no such region!".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "invalid region",
+    );
+    refused(
+        client
+            .invoke_with(proto::InvokeRequest {
+                function: "f".into(),
+                invocation_type: 7,
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "unknown invocation type",
+    );
+    refused(
+        client
+            .invoke_with(proto::InvokeRequest {
+                function: "f".into(),
+                region: "empty".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "no live node of region empty",
+    );
+    refused(
+        client.put_function_concurrency("f", Some(95)).await,
+        Code::InvalidArgument,
+        "minimum unreserved",
+    );
+    let policy = |retries: u32, age: Option<u32>, on_failure: &str| proto::PutEventInvokeConfigRequest {
+        function: "f".into(),
+        qualifier: String::new(),
+        max_retry_attempts: Some(retries),
+        max_event_age_s: age,
+        on_success: None,
+        on_failure: Some(on_failure.into()),
+    };
+    refused(
+        client.put_event_invoke_config(policy(3, None, "")).await,
+        Code::InvalidArgument,
+        "MaximumRetryAttempts",
+    );
+    refused(
+        client.put_event_invoke_config(policy(1, Some(30), "")).await,
+        Code::InvalidArgument,
+        "MaximumEventAgeInSeconds",
+    );
+    refused(
+        client.put_event_invoke_config(policy(1, None, "arn:aws:sqs:x")).await,
+        Code::InvalidArgument,
+        "not a function ARN",
+    );
+    refused(
+        client.get_event_invoke_config("f", "").await,
+        Code::NotFound,
+        "no event invoke config",
+    );
+    refused(
+        client.list_failed_events("bad name").await,
+        Code::InvalidArgument,
+        "invalid function name",
+    );
     // Nothing already stored was harmed by any of it.
     assert_eq!(client.list_functions(ReadConsistency::Linearizable).await?.len(), 1);
     Ok(())

@@ -139,6 +139,59 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
     let status = ok(&endpoint, &["cluster", "status"]);
     assert!(status.contains("leader"), "{status}");
 
+    // Events: accepted with a request id, run, and (failing, without retries) kept for replay.
+    let stdout = ok(&endpoint, &["function", "concurrency", "greeter", "0"]);
+    assert!(stdout.contains("greeter"), "{stdout}");
+    let (code, _, stderr) = floe(&endpoint, &["invoke", "greeter"]);
+    assert_eq!(code, 8, "a function reserved at 0 is throttled: {stderr}");
+    assert!(
+        stderr.contains("ReservedFunctionConcurrentInvocationLimitExceeded"),
+        "{stderr}"
+    );
+    ok(&endpoint, &["function", "concurrency", "greeter"]);
+    ok(&endpoint, &["events", "config", "greeter", "--max-retry-attempts", "0"]);
+    let shown = ok(&endpoint, &["events", "config", "greeter"]);
+    assert!(
+        shown.contains("max retry attempts 0") && shown.contains("failed-event store"),
+        "{shown}"
+    );
+    let (code, _, stderr) = floe(&endpoint, &["invoke", "greeter", "--type", "dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("(204)"), "{stderr}");
+    let request_id = ok(&endpoint, &["invoke", "greeter", "--type", "event", "--payload", "[1]"]);
+    let request_id = request_id.trim();
+    assert_eq!(request_id.len(), 36, "a request id: {request_id}");
+    let started = std::time::Instant::now();
+    let listed = loop {
+        let listed = ok(&endpoint, &["--json", "events", "failed", "greeter"]);
+        if listed.contains(request_id) || started.elapsed() > std::time::Duration::from_secs(20) {
+            break listed;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // The handler calls event.get on a list: it fails, and with no retries the store keeps it.
+    assert!(
+        listed.contains(request_id) && listed.contains("RetriesExhausted"),
+        "{listed}"
+    );
+    assert!(listed.contains("AttributeError"), "{listed}");
+    let replayed = ok(&endpoint, &["events", "failed", "greeter", "--replay"]);
+    assert!(replayed.contains("replayed 1"), "{replayed}");
+    let deleted = loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let listed = ok(&endpoint, &["--json", "events", "failed", "greeter"]);
+        if listed.contains(request_id) || started.elapsed() > std::time::Duration::from_secs(40) {
+            break ok(
+                &endpoint,
+                &["events", "failed", "greeter", "--delete", "--id", request_id],
+            );
+        }
+    };
+    assert!(
+        deleted.contains("deleted 1"),
+        "the replayed event failed again and came back: {deleted}"
+    );
+
     // Errors a person can act on, with distinct exit codes.
     let (code, _, stderr) = floe(&endpoint, &["invoke", "missing"]);
     assert_eq!(code, 3, "{stderr}");

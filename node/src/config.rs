@@ -72,7 +72,8 @@ impl Default for SchedulerConfig {
             heartbeat_interval: Duration::from_millis(200),
             node_timeout: Duration::from_secs(1),
             grant_lease: Duration::from_secs(2),
-            rebuild_wait: Duration::from_secs(2),
+            // Three heartbeats: every live node has reported by then.
+            rebuild_wait: Duration::from_millis(600),
             event_retry_delay: Duration::from_secs(60),
             event_throttle_delay: Duration::from_millis(500),
             event_concurrency: 64,
@@ -248,6 +249,11 @@ impl NodeConfig {
         let scheduler = &self.scheduler;
         if scheduler.heartbeat_interval.is_zero() || scheduler.heartbeat_interval >= scheduler.node_timeout {
             bail!("scheduler.heartbeat_interval must be above zero and below scheduler.node_timeout");
+        }
+        if scheduler.rebuild_wait < scheduler.heartbeat_interval {
+            bail!(
+                "scheduler.rebuild_wait must be at least scheduler.heartbeat_interval (a new leader waits for reports)"
+            );
         }
         if scheduler.grant_lease.is_zero() || scheduler.event_concurrency == 0 {
             bail!("scheduler.grant_lease and scheduler.event_concurrency must be above zero");

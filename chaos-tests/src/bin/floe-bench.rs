@@ -457,6 +457,8 @@ async fn schedule(
             chaos_tests::python_package("return 1"),
         )
         .await?;
+    // The first invoke waits until the leader has every node's report.
+    client.invoke("noop", "", b"{}".to_vec()).await?;
     let leader = cluster.leader().await?;
     let follower = (leader + 1) % 3;
     let status = cluster.status(leader).await?;

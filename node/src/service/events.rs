@@ -65,8 +65,12 @@ impl Service {
         payload: Bytes,
         options: &InvokeOptions,
     ) -> Result<InvokeResult, ServiceError> {
-        // Refuses a missing function, version or alias now rather than after the 202.
-        let resolved = self.resolve(function, qualifier).await?;
+        // Apply refuses a missing function, version or alias, so no read barrier is needed here;
+        // the retry policy is read from this node's state (a change reaches it within a Raft round).
+        validate::function_name(function)?;
+        if !qualifier.is_empty() && qualifier != LATEST && validate::parse_version(qualifier).is_err() {
+            validate::alias_name(qualifier)?;
+        }
         let config = state_machine::effective_event_invoke_config(&self.reader, function, qualifier)?;
         let max_retry_attempts = options.max_retry_attempts.unwrap_or(config.max_retry_attempts);
         let max_event_age_s = options.max_event_age_s.unwrap_or(config.max_event_age_s);
@@ -94,6 +98,7 @@ impl Service {
         loop {
             match cluster.propose(Command::EnqueueEvent(event.clone())).await {
                 Ok(_) => break,
+                Err(ServiceError::FailedPrecondition(message)) => return Err(ServiceError::NotFound(message)),
                 Err(ServiceError::OutcomeUnknown(message)) if tries < 3 => {
                     tries += 1;
                     tracing::debug!(%message, "retrying an event accept whose outcome is unknown");
@@ -105,7 +110,7 @@ impl Service {
         Ok(InvokeResult {
             payload: Bytes::new(),
             function_error: None,
-            executed_version: resolved.version,
+            executed_version: String::new(),
             request_id: event.id,
             node_id: cluster.id,
             cold_start: false,

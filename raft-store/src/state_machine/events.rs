@@ -137,6 +137,20 @@ pub(super) fn enqueue(kv: &mut Staged, event: &EventRecord) -> Result<CommandRes
     if let Some(existing) = get_event(kv, &event.id)? {
         return Ok(Ok(Response::Event(existing)));
     }
+    // The target must exist when the event is accepted (as Lambda answers 404 then, not later).
+    refuse!(require(kv, &event.function)?);
+    let qualifier = event.qualifier.as_str();
+    if qualifier != LATEST {
+        let exists = match validate::parse_version(qualifier) {
+            Ok(Some(number)) => super::functions::get_version(kv, &event.function, number)?.is_some(),
+            _ => super::aliases::get_alias(kv, &event.function, qualifier)?.is_some(),
+        };
+        if !exists {
+            return Ok(Err(ApplyError::FailedPrecondition {
+                message: format!("function {}:{qualifier} not found", event.function),
+            }));
+        }
+    }
     put_event(kv, event)?;
     Ok(Ok(Response::Event(event.clone())))
 }
