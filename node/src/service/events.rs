@@ -7,7 +7,7 @@
 //! event and committing its outcome leaves it queued, and the next leader
 //! runs it again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -122,6 +122,9 @@ impl Service {
     /// Runs due events while this node leads; until `shutdown`.
     pub async fn run_dispatcher(self: Arc<Self>, shutdown: CancellationToken) {
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+        // Events that could not run (throttled, no node), by the time to try again. Kept in
+        // memory, not committed: only their age matters, which they carry.
+        let backoff: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
         let permits = Arc::new(tokio::sync::Semaphore::new(self.config.scheduler.event_concurrency));
         loop {
             tokio::select! {
@@ -130,10 +133,12 @@ impl Service {
                 _ = self.events_queued.notified() => {}
             }
             if self.leading_term().is_none() {
+                backoff.lock().expect("backoff lock").clear();
                 continue;
             }
             let busy = in_flight.lock().expect("in-flight lock").len();
-            let wanted = busy + permits.available_permits();
+            let waiting = backoff.lock().expect("backoff lock").len();
+            let wanted = busy + waiting + permits.available_permits();
             let keys = match self.reader.first_keys(keys::EVENTS_DUE, wanted) {
                 Ok(keys) => keys,
                 Err(e) => {
@@ -149,6 +154,14 @@ impl Service {
                 if due_ms > now {
                     break;
                 }
+                if backoff
+                    .lock()
+                    .expect("backoff lock")
+                    .get(&id)
+                    .is_some_and(|at| *at > now)
+                {
+                    continue;
+                }
                 if !in_flight.lock().expect("in-flight lock").insert(id.clone()) {
                     continue;
                 }
@@ -158,9 +171,16 @@ impl Service {
                 };
                 let service = self.clone();
                 let in_flight = in_flight.clone();
+                let backoff = backoff.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = service.dispatch(&id).await {
-                        tracing::debug!(error = %e, event = %id, "event dispatch failed; it stays queued");
+                    match service.dispatch(&id).await {
+                        Ok(Some(retry_at)) => {
+                            backoff.lock().expect("backoff lock").insert(id.clone(), retry_at);
+                        }
+                        Ok(None) => {
+                            backoff.lock().expect("backoff lock").remove(&id);
+                        }
+                        Err(e) => tracing::debug!(error = %e, event = %id, "event dispatch failed; it stays queued"),
                     }
                     in_flight.lock().expect("in-flight lock").remove(&id);
                     drop(permit);
@@ -169,10 +189,11 @@ impl Service {
         }
     }
 
-    /// Runs one event once and commits what came of it.
-    async fn dispatch(&self, id: &str) -> Result<(), ServiceError> {
+    /// Runs one event once and commits what came of it; or, when it could
+    /// not run and is young enough to wait, returns when to try again.
+    async fn dispatch(&self, id: &str) -> Result<Option<i64>, ServiceError> {
         let Some(event) = state_machine::get_event(&self.reader, id)? else {
-            return Ok(());
+            return Ok(None);
         };
         let scheduler = &self.config.scheduler;
         let jitter = rand::rng().random_range(0..=scheduler.event_throttle_delay.as_millis() as i64 / 2);
@@ -227,15 +248,21 @@ impl Service {
                 }
             }
         };
+        let now = now_ms();
+        if let AttemptOutcome::NotRun { retry_in_ms, .. } = &outcome {
+            if now + retry_in_ms - event.accepted_ms <= i64::from(event.max_event_age_s) * 1000 {
+                return Ok(Some(now + retry_in_ms));
+            }
+        }
         self.cluster()?
             .propose(Command::RecordAttempt {
                 id: event.id,
                 attempts: event.attempts,
                 outcome,
-                now_ms: now_ms(),
+                now_ms: now,
             })
             .await?;
-        Ok(())
+        Ok(None)
     }
 
     pub async fn put_event_invoke_config(
