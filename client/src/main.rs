@@ -315,6 +315,11 @@ impl From<Error> for Failure {
     }
 }
 
+/// Whole seconds; a duration past `u32::MAX` seconds stays out of range (the cluster refuses it) rather than wrapping.
+fn seconds(duration: std::time::Duration) -> u32 {
+    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+}
+
 fn usage(message: impl Into<String>) -> Failure {
     Failure {
         code: 2,
@@ -603,7 +608,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     } as i32,
                     region: region.unwrap_or_default(),
                     max_retry_attempts,
-                    max_event_age_s: max_event_age.map(|d| d.as_secs() as u32),
+                    max_event_age_s: max_event_age.map(seconds),
                     ..Default::default()
                 })
                 .await?;
@@ -711,7 +716,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         function: function.to_string(),
                         qualifier: qualifier.to_string(),
                         max_retry_attempts,
-                        max_event_age_s: max_event_age.map(|d| d.as_secs() as u32),
+                        max_event_age_s: max_event_age.map(seconds),
                         on_success,
                         on_failure,
                     })

@@ -412,6 +412,31 @@ async fn metadata(
     Ok(())
 }
 
+/// Runs `callers` tasks that each call `call(caller, n)` for n in 0..`per_caller`; returns calls per second.
+async fn per_second<F, Fut>(callers: usize, per_caller: usize, call: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let call = std::sync::Arc::new(call);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                for n in 0..per_caller {
+                    call(caller, n).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok((callers * per_caller) as f64 / started.elapsed().as_secs_f64())
+}
+
 /// One grant asked of the leader and given back; returns the grant's round trip.
 async fn grant_once(
     client: &mut floe_proto::internal::scheduler_client::SchedulerClient<tonic::transport::Channel>,
@@ -461,10 +486,7 @@ async fn schedule(
     client.invoke("noop", "", b"{}".to_vec()).await?;
     let leader = cluster.leader().await?;
     let follower = (leader + 1) % 3;
-    let status = cluster.status(leader).await?;
-    let leader_id = status.leader_id.context("leader id")?;
     let ask = floe_node::scheduler::GrantAsk {
-        entry_node: leader_id,
         entry_region: "local".into(),
         region: None,
         key: floe_node::executor::SandboxKey {
@@ -488,25 +510,12 @@ async fn schedule(
         sequential.push(grant_once(&mut one, &ask).await?);
     }
     let (grant_p50, grant_p99) = summarize(sequential);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let mut client = scheduler.clone();
-            let ask = ask.clone();
-            let count = grants / callers;
-            tokio::spawn(async move {
-                for _ in 0..count {
-                    grant_once(&mut client, &ask).await?;
-                }
-                anyhow::Ok(count)
-            })
-        })
-        .collect();
-    let mut granted = 0;
-    for task in tasks {
-        granted += task.await??;
-    }
-    let grants_per_s = granted as f64 / started.elapsed().as_secs_f64();
+    let grants_per_s = per_second(callers, grants / callers, move |_, _| {
+        let mut client = scheduler.clone();
+        let ask = ask.clone();
+        async move { grant_once(&mut client, &ask).await.map(|_| ()) }
+    })
+    .await?;
 
     // Warm invokes entering at a follower and at the leader.
     let mut rows = Vec::new();
@@ -529,31 +538,21 @@ async fn schedule(
     for index in 0..3 {
         entries.push(std::sync::Arc::new(cluster.client_of(index).await?));
     }
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|i| {
-            let entry = entries[i % 3].clone();
-            let count = events / callers;
-            tokio::spawn(async move {
-                for n in 0..count {
-                    entry
-                        .invoke_with(floe_client::proto::InvokeRequest {
-                            function: "noop".into(),
-                            payload: format!("{{\"n\":{n}}}").into_bytes(),
-                            invocation_type: floe_client::proto::InvocationType::Event as i32,
-                            ..Default::default()
-                        })
-                        .await?;
-                }
-                anyhow::Ok(count)
-            })
-        })
-        .collect();
-    let mut accepted = 0;
-    for task in tasks {
-        accepted += task.await??;
-    }
-    let accept_rate = accepted as f64 / started.elapsed().as_secs_f64();
+    let accept_rate = per_second(callers, events / callers, move |caller, n| {
+        let entry = entries[caller % 3].clone();
+        async move {
+            entry
+                .invoke_with(floe_client::proto::InvokeRequest {
+                    function: "noop".into(),
+                    payload: format!("{{\"n\":{n}}}").into_bytes(),
+                    invocation_type: floe_client::proto::InvocationType::Event as i32,
+                    ..Default::default()
+                })
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
 
     println!("| measure | p50 | p99 | rate |");
     println!("| --- | --- | --- | --- |");

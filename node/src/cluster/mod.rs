@@ -84,9 +84,11 @@ impl Cluster {
             .map(|node| node.addr.clone())
     }
 
-    /// The leader's id and address, if one is known.
+    /// The leader's id and address, if one is known. (Borrows the metrics
+    /// rather than copying them: this runs on every invocation.)
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let metrics = self.metrics();
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
         let id = metrics.current_leader?;
         let address = metrics.membership_config.membership().get_node(&id)?.addr.clone();
         Some((id, address))
@@ -198,7 +200,8 @@ impl Cluster {
 
     /// The current membership: voters and every node with its address.
     pub fn membership(&self) -> (BTreeSet<NodeId>, BTreeMap<NodeId, String>) {
-        let metrics = self.metrics();
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
         let membership = metrics.membership_config.membership();
         let voters = membership.voter_ids().collect();
         let nodes = membership.nodes().map(|(id, node)| (*id, node.addr.clone())).collect();
@@ -248,7 +251,15 @@ impl Cluster {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.metrics().state == ServerState::Leader
+        self.leading_term().is_some()
+    }
+
+    /// The current term, when this node leads it.
+    pub fn leading_term(&self) -> Option<u64> {
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
+        (metrics.state == ServerState::Leader && metrics.current_leader == Some(self.id))
+            .then_some(metrics.current_term)
     }
 }
 

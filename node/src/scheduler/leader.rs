@@ -39,6 +39,7 @@ struct State {
 
 struct NodeEntry {
     region: String,
+    sandbox_mode: String,
     capacity_mb: u64,
     free_mb: u64,
     idle: HashMap<SandboxKey, u32>,
@@ -140,6 +141,7 @@ impl Scheduler {
             node,
             NodeEntry {
                 region: report.region,
+                sandbox_mode: report.sandbox_mode,
                 capacity_mb: report.capacity_mb,
                 free_mb: report.free_mb,
                 idle: report.idle.into_iter().collect(),
@@ -197,24 +199,22 @@ impl Scheduler {
             };
             return GrantReply::Throttled { reason, message };
         }
+        let mut busy_mb: HashMap<NodeId, u64> = HashMap::new();
+        for grant in state.grants.values() {
+            *busy_mb.entry(grant.node).or_default() += grant.memory_mb;
+        }
         let loads: Vec<NodeLoad> = members
             .addresses
             .keys()
             .filter_map(|id| {
                 let entry = state.nodes.get(id)?;
-                let busy_mb = state
-                    .grants
-                    .values()
-                    .filter(|g| g.node == *id)
-                    .map(|g| g.memory_mb)
-                    .sum();
                 Some(NodeLoad {
                     id: *id,
-                    region: entry.region.clone(),
+                    region: &entry.region,
                     live: self.live(entry, now),
-                    idle: entry.idle.clone(),
+                    idle: &entry.idle,
                     capacity_mb: entry.capacity_mb,
-                    busy_mb,
+                    busy_mb: busy_mb.get(id).copied().unwrap_or(0),
                 })
             })
             .collect();
@@ -305,6 +305,7 @@ impl Scheduler {
                 free_mb: entry.free_mb,
                 capacity_mb: entry.capacity_mb,
                 last_heartbeat_ms: now.duration_since(entry.last_seen).as_millis() as u64,
+                sandbox_mode: entry.sandbox_mode.clone(),
                 live: self.live(entry, now),
             })
             .collect();

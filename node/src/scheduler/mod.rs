@@ -59,8 +59,7 @@ pub struct HeartbeatReply {
 /// A request to start one invocation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GrantAsk {
-    /// The node the call arrived at, and its region.
-    pub entry_node: NodeId,
+    /// The region of the node the call arrived at.
     pub entry_region: String,
     /// The region the caller named, if any.
     pub region: Option<String>,
@@ -131,4 +130,5 @@ pub struct NodeView {
     pub capacity_mb: u64,
     pub last_heartbeat_ms: u64,
     pub live: bool,
+    pub sandbox_mode: String,
 }

@@ -12,15 +12,15 @@ use rand::seq::IndexedRandom;
 
 use crate::executor::SandboxKey;
 
-/// One node as the leader sees it.
+/// One node as the leader sees it, borrowed from its view (nothing is copied per decision).
 #[derive(Debug, Clone)]
-pub struct NodeLoad {
+pub struct NodeLoad<'a> {
     pub id: NodeId,
-    pub region: String,
+    pub region: &'a str,
     /// False once its heartbeats stopped.
     pub live: bool,
     /// Idle warm sandboxes per function version.
-    pub idle: HashMap<SandboxKey, u32>,
+    pub idle: &'a HashMap<SandboxKey, u32>,
     pub capacity_mb: u64,
     /// Memory of the invocations granted to it and still running.
     pub busy_mb: u64,
@@ -92,12 +92,17 @@ mod tests {
         }
     }
 
-    fn node(id: NodeId, busy_mb: u64) -> NodeLoad {
+    /// Idle sandboxes for a test node (leaked: tests only, and tiny).
+    fn idle(entries: &[(SandboxKey, u32)]) -> &'static HashMap<SandboxKey, u32> {
+        Box::leak(Box::new(entries.iter().cloned().collect()))
+    }
+
+    fn node(id: NodeId, busy_mb: u64) -> NodeLoad<'static> {
         NodeLoad {
             id,
-            region: "local".into(),
+            region: "local",
             live: true,
-            idle: HashMap::new(),
+            idle: idle(&[]),
             capacity_mb: 1024,
             busy_mb,
         }
@@ -119,7 +124,7 @@ mod tests {
     fn warm_affinity_beats_load() {
         let k = key("1");
         let mut busy = node(2, 900);
-        busy.idle.insert(k.clone(), 1);
+        busy.idle = idle(&[(k.clone(), 1)]);
         let nodes = [node(1, 0), busy, node(3, 0)];
         assert_eq!(place(&nodes, &ask(&k), &mut rng()), Some(Placement::Warm(2)));
     }
@@ -127,7 +132,7 @@ mod tests {
     #[test]
     fn a_warm_sandbox_of_another_version_does_not_count() {
         let mut other = node(2, 512);
-        other.idle.insert(key("2"), 3);
+        other.idle = idle(&[(key("2"), 3)]);
         let nodes = [node(1, 128), other];
         assert_eq!(place(&nodes, &ask(&key("1")), &mut rng()), Some(Placement::Cold(1)));
     }
@@ -153,7 +158,7 @@ mod tests {
         let k = key("1");
         let mut stale = node(1, 0);
         stale.live = false;
-        stale.idle.insert(k.clone(), 1);
+        stale.idle = idle(&[(k.clone(), 1)]);
         let nodes = [stale, node(2, 512)];
         assert_eq!(place(&nodes, &ask(&k), &mut rng()), Some(Placement::Cold(2)));
         let mut only = node(1, 0);
@@ -164,7 +169,7 @@ mod tests {
     #[test]
     fn only_nodes_of_the_region() {
         let mut elsewhere = node(1, 0);
-        elsewhere.region = "east".into();
+        elsewhere.region = "east";
         let nodes = [elsewhere, node(2, 800)];
         assert_eq!(place(&nodes, &ask(&key("1")), &mut rng()), Some(Placement::Cold(2)));
         let k = key("1");

@@ -229,13 +229,23 @@ impl Service {
                 }
             })
             .collect();
+        // Each node's sandbox mode: its own, from the leader's view (heartbeats carry it), or asked.
+        let load = self.load_view().await;
+        let reported = |id: NodeId| {
+            let view = load.as_ref()?.nodes.iter().find(|n| n.node == id && n.live)?;
+            Some(view.sandbox_mode.clone())
+        };
         let targets: Vec<(NodeId, String)> = members.iter().map(|m| (m.id, m.address.clone())).collect();
         let modes = targets.into_iter().map(|(id, address)| {
             let peers = self.peers.clone();
-            let own = (id == cluster.id).then(|| self.executor.isolation.describe());
+            let known = if id == cluster.id {
+                Some(self.executor.isolation.describe())
+            } else {
+                reported(id)
+            };
             async move {
-                if let Some(own) = own {
-                    return own;
+                if let Some(known) = known {
+                    return known;
                 }
                 let hello = async { peers.peer(&address)?.hello(HelloRequest {}).await };
                 match tokio::time::timeout(Duration::from_secs(1), hello).await {
@@ -248,7 +258,6 @@ impl Service {
             member.sandbox_mode = mode;
         }
         let quotas = state_machine::list_region_quotas(&self.reader)?;
-        let load = self.load_view().await;
         let mut regions: std::collections::BTreeSet<String> = members.iter().map(|m| m.region.clone()).collect();
         regions.extend(quotas.iter().map(|(region, _)| region.clone()));
         regions.remove("");

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use floe_proto::internal::{Execution, Payload};
 use floe_raft_store::codec;
-use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -45,10 +44,7 @@ struct ExecuteHeader {
 impl Service {
     /// The current term, when this node leads it.
     pub fn leading_term(&self) -> Option<u64> {
-        let cluster = self.started_cluster()?;
-        let metrics = cluster.metrics();
-        (metrics.state == ServerState::Leader && metrics.current_leader == Some(cluster.id))
-            .then_some(metrics.current_term)
+        self.started_cluster()?.leading_term()
     }
 
     /// Decides a grant, on the leader.
@@ -118,7 +114,6 @@ impl Service {
         let cluster = self.cluster()?;
         let config = &run.resolved.config;
         let ask = GrantAsk {
-            entry_node: cluster.id,
             entry_region: self.config.region.clone(),
             region,
             key: run.resolved.key(),
