@@ -12,6 +12,36 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use floe_client::Client;
 
+/// The access key every test cluster's first node creates at bootstrap.
+pub const TEST_ACCESS_KEY_ID: &str = "FLOETESTACCESSKEY000";
+pub const TEST_SECRET_ACCESS_KEY: &str = "floe-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ";
+
+pub fn test_credentials() -> floe_client::Credentials {
+    floe_client::Credentials {
+        access_key_id: TEST_ACCESS_KEY_ID.into(),
+        secret_access_key: TEST_SECRET_ACCESS_KEY.into(),
+    }
+}
+
+/// An SDK client signing with the test key.
+pub async fn connect<I, S>(endpoints: I) -> anyhow::Result<Client>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    Ok(Client::connect_with(endpoints, Some(test_credentials())).await?)
+}
+
+/// The `floe` CLI, signing with the test key.
+pub fn floe_command() -> Command {
+    let mut command = Command::new(binary("floe"));
+    command
+        .env("FLOE_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
+        .env("FLOE_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
+        .env_remove("FLOE_CREDENTIALS");
+    command
+}
+
 /// Finds a binary built by cargo next to the running test's target dir.
 pub fn binary(name: &str) -> PathBuf {
     if let Ok(path) = std::env::var(format!("{}_BIN", name.to_uppercase())) {
@@ -146,6 +176,7 @@ impl TestCluster {
         let config_path = self.config_path.clone();
         let node = &mut self.nodes[index];
         let _ = std::fs::remove_file(node.data_dir.join("floed.addr"));
+        let _ = std::fs::remove_file(node.data_dir.join("floed.http"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -157,6 +188,9 @@ impl TestCluster {
             .arg(&node.data_dir)
             .arg("--listen")
             .arg(listen)
+            .args(["--http-listen", "127.0.0.1:0"])
+            .env("FLOE_BOOTSTRAP_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
+            .env("FLOE_BOOTSTRAP_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
             .args(&node.extra_args)
             .env("FLOE_LOG", "info,openraft=warn")
             .env("NO_COLOR", "1")
@@ -210,14 +244,19 @@ impl TestCluster {
         self.nodes[index].address.clone().expect("started node")
     }
 
+    /// The Lambda REST API address of node `index` (as it wrote it when it started).
+    pub fn http_address(&self, index: usize) -> String {
+        std::fs::read_to_string(self.nodes[index].data_dir.join("floed.http")).expect("started node's REST address")
+    }
+
     /// An SDK client over every running node.
     pub async fn client(&mut self) -> anyhow::Result<Client> {
-        Ok(Client::connect(self.addresses()).await?)
+        Ok(connect(self.addresses()).await?)
     }
 
     /// An SDK client talking to one node only.
     pub async fn client_of(&self, index: usize) -> anyhow::Result<Client> {
-        Ok(Client::connect([self.address(index)]).await?)
+        Ok(connect([self.address(index)]).await?)
     }
 
     /// kill -9.
@@ -252,9 +291,7 @@ impl TestCluster {
     pub async fn leader(&mut self) -> anyhow::Result<usize> {
         let addresses = self.addresses();
         for address in addresses {
-            let client = Client::connect([address])
-                .await?
-                .with_retry_for(Duration::from_millis(200));
+            let client = connect([address]).await?.with_retry_for(Duration::from_millis(200));
             if let Ok(status) = client.cluster_status().await {
                 if let Some(index) = self
                     .nodes
@@ -291,7 +328,7 @@ impl TestCluster {
         let result = wait_for(&format!("{count} voters"), Duration::from_secs(30), || {
             let addresses = addresses.clone();
             async move {
-                let Ok(client) = Client::connect(addresses).await else {
+                let Ok(client) = connect(addresses).await else {
                     return false;
                 };
                 let client = client.with_retry_for(Duration::from_millis(200));

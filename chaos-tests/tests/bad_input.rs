@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chaos_tests::TestCluster;
 use floe_client::proto::{self, FunctionConfig, ReadConsistency};
-use floe_client::Client;
 use tonic::Code;
 
 fn config() -> FunctionConfig {
@@ -28,7 +27,7 @@ fn refused<T: std::fmt::Debug>(result: Result<T, floe_client::Error>, code: Code
 #[tokio::test(flavor = "multi_thread")]
 async fn validation_rules_map_to_grpc_statuses() -> anyhow::Result<()> {
     let cluster = TestCluster::start(1).await?;
-    let client = Client::connect([cluster.address(0)])
+    let client = chaos_tests::connect([cluster.address(0)])
         .await?
         .with_retry_for(Duration::from_secs(1));
     let create = |name: &str, config: FunctionConfig, zip: Vec<u8>| {
@@ -324,7 +323,7 @@ async fn garbage_on_the_grpc_port_does_not_harm_the_node() -> anyhow::Result<()>
         let mut sink = Vec::new();
         let _ = stream.read_to_end(&mut sink);
     }
-    let client = Client::connect([address]).await?;
+    let client = chaos_tests::connect([address]).await?;
     client.create_function("still-serving", config(), package()).await?;
     assert_eq!(
         client

@@ -2,13 +2,12 @@
 //! from a directory, invoke it, publish versions, route an alias.
 
 use std::path::Path;
-use std::process::Command;
 
-use chaos_tests::{binary, TestCluster};
+use chaos_tests::TestCluster;
 
 /// Runs `floe` and returns (exit code, stdout, stderr).
 fn floe(endpoint: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary("floe"))
+    let output = chaos_tests::floe_command()
         .arg("--endpoint")
         .arg(endpoint)
         .args(args)
@@ -110,7 +109,7 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
     assert!(logs.matches("START RequestId").count() >= 5, "{logs}");
     assert!(logs.contains("Version: 2"), "{logs}");
     // `floe logs -f` prints new invocations as they happen.
-    let mut follower = Command::new(binary("floe"))
+    let mut follower = chaos_tests::floe_command()
         .args(["--endpoint", &endpoint, "logs", "greeter", "--follow"])
         .stdout(std::process::Stdio::piped())
         .spawn()?;

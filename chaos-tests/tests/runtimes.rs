@@ -33,7 +33,7 @@ const PYTHON: Runtime = Runtime {
     sleeps: "import time\n\ndef handler(event, context):\n    time.sleep(30)\n",
     hogs_memory: "def handler(event, context):\n    hog = bytearray(400 * 1024 * 1024)\n    for i in range(0, len(hog), 4096):\n        hog[i] = 1\n    return len(hog)\n",
     crashes: "import os\n\ndef handler(event, context):\n    os._exit(3)\n",
-    context: "import os\n\ndef handler(event, context):\n    return {'function_name': context.function_name, 'function_version': context.function_version,\n            'arn': context.invoked_function_arn, 'memory': context.memory_limit_in_mb,\n            'request_id': context.aws_request_id, 'remaining': context.get_remaining_time_in_millis(),\n            'log_group': context.log_group_name, 'log_stream': context.log_stream_name,\n            'client_context': context.client_context, 'env': dict(os.environ)}\n",
+    context: "import os\n\ndef handler(event, context):\n    return {'function_name': context.function_name, 'function_version': context.function_version,\n            'arn': context.invoked_function_arn, 'memory': context.memory_limit_in_mb,\n            'request_id': context.aws_request_id, 'remaining': context.get_remaining_time_in_millis(),\n            'log_group': context.log_group_name, 'log_stream': context.log_stream_name,\n            'client_context': context.client_context and {'custom': context.client_context.custom}, 'env': dict(os.environ)}\n",
     counts_in_tmp: "import os\n\ndef handler(event, context):\n    path = '/tmp/count'\n    count = int(open(path).read()) + 1 if os.path.exists(path) else 1\n    open(path, 'w').write(str(count))\n    return count\n",
 };
 

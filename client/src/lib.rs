@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod package;
 
 use std::future::Future;
@@ -20,10 +21,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use floe_proto::v1 as proto;
+use floe_proto::v1::access_keys_client::AccessKeysClient;
 use floe_proto::v1::cluster_client::ClusterClient;
 use floe_proto::v1::functions_client::FunctionsClient;
 use floe_proto::MAX_MESSAGE_BYTES;
 use tonic::transport::{Channel, Endpoint};
+
+pub use auth::Credentials;
+use auth::Signed;
 
 /// What went wrong with a call.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,8 @@ pub enum Error {
     Endpoint { endpoint: String, message: String },
     #[error("no endpoints given")]
     NoEndpoints,
+    #[error(transparent)]
+    Credentials(#[from] auth::CredentialsError),
 }
 
 impl Error {
@@ -63,7 +70,7 @@ const RETRY_FOR: Duration = Duration::from_secs(15);
 
 /// A connection to a floe cluster.
 pub struct Client {
-    endpoints: Vec<(String, Channel)>,
+    endpoints: Vec<(String, Signed)>,
     /// Index into `endpoints` of the node calls go to first (the leader, when known).
     preferred: Mutex<usize>,
     retry_for: Duration,
@@ -92,17 +99,29 @@ fn retriable(status: &tonic::Status) -> bool {
 }
 
 impl Client {
-    /// Connects lazily to `endpoints` (`host:port`), then asks which node leads.
+    /// Connects lazily to `endpoints` (`host:port`) with the credentials
+    /// [`auth::default_credentials`] finds, then asks which node leads.
     pub async fn connect<I, S>(endpoints: I) -> Result<Client, Error>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        Self::connect_with(endpoints, auth::default_credentials()?).await
+    }
+
+    /// Connects with these credentials (`None`: unsigned calls, which only a
+    /// node with authentication off accepts).
+    pub async fn connect_with<I, S>(endpoints: I, credentials: Option<Credentials>) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let credentials = credentials.map(std::sync::Arc::new);
         let endpoints = endpoints
             .into_iter()
             .map(|address| {
                 let address = address.into();
-                let channel = channel(&address)?;
+                let channel = Signed::new(channel(&address)?, credentials.clone());
                 Ok((address, channel))
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -142,7 +161,7 @@ impl Client {
     /// succeeds, fails for good, or `retry_for` has passed.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, Error>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Signed) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = Instant::now();
@@ -165,7 +184,7 @@ impl Client {
         }
     }
 
-    fn functions(channel: Channel) -> FunctionsClient<Channel> {
+    fn functions(channel: Signed) -> FunctionsClient<Signed> {
         FunctionsClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -497,5 +516,42 @@ impl Client {
             })
             .await?;
         Ok(reply.count)
+    }
+}
+
+impl Client {
+    /// Creates an access key; the secret is in the answer and nowhere else.
+    pub async fn create_access_key(&self, description: &str) -> Result<proto::CreateAccessKeyResponse, Error> {
+        let request = proto::CreateAccessKeyRequest {
+            description: description.to_string(),
+        };
+        self.call(|c| {
+            let request = request.clone();
+            async move { AccessKeysClient::new(c).create_access_key(request).await }
+        })
+        .await
+    }
+
+    pub async fn list_access_keys(&self) -> Result<Vec<proto::AccessKeyInfo>, Error> {
+        let reply = self
+            .call(|c| async move {
+                AccessKeysClient::new(c)
+                    .list_access_keys(proto::ListAccessKeysRequest {})
+                    .await
+            })
+            .await?;
+        Ok(reply.keys)
+    }
+
+    pub async fn delete_access_key(&self, access_key_id: &str) -> Result<(), Error> {
+        let request = proto::DeleteAccessKeyRequest {
+            access_key_id: access_key_id.to_string(),
+        };
+        self.call(|c| {
+            let request = request.clone();
+            async move { AccessKeysClient::new(c).delete_access_key(request).await }
+        })
+        .await?;
+        Ok(())
     }
 }

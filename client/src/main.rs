@@ -4,6 +4,7 @@
 //! 3 not found; 4 conflict (already exists, revision mismatch, precondition);
 //! 5 cluster unavailable; 6 the invoked function failed; 7 outcome unknown;
 //! 8 throttled (over a concurrency quota, or no node has room: retry later).
+//! 9 not authenticated (no, unknown or wrong access key).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +38,13 @@ struct Cli {
     /// How long to keep retrying while no node answers or no leader is elected.
     #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
     wait: std::time::Duration,
+    /// Access key file (AWS shared-credentials format). Without it: FLOE_ACCESS_KEY_ID and
+    /// FLOE_SECRET_ACCESS_KEY, else ./floe-data/credentials (written by a node started here).
+    #[arg(long, global = true, env = "FLOE_CREDENTIALS")]
+    credentials: Option<PathBuf>,
+    /// The profile to read from the credentials file.
+    #[arg(long, global = true, env = "FLOE_PROFILE", default_value = "default")]
+    profile: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,6 +103,32 @@ enum Command {
     /// Region concurrency quotas.
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// Access keys that sign requests (floe CLI, SDK, boto3, aws CLI).
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Create, list and delete access keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an access key and print its secret (shown this once only).
+    Create {
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Also write the key to FILE (AWS shared-credentials format, mode 0600).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// List access keys (ids and descriptions; secrets are never kept).
+    List,
+    /// Delete an access key: requests signed with it are refused from then on.
+    Delete { access_key_id: String },
 }
 
 #[derive(Args)]
@@ -305,6 +339,7 @@ impl From<Error> for Failure {
             Some(tonic::Code::AlreadyExists) | Some(tonic::Code::FailedPrecondition) => 4,
             Some(tonic::Code::Unavailable) | Some(tonic::Code::DeadlineExceeded) => 5,
             Some(tonic::Code::Unknown) => 7,
+            Some(tonic::Code::Unauthenticated) | Some(tonic::Code::PermissionDenied) => 9,
             None => 2,
             _ => 1,
         };
@@ -318,6 +353,24 @@ impl From<Error> for Failure {
 /// Whole seconds; a duration past `u32::MAX` seconds stays out of range (the cluster refuses it) rather than wrapping.
 fn seconds(duration: std::time::Duration) -> u32 {
     u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// Writes a key in AWS's shared-credentials format, readable by the owner only.
+fn write_credentials(path: &std::path::Path, id: &str, secret: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| usage(format!("cannot create {}: {e}", path.display())))?;
+    writeln!(
+        file,
+        "[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}"
+    )
+    .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
+    Ok(())
 }
 
 fn usage(message: impl Into<String>) -> Failure {
@@ -404,7 +457,13 @@ fn print_alias(json: bool, alias: &proto::AliasInfo) {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let client = Client::connect(cli.endpoint.clone()).await?.with_retry_for(cli.wait);
+    let credentials = match &cli.credentials {
+        Some(path) => Some(floe_client::auth::read_credentials_file(path, &cli.profile).map_err(Error::from)?),
+        None => floe_client::auth::default_credentials().map_err(Error::from)?,
+    };
+    let client = Client::connect_with(cli.endpoint.clone(), credentials)
+        .await?
+        .with_retry_for(cli.wait);
     let json = cli.json;
     match cli.command {
         Command::Function(command) => match command {
@@ -750,6 +809,59 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
         }
+        Command::Auth(AuthCommand::Key(command)) => match command {
+            KeyCommand::Create { description, output } => {
+                let created = client.create_access_key(&description).await?;
+                let key = created.key.unwrap_or_default();
+                if let Some(path) = &output {
+                    write_credentials(path, &key.access_key_id, &created.secret_access_key)?;
+                }
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"access_key_id": key.access_key_id,
+                            "secret_access_key": created.secret_access_key, "description": key.description})
+                    );
+                } else {
+                    println!("access key id:     {}", key.access_key_id);
+                    println!("secret access key: {}", created.secret_access_key);
+                    eprintln!("The secret is shown this once: the cluster keeps only a digest of it.");
+                }
+            }
+            KeyCommand::List => {
+                let keys = client.list_access_keys().await?;
+                if json {
+                    let keys: Vec<_> = keys
+                        .iter()
+                        .map(|k| {
+                            serde_json::json!({"access_key_id": k.access_key_id,
+                            "description": k.description, "created_ms": k.created_ms})
+                        })
+                        .collect();
+                    println!("{}", serde_json::json!(keys));
+                } else {
+                    let mut table = Table::new();
+                    table.load_preset(UTF8_FULL_CONDENSED);
+                    table.set_header(vec!["ACCESS KEY ID", "CREATED", "DESCRIPTION"]);
+                    for key in keys {
+                        let created =
+                            std::time::UNIX_EPOCH + std::time::Duration::from_millis(key.created_ms.max(0) as u64);
+                        table.add_row(vec![
+                            key.access_key_id,
+                            humantime::format_rfc3339_seconds(created).to_string(),
+                            key.description,
+                        ]);
+                    }
+                    println!("{table}");
+                }
+            }
+            KeyCommand::Delete { access_key_id } => {
+                client.delete_access_key(&access_key_id).await?;
+                if !json {
+                    println!("deleted access key {access_key_id}");
+                }
+            }
+        },
         Command::Logs { name, follow, since } => {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -34,6 +34,67 @@ pub struct NodeConfig {
     pub executor: ExecutorConfig,
     pub packages: PackagesConfig,
     pub scheduler: SchedulerConfig,
+    pub api: ApiConfig,
+}
+
+/// Who may call the public APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every public request is signed with AWS Signature Version 4 by an access key of the cluster.
+    Sigv4,
+    /// Development only: unsigned requests are accepted from anyone who can reach the node.
+    None,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "sigv4" => Ok(AuthMode::Sigv4),
+            "none" => Ok(AuthMode::None),
+            _ => Err(format!("unknown auth mode {text:?}: use sigv4 or none")),
+        }
+    }
+}
+
+/// The public APIs: gRPC (on `listen`) and Lambda's REST API (on `http_listen`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address of Lambda's REST API (boto3, the aws CLI). Port 0 picks a free port.
+    pub http_listen: SocketAddr,
+    /// The account id in ARNs (12 digits).
+    pub account_id: String,
+    pub auth: AuthMode,
+    /// On bootstrap, the first node creates this access key instead of a
+    /// random one (the secret: 64 to 128 characters). Best given through
+    /// FLOE_BOOTSTRAP_ACCESS_KEY_ID / FLOE_BOOTSTRAP_SECRET_ACCESS_KEY.
+    pub bootstrap_access_key_id: Option<String>,
+    pub bootstrap_secret_access_key: Option<String>,
+    /// A client must send its request headers within this long.
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    /// A client must send its whole body within this long.
+    #[serde(with = "humantime_serde")]
+    pub http_body_timeout: Duration,
+    /// HTTP connections served at once; more wait in the kernel's backlog.
+    pub http_max_connections: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            http_listen: "127.0.0.1:7401".parse().expect("static address"),
+            account_id: "000000000000".into(),
+            auth: AuthMode::Sigv4,
+            bootstrap_access_key_id: None,
+            bootstrap_secret_access_key: None,
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(60),
+            http_max_connections: 1024,
+        }
+    }
 }
 
 /// Placement, quotas and asynchronous invocations (see `node/src/scheduler/`).
@@ -184,6 +245,7 @@ impl Default for NodeConfig {
             executor: ExecutorConfig::default(),
             packages: PackagesConfig::default(),
             scheduler: SchedulerConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -257,6 +319,24 @@ impl NodeConfig {
         }
         if scheduler.grant_lease.is_zero() || scheduler.event_concurrency == 0 {
             bail!("scheduler.grant_lease and scheduler.event_concurrency must be above zero");
+        }
+        let api = &self.api;
+        if api.account_id.len() != 12 || !api.account_id.chars().all(|c| c.is_ascii_digit()) {
+            bail!("api.account_id must be 12 digits, like an AWS account id");
+        }
+        if api.http_header_timeout.is_zero() || api.http_body_timeout.is_zero() || api.http_max_connections == 0 {
+            bail!("api.http_header_timeout, api.http_body_timeout and api.http_max_connections must be above zero");
+        }
+        match (&api.bootstrap_access_key_id, &api.bootstrap_secret_access_key) {
+            (None, None) => {}
+            (Some(id), Some(secret)) => {
+                floe_raft_store::validate::access_key_id(id)
+                    .map_err(|e| anyhow::anyhow!("api.bootstrap_access_key_id: {e}"))?;
+                if !(64..=128).contains(&secret.len()) || !secret.chars().all(|c| c.is_ascii_graphic()) {
+                    bail!("api.bootstrap_secret_access_key must be 64 to 128 printable ASCII characters");
+                }
+            }
+            _ => bail!("api.bootstrap_access_key_id and api.bootstrap_secret_access_key go together"),
         }
         if self.no_bootstrap && !self.join.is_empty() {
             bail!("no_bootstrap and join exclude each other: join already implies waiting to be added");

@@ -28,6 +28,7 @@ use anyhow::Context;
 use floe_proto::internal::peer_server::PeerServer;
 use floe_proto::internal::raft_server::RaftServer;
 use floe_proto::internal::scheduler_server::SchedulerServer;
+use floe_proto::v1::access_keys_server::AccessKeysServer;
 use floe_proto::v1::cluster_server::ClusterServer;
 use floe_proto::v1::functions_server::FunctionsServer;
 use floe_proto::MAX_MESSAGE_BYTES;
@@ -42,6 +43,17 @@ use crate::service::{PendingStore, Service};
 const NODE_ID_FILE: &str = "node_id";
 /// The file in the data dir where a running node writes its gRPC address.
 pub const ADDRESS_FILE: &str = "floed.addr";
+/// The file in the data dir where a running node writes its REST API address.
+pub const HTTP_ADDRESS_FILE: &str = "floed.http";
+
+/// Writes `text` to `name` in the data dir whole or not at all: tools poll
+/// for these files and read them at once.
+fn write_atomically(data_dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+    let staging = data_dir.join(format!("{name}.tmp"));
+    std::fs::write(&staging, text)?;
+    std::fs::rename(&staging, data_dir.join(name))?;
+    Ok(())
+}
 
 pub fn read_node_id(data_dir: &Path) -> anyhow::Result<Option<u64>> {
     match std::fs::read_to_string(data_dir.join(NODE_ID_FILE)) {
@@ -74,6 +86,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
+    let http_listener = tokio::net::TcpListener::bind(config.api.http_listen)
+        .await
+        .with_context(|| format!("listen on {} (api.http_listen)", config.api.http_listen))?;
+    let http_address = http_listener.local_addr()?;
     let address = config.advertise.clone().unwrap_or_else(|| bound.to_string());
     let packages = packages::Packages::open(&data_dir)?;
     let executor = executor::Executor::new(&config.executor, &data_dir)?;
@@ -98,12 +114,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server_shutdown = shutdown.clone();
     let server = tonic::transport::Server::builder()
+        .layer(api::auth::AuthLayer {
+            service: service.clone(),
+        })
         .add_service(
             FunctionsServer::new(public.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(ClusterServer::new(public))
+        .add_service(ClusterServer::new(public.clone()))
+        .add_service(AccessKeysServer::new(public))
         .add_service(
             RaftServer::new(internal.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -121,11 +141,21 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         )
         .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });
     let server = tokio::spawn(server);
-    // Written whole or not at all: tools poll for this file and read it at once.
-    let staging = data_dir.join(format!("{ADDRESS_FILE}.tmp"));
-    std::fs::write(&staging, &address)?;
-    std::fs::rename(&staging, data_dir.join(ADDRESS_FILE))?;
-    tracing::info!(%address, data_dir = %data_dir.display(), region = %config.region, "floed listening");
+    let rest = tokio::spawn(api::rest::serve(
+        http_listener,
+        service.clone(),
+        shutdown.clone(),
+        std::time::Duration::from_secs(30),
+    ));
+    write_atomically(&data_dir, HTTP_ADDRESS_FILE, &http_address.to_string())?;
+    write_atomically(&data_dir, ADDRESS_FILE, &address)?;
+    tracing::info!(%address, %http_address, data_dir = %data_dir.display(), region = %config.region, "floed listening");
+    if config.api.auth == config::AuthMode::None {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (api.auth = \"none\"): anyone who can reach {address} or {http_address} \
+             can deploy and run code on this cluster. Use this for development only."
+        );
+    }
 
     match read_node_id(&data_dir)? {
         Some(id) => {
@@ -160,6 +190,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         }
     }
 
+    if read_node_id(&data_dir)? == Some(service::cluster::FIRST_NODE_ID) {
+        tokio::spawn(service.clone().ensure_first_access_key_task(shutdown.clone()));
+    }
     let evictor = tokio::spawn(executor.clone().run_evictor(shutdown.clone()));
     let preparer = tokio::spawn(executor.clone().run_slot_preparer(shutdown.clone()));
     let collector = tokio::spawn(service.clone().run_package_collector(
@@ -172,6 +205,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     server.await.context("gRPC server task")?.context("gRPC server")?;
+    let _ = rest.await;
     let _ = evictor.await;
     let _ = preparer.await;
     let _ = collector.await;

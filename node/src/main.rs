@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 /// floed: a node of a floe cluster (a self-hosted, Lambda-like function service).
 ///
 /// With no flags it starts (or restarts) a single-node cluster in ./floe-data,
-/// listening on 127.0.0.1:7400. To grow a cluster, start more nodes with
-/// `--join ADDRESS` of any member.
+/// serving gRPC (the floe CLI and SDK) on 127.0.0.1:7400 and Lambda's REST API
+/// (boto3, the aws CLI) on 127.0.0.1:7401. On first start it creates an access
+/// key and writes it to ./floe-data/credentials, which the floe CLI reads. To
+/// grow a cluster, start more nodes with `--join ADDRESS` of any member.
 ///
 /// Settings come from, in rising precedence: built-in defaults, the TOML
 /// file given with --config, FLOE_* environment variables, and flags.
@@ -40,6 +42,19 @@ struct Flags {
     /// On first start, wait to be added with `floe cluster add` instead of starting a new cluster.
     #[arg(long, env = "FLOE_NO_BOOTSTRAP")]
     no_bootstrap: bool,
+    /// Listen address of Lambda's REST API (boto3, aws CLI); port 0 picks a free port [default: 127.0.0.1:7401].
+    #[arg(long, env = "FLOE_HTTP_LISTEN")]
+    http_listen: Option<std::net::SocketAddr>,
+    /// Who may call the public APIs: sigv4 (signed with a cluster access key) or none
+    /// (development only: anyone who can reach the node) [default: sigv4].
+    #[arg(long, env = "FLOE_AUTH")]
+    auth: Option<floe_node::config::AuthMode>,
+    /// On bootstrap, create this access key instead of a random one.
+    #[arg(long, env = "FLOE_BOOTSTRAP_ACCESS_KEY_ID", hide_env_values = true)]
+    bootstrap_access_key_id: Option<String>,
+    /// The secret of --bootstrap-access-key-id (64 to 128 characters); prefer the environment variable.
+    #[arg(long, env = "FLOE_BOOTSTRAP_SECRET_ACCESS_KEY", hide_env_values = true)]
+    bootstrap_secret_access_key: Option<String>,
     /// Log filter, e.g. info or floe_node=debug [default: info].
     #[arg(long, env = "FLOE_LOG", default_value = "info")]
     log: String,
@@ -71,6 +86,18 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
     }
     if flags.no_bootstrap {
         config.no_bootstrap = true;
+    }
+    if let Some(http_listen) = flags.http_listen {
+        config.api.http_listen = http_listen;
+    }
+    if let Some(auth) = flags.auth {
+        config.api.auth = auth;
+    }
+    if let Some(id) = &flags.bootstrap_access_key_id {
+        config.api.bootstrap_access_key_id = Some(id.clone());
+    }
+    if let Some(secret) = &flags.bootstrap_secret_access_key {
+        config.api.bootstrap_secret_access_key = Some(secret.clone());
     }
     config.validate()?;
     Ok(config)

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AliasRecord, AliasRouting, CodeRef, EventInvokeConfig, EventRecord, FunctionConfig, FunctionRecord, NodeRecord,
-    VersionRecord,
+    AccessKeyRecord, AliasRecord, AliasRouting, CodeRef, EventInvokeConfig, EventRecord, FunctionConfig,
+    FunctionRecord, NodeRecord, VersionRecord,
 };
 
 /// A replicated write.
@@ -58,6 +58,7 @@ pub enum Command {
         function: String,
         name: String,
         version: Option<String>,
+        #[serde(with = "double_option")]
         routing: Option<Option<AliasRouting>>,
         description: Option<String>,
         expected_revision_id: Option<String>,
@@ -92,7 +93,9 @@ pub enum Command {
         qualifier: String,
         max_retry_attempts: Option<u32>,
         max_event_age_s: Option<u32>,
+        #[serde(with = "double_option")]
         on_success: Option<Option<String>>,
+        #[serde(with = "double_option")]
         on_failure: Option<Option<String>>,
         now_ms: i64,
     },
@@ -120,6 +123,11 @@ pub enum Command {
     DeleteFailedEvents {
         function: String,
         ids: Vec<String>,
+    },
+    /// Adds an access key; an existing id is refused.
+    CreateAccessKey(AccessKeyRecord),
+    DeleteAccessKey {
+        id: String,
     },
 }
 
@@ -155,6 +163,7 @@ pub enum Response {
     Event(EventRecord),
     /// How many events a replay or delete affected.
     Count(u64),
+    AccessKey(AccessKeyRecord),
 }
 
 /// Why a command was refused. A refusal changes nothing.
@@ -182,7 +191,99 @@ pub enum ApplyError {
     NodeNotFound { id: u64 },
     #[error("{message}")]
     FailedPrecondition { message: String },
+    #[error("access key {id} not found")]
+    AccessKeyNotFound { id: String },
+    #[error("access key {id} already exists")]
+    AccessKeyExists { id: String },
 }
 
 /// The state machine's answer to one command, as carried back to the proposer.
 pub type CommandResult = Result<Response, ApplyError>;
+
+/// `Option<Option<T>>` fields ("leave as is", "clear", "set") in the Raft
+/// log's JSON, where serde's default writes both `None` and `Some(None)` as
+/// `null`. Clearing is written `{"clear":true}`; `null` and a bare value
+/// read as before. Binary encodings (bincode) keep serde's default.
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Clear {
+        clear: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Change<T> {
+        Clear(Clear),
+        Set(T),
+    }
+
+    pub fn serialize<S: Serializer, T: Serialize>(value: &Option<Option<T>>, serializer: S) -> Result<S::Ok, S::Error> {
+        if !serializer.is_human_readable() {
+            return value.serialize(serializer);
+        }
+        match value {
+            None => serializer.serialize_none(),
+            Some(None) => serializer.serialize_some(&Clear { clear: true }),
+            Some(Some(value)) => serializer.serialize_some(value),
+        }
+    }
+
+    pub fn deserialize<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        if !deserializer.is_human_readable() {
+            return Option::<Option<T>>::deserialize(deserializer);
+        }
+        Ok(match Option::<Change<T>>::deserialize(deserializer)? {
+            None => None,
+            Some(Change::Clear(marker)) => marker.clear.then_some(None),
+            Some(Change::Set(value)) => Some(Some(value)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(routing: Option<Option<AliasRouting>>) -> Command {
+        Command::UpdateAlias {
+            function: "f".into(),
+            name: "a".into(),
+            version: None,
+            routing,
+            description: None,
+            expected_revision_id: None,
+            revision_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn leave_clear_and_set_survive_json_and_bincode() {
+        let routing = AliasRouting {
+            additional_version: 2,
+            weight: 0.5,
+        };
+        for command in [update(None), update(Some(None)), update(Some(Some(routing.clone())))] {
+            let json = serde_json::to_vec(&command).unwrap();
+            assert_eq!(serde_json::from_slice::<Command>(&json).unwrap(), command);
+            let binary = crate::codec::encode(&command).unwrap();
+            assert_eq!(crate::codec::decode::<Command>(&binary).unwrap(), command);
+        }
+        // Entries written before: a bare value is "set", null is "leave".
+        let old = r#"{"UpdateAlias":{"function":"f","name":"a","version":null,
+            "routing":{"additional_version":2,"weight":0.5},"description":null,
+            "expected_revision_id":null,"revision_id":"r"}}"#;
+        assert_eq!(
+            serde_json::from_str::<Command>(old).unwrap(),
+            update(Some(Some(routing)))
+        );
+        let old = old.replace(r#"{"additional_version":2,"weight":0.5}"#, "null");
+        assert_eq!(serde_json::from_str::<Command>(&old).unwrap(), update(None));
+    }
+}

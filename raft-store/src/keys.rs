@@ -76,6 +76,12 @@ pub fn failed_events_of(function: &str) -> Vec<u8> {
     format!("failed/{function}/").into_bytes()
 }
 
+pub fn access_key(id: &str) -> Vec<u8> {
+    format!("accesskey/{id}").into_bytes()
+}
+
+pub const ACCESS_KEYS: &[u8] = b"accesskey/";
+
 /// The sum of all functions' reserved concurrency.
 pub const RESERVED_TOTAL: &[u8] = b"meta/reserved_total";
 

@@ -173,3 +173,15 @@ pub struct FailedEvent {
     pub condition: FailureCondition,
     pub failed_ms: i64,
 }
+
+/// An access key that signs requests (AWS Signature Version 4). The secret
+/// itself is never stored: only the digest that verifying needs (see
+/// `floe_proto::sigv4::secret_digest`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessKeyRecord {
+    pub id: String,
+    /// Hex SHA-256 of `"AWS4" + secret`.
+    pub secret_digest: String,
+    pub description: String,
+    pub created_ms: i64,
+}

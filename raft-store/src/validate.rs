@@ -146,7 +146,7 @@ pub fn routing(routing: &AliasRouting) -> Result<(), ApplyError> {
 
 pub fn sha256(sha256: &str) -> Result<(), ApplyError> {
     if sha256.len() != 64 || !sha256.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
-        return Err(invalid(format!("invalid package sha256 {sha256:?}")));
+        return Err(invalid(format!("invalid sha256 {sha256:?}")));
     }
     Ok(())
 }
@@ -185,6 +185,16 @@ pub fn event_retry_policy(max_retry_attempts: u32, max_event_age_s: u32) -> Resu
     if !(MIN_EVENT_AGE_S..=DEFAULT_MAX_EVENT_AGE_S).contains(&max_event_age_s) {
         return Err(invalid(format!(
             "MaximumEventAgeInSeconds {max_event_age_s} is out of range: use {MIN_EVENT_AGE_S} to {DEFAULT_MAX_EVENT_AGE_S}"
+        )));
+    }
+    Ok(())
+}
+
+/// Access key ids: 16 to 128 upper-case letters and digits (AWS's shape).
+pub fn access_key_id(id: &str) -> Result<(), ApplyError> {
+    if !(16..=128).contains(&id.len()) || !id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+        return Err(invalid(format!(
+            "invalid access key id {id:?}: use 16 to 128 upper-case letters and digits"
         )));
     }
     Ok(())

@@ -22,7 +22,10 @@ pub fn into_status(error: ServiceError) -> tonic::Status {
         ServiceError::InvalidArgument(_) => tonic::Status::invalid_argument(message),
         ServiceError::NotFound(_) => tonic::Status::not_found(message),
         ServiceError::AlreadyExists(_) => tonic::Status::already_exists(message),
-        ServiceError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+        ServiceError::FailedPrecondition(_) | ServiceError::RevisionMismatch(_) => {
+            tonic::Status::failed_precondition(message)
+        }
+        ServiceError::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
         ServiceError::PayloadTooLarge(_) => tonic::Status::resource_exhausted(message),
         ServiceError::Throttled(_) => throttled(message, NO_CAPACITY),
         ServiceError::TooManyRequests { reason, .. } => throttled(message, reason.as_str()),

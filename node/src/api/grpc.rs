@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use floe_proto::v1 as pb;
+use floe_proto::v1::access_keys_server::AccessKeys;
 use floe_proto::v1::cluster_server::Cluster;
 use floe_proto::v1::functions_server::Functions;
 use floe_raft_store::model::{self, AliasRecord, FunctionRecord, VersionRecord, LATEST};
@@ -443,6 +444,53 @@ impl Functions for PublicApi {
         ok(pb::GetLogsResponse {
             records: records.into_iter().map(into_log_record).collect(),
         })
+    }
+}
+
+fn into_access_key(key: model::AccessKeyRecord) -> pb::AccessKeyInfo {
+    pb::AccessKeyInfo {
+        access_key_id: key.id,
+        description: key.description,
+        created_ms: key.created_ms,
+    }
+}
+
+#[tonic::async_trait]
+impl AccessKeys for PublicApi {
+    async fn create_access_key(
+        &self,
+        request: Request<pb::CreateAccessKeyRequest>,
+    ) -> Reply<pb::CreateAccessKeyResponse> {
+        let (key, secret_access_key) = self
+            .service
+            .create_access_key(&request.get_ref().description)
+            .await
+            .map_err(into_status)?;
+        ok(pb::CreateAccessKeyResponse {
+            key: Some(into_access_key(key)),
+            secret_access_key,
+        })
+    }
+
+    async fn list_access_keys(
+        &self,
+        _request: Request<pb::ListAccessKeysRequest>,
+    ) -> Reply<pb::ListAccessKeysResponse> {
+        let keys = self.service.list_access_keys().await.map_err(into_status)?;
+        ok(pb::ListAccessKeysResponse {
+            keys: keys.into_iter().map(into_access_key).collect(),
+        })
+    }
+
+    async fn delete_access_key(
+        &self,
+        request: Request<pb::DeleteAccessKeyRequest>,
+    ) -> Reply<pb::DeleteAccessKeyResponse> {
+        self.service
+            .delete_access_key(&request.get_ref().access_key_id)
+            .await
+            .map_err(into_status)?;
+        ok(pb::DeleteAccessKeyResponse {})
     }
 }
 

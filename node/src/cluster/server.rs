@@ -141,6 +141,29 @@ impl Peer for InternalApi {
         }))
     }
 
+    async fn add_node(
+        &self,
+        request: Request<floe_proto::v1::AddNodeRequest>,
+    ) -> Result<Response<floe_proto::v1::AddNodeResponse>, Status> {
+        let node_id = self
+            .service
+            .add_node(&request.into_inner().address)
+            .await
+            .map_err(into_status)?;
+        Ok(Response::new(floe_proto::v1::AddNodeResponse { node_id }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<floe_proto::v1::RemoveNodeRequest>,
+    ) -> Result<Response<floe_proto::v1::RemoveNodeResponse>, Status> {
+        self.service
+            .remove_node(request.into_inner().node_id)
+            .await
+            .map_err(into_status)?;
+        Ok(Response::new(floe_proto::v1::RemoveNodeResponse {}))
+    }
+
     async fn get_package(&self, request: Request<GetPackageRequest>) -> Result<Response<Package>, Status> {
         let sha256 = request.into_inner().sha256;
         let data = self.service.packages.get(&sha256).map_err(into_status)?;

@@ -42,6 +42,17 @@ pub struct MemberView {
     pub sandbox_mode: String,
 }
 
+/// What `GetAccountSettings` reports.
+pub struct AccountSettings {
+    /// The region's concurrency quota.
+    pub concurrency: u32,
+    /// What the quota leaves to functions without reserved concurrency.
+    pub unreserved: u32,
+    pub function_count: u64,
+    /// Bytes of every package that a function or version names.
+    pub total_code_size: u64,
+}
+
 impl Service {
     /// First start of a new cluster: this node becomes node 1 and the only voter.
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
@@ -64,8 +75,8 @@ impl Service {
         loop {
             for address in join {
                 let result = async {
-                    let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(address)?);
-                    client
+                    self.peers
+                        .peer(address)?
                         .add_node(floe_proto::v1::AddNodeRequest {
                             address: self.address.clone(),
                         })
@@ -100,8 +111,9 @@ impl Service {
             let (_, leader) = cluster
                 .leader()
                 .ok_or_else(|| ServiceError::Unavailable("no leader to add the node".into()))?;
-            let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
-            let reply = client
+            let reply = self
+                .peers
+                .peer(&leader)?
                 .add_node(floe_proto::v1::AddNodeRequest {
                     address: address.to_string(),
                 })
@@ -165,8 +177,8 @@ impl Service {
             let (_, leader) = cluster
                 .leader()
                 .ok_or_else(|| ServiceError::Unavailable("no leader to remove the node".into()))?;
-            let mut client = floe_proto::v1::cluster_client::ClusterClient::new(self.peers.channel(&leader)?);
-            client
+            self.peers
+                .peer(&leader)?
                 .remove_node(floe_proto::v1::RemoveNodeRequest { node_id: id })
                 .await?;
             return Ok(());
@@ -177,6 +189,27 @@ impl Service {
             Ok(_) | Err(ServiceError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Lambda's account settings, for this node's region.
+    pub async fn account_settings(&self) -> Result<AccountSettings, ServiceError> {
+        self.read_barrier(super::Consistency::Linearizable).await?;
+        let concurrency = state_machine::region_quota(&self.reader, &self.config.region)?;
+        let reserved = state_machine::reserved_total(&self.reader)?;
+        let functions = state_machine::list_functions(&self.reader)?;
+        let mut total_code_size = 0;
+        for function in &functions {
+            total_code_size += function.code.size;
+            for version in state_machine::list_versions(&self.reader, &function.name)? {
+                total_code_size += version.code.size;
+            }
+        }
+        Ok(AccountSettings {
+            concurrency,
+            unreserved: concurrency.saturating_sub(reserved),
+            function_count: functions.len() as u64,
+            total_code_size,
+        })
     }
 
     pub async fn set_region_quota(&self, region: &str, concurrency: u32) -> Result<(), ServiceError> {

@@ -79,6 +79,38 @@ impl Service {
             .ok_or_else(|| ApplyError::FunctionNotFound { name: name.to_string() }.into())
     }
 
+    /// The function and, for a numbered version or an alias (its primary
+    /// version), that version: what `GetFunction` with a qualifier describes.
+    pub async fn function_configuration(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<(FunctionRecord, Option<VersionRecord>), ServiceError> {
+        let function = self.get_function(name, Consistency::Linearizable).await?;
+        let version = if qualifier.is_empty() || qualifier == floe_raft_store::model::LATEST {
+            return Ok((function, None));
+        } else if qualifier.chars().all(|c| c.is_ascii_digit()) {
+            qualifier.to_string()
+        } else {
+            validate::alias_name(qualifier)?;
+            state_machine::get_alias(&self.reader, name, qualifier)?
+                .ok_or_else(|| ApplyError::AliasNotFound {
+                    function: name.to_string(),
+                    name: qualifier.to_string(),
+                })?
+                .version
+        };
+        let Some(number) = validate::parse_version(&version)? else {
+            return Ok((function, None));
+        };
+        let record =
+            state_machine::get_version(&self.reader, name, number)?.ok_or_else(|| ApplyError::VersionNotFound {
+                function: name.to_string(),
+                version: version.clone(),
+            })?;
+        Ok((function, Some(record)))
+    }
+
     pub async fn list_functions(&self, consistency: Consistency) -> Result<Vec<FunctionRecord>, ServiceError> {
         self.read_barrier(consistency).await?;
         Ok(state_machine::list_functions(&self.reader)?)
@@ -132,7 +164,7 @@ impl Service {
                 now_ms: now_ms(),
             };
             match self.cluster()?.propose(command).await {
-                Err(ServiceError::FailedPrecondition(_)) if update.expected_revision_id.is_none() => continue,
+                Err(ServiceError::RevisionMismatch(_)) if update.expected_revision_id.is_none() => continue,
                 result => return expect_function(result?),
             }
         }

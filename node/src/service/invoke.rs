@@ -190,7 +190,10 @@ impl Service {
 
     /// Lambda's ARN of `function`, with the qualifier the caller used.
     pub fn function_arn(&self, function: &str, qualifier: &str) -> String {
-        let arn = format!("arn:aws:lambda:{}:000000000000:function:{function}", self.config.region);
+        let arn = format!(
+            "arn:aws:lambda:{}:{}:function:{function}",
+            self.config.region, self.config.api.account_id
+        );
         if qualifier.is_empty() {
             arn
         } else {

@@ -2,6 +2,7 @@
 //! (gRPC today, Lambda REST later) that calls it. Adapters convert wire
 //! types to these calls and [`ServiceError`] back to their status codes.
 
+pub mod auth;
 pub mod cluster;
 pub mod events;
 pub mod functions;
@@ -54,6 +55,12 @@ pub enum ServiceError {
     OutcomeUnknown(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller's expected revision id is not the current one.
+    #[error("{0}")]
+    RevisionMismatch(String),
+    /// A request without a valid signature.
+    #[error("{message}")]
+    Unauthenticated { code: String, message: String },
 }
 
 impl From<ApplyError> for ServiceError {
@@ -64,11 +71,13 @@ impl From<ApplyError> for ServiceError {
             ApplyError::FunctionNotFound { .. }
             | ApplyError::VersionNotFound { .. }
             | ApplyError::AliasNotFound { .. }
-            | ApplyError::NodeNotFound { .. } => ServiceError::NotFound(message),
-            ApplyError::FunctionExists { .. } | ApplyError::AliasExists { .. } => ServiceError::AlreadyExists(message),
-            ApplyError::RevisionMismatch { .. } | ApplyError::FailedPrecondition { .. } => {
-                ServiceError::FailedPrecondition(message)
+            | ApplyError::NodeNotFound { .. }
+            | ApplyError::AccessKeyNotFound { .. } => ServiceError::NotFound(message),
+            ApplyError::FunctionExists { .. } | ApplyError::AliasExists { .. } | ApplyError::AccessKeyExists { .. } => {
+                ServiceError::AlreadyExists(message)
             }
+            ApplyError::RevisionMismatch { .. } => ServiceError::RevisionMismatch(message),
+            ApplyError::FailedPrecondition { .. } => ServiceError::FailedPrecondition(message),
         }
     }
 }

@@ -5,12 +5,14 @@
 //! `BTreeMap`. One file per table.
 
 mod aliases;
+mod auth;
 mod cluster;
 mod events;
 mod functions;
 pub mod kv;
 
 pub use aliases::{get_alias, list_aliases};
+pub use auth::{get_access_key, list_access_keys};
 pub use cluster::{list_nodes, list_region_quotas, region_quota, reserved_total};
 pub use events::{effective_event_invoke_config, get_event, get_event_invoke_config, list_failed_events};
 pub use functions::{get_function, get_version, list_functions, list_versions};
@@ -140,6 +142,8 @@ pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Wri
         } => events::record_attempt(&mut overlay, id, *attempts, outcome, *now_ms)?,
         Command::ReplayFailedEvents { function, ids, now_ms } => events::replay(&mut overlay, function, ids, *now_ms)?,
         Command::DeleteFailedEvents { function, ids } => events::delete_failed(&mut overlay, function, ids)?,
+        Command::CreateAccessKey(key) => auth::create(&mut overlay, key)?,
+        Command::DeleteAccessKey { id } => auth::delete(&mut overlay, id)?,
         Command::Batch(commands) => {
             let mut results = Vec::with_capacity(commands.len());
             for command in commands {

@@ -859,3 +859,44 @@ fn destinations_get_lambdas_invocation_record() {
     ]);
     assert_eq!(list_failed_events(&table, "f").unwrap().len(), 1);
 }
+
+fn access_key(id: &str) -> Command {
+    Command::CreateAccessKey(crate::model::AccessKeyRecord {
+        id: id.into(),
+        secret_digest: sha(7),
+        description: "ci".into(),
+        created_ms: 1,
+    })
+}
+
+#[test]
+fn access_keys() {
+    let id = "FLOEABCDEFGH2345";
+    check(
+        &[],
+        access_key(id),
+        Expect::Ok(|r| matches!(r, Response::AccessKey(k) if k.description == "ci")),
+    );
+    check(&[access_key(id)], access_key(id), Expect::Refused("AccessKeyExists"));
+    check(&[], access_key("short"), Expect::Refused("invalid access key id"));
+    check(
+        &[],
+        access_key("floeabcdefgh2345"),
+        Expect::Refused("invalid access key id"),
+    );
+    let mut bad_digest = access_key(id);
+    if let Command::CreateAccessKey(key) = &mut bad_digest {
+        key.secret_digest = "not hex".into();
+    }
+    check(&[], bad_digest, Expect::Refused("invalid sha256"));
+    check(
+        &[access_key(id)],
+        Command::DeleteAccessKey { id: id.into() },
+        Expect::Ok(|r| matches!(r, Response::None)),
+    );
+    check(
+        &[],
+        Command::DeleteAccessKey { id: id.into() },
+        Expect::Refused("AccessKeyNotFound"),
+    );
+}

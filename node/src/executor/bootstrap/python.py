@@ -74,6 +74,20 @@ class Client:
         return int(lines[0].split(" ", 2)[1]), headers, body
 
 
+class ClientContext:
+    """context.client_context as AWS's runtime builds it: .custom, .env, .client."""
+
+    def __init__(self, document):
+        self.custom = document.get("custom")
+        self.env = document.get("env")
+        client = document.get("client")
+        self.client = None
+        if isinstance(client, dict):
+            self.client = type("Client", (), {})()
+            for name in ("installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name"):
+                setattr(self.client, name, client.get(name))
+
+
 class Context:
     """The context object Lambda passes to handlers."""
 
@@ -147,7 +161,7 @@ def main():
             request_id,
             int(headers.get("lambda-runtime-deadline-ms") or 0),
             headers.get("lambda-runtime-invoked-function-arn"),
-            json.loads(client_context) if client_context else None,
+            ClientContext(json.loads(client_context)) if client_context else None,
             json.loads(identity) if identity else None,
         )
         try:

@@ -1,0 +1,310 @@
+//! Lambda's REST API: boto3 and the aws CLI against a real node (the
+//! assertions live in `python/test_lambda_api.py`), and a listener that
+//! survives malformed, oversized and slow clients.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime};
+
+use chaos_tests::{TestCluster, TEST_ACCESS_KEY_ID, TEST_CONFIG, TEST_SECRET_ACCESS_KEY};
+
+/// Functions reach the test's listener (async invocations report to it);
+/// short HTTP timeouts so the slow-client checks stay quick.
+fn config() -> String {
+    format!(
+        "{TEST_CONFIG}\n[executor]\nnetwork = \"host\"\n\n[api]\nhttp_header_timeout = \"1s\"\nhttp_body_timeout = \"1s\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_and_the_aws_cli_work_unchanged() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(1, &config()).await?;
+    let script_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
+    let output = tokio::process::Command::new("python3")
+        .args(["-m", "unittest", "-v", "test_lambda_api"])
+        .current_dir(script_dir)
+        .env("FLOE_HTTP", cluster.http_address(0))
+        .env("FLOE_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
+        .env("FLOE_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .await?;
+    let report = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "boto3/aws CLI suite failed:\n{report}\n{}\n--- node log ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        cluster.logs()
+    );
+    assert!(report.contains("OK"), "{report}");
+    Ok(())
+}
+
+/// Sends `request` raw and returns what came back (until the server closes,
+/// or `wait` passes).
+fn exchange(address: &str, request: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A signed `GET /2016-08-19/account-settings`, as botocore would send it.
+fn signed_account_settings(address: &str) -> String {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("host", address.parse().unwrap());
+    floe_proto::sigv4::sign(
+        &chaos_tests::test_credentials(),
+        "local",
+        floe_proto::sigv4::REST_SERVICE,
+        "GET",
+        "/2016-08-19/account-settings",
+        "",
+        &mut headers,
+        &floe_proto::sigv4::sha256_hex(b""),
+        SystemTime::now(),
+    );
+    let mut request = "GET /2016-08-19/account-settings HTTP/1.1\r\nconnection: close\r\n".to_string();
+    for (name, value) in &headers {
+        request.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    request.push_str("\r\n");
+    exchange(address, request.as_bytes(), Duration::from_secs(10))
+}
+
+fn assert_serving(address: &str) {
+    let answer = signed_account_settings(address);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("ConcurrentExecutions"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rest_listener_survives_abuse() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(1, &config()).await?;
+    let address = cluster.http_address(0);
+    assert_serving(&address);
+
+    // Malformed HTTP and binary garbage: 400 or a closed connection.
+    for garbage in [
+        b"NOT HTTP AT ALL\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+    ] {
+        let answer = exchange(&address, &garbage, Duration::from_secs(5));
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    assert_serving(&address);
+
+    // Headers past 64 KiB: 431.
+    let huge = format!(
+        "GET /2015-03-31/functions HTTP/1.1\r\nhost: x\r\nx-filler: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let answer = exchange(&address, huge.as_bytes(), Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    // A declared body over Invoke's 6 MB limit: 413 at once, before any body is read.
+    let oversized = "POST /2015-03-31/functions/f/invocations HTTP/1.1\r\nhost: x\r\ncontent-length: 7340032\r\n\r\n";
+    let answer = exchange(&address, oversized.as_bytes(), Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("RequestTooLargeException"), "{answer}");
+
+    // Unsigned requests are refused before their body is read.
+    let unsigned = "POST /2015-03-31/functions/f/invocations HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}";
+    let answer = exchange(&address, unsigned.as_bytes(), Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("MissingAuthenticationTokenException"), "{answer}");
+
+    // A client that never finishes its headers is cut off after the header timeout (1 s here).
+    let started = Instant::now();
+    let answer = exchange(
+        &address,
+        b"GET /2015-03-31/functions HTTP/1.1\r\nhost: x\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "slow headers held for {:?}",
+        started.elapsed()
+    );
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A signed request whose body trickles in too slowly: 408 after the body timeout.
+    let mut headers = http::HeaderMap::new();
+    headers.insert("host", address.parse().unwrap());
+    floe_proto::sigv4::sign(
+        &chaos_tests::test_credentials(),
+        "local",
+        floe_proto::sigv4::REST_SERVICE,
+        "POST",
+        "/2015-03-31/functions/f/invocations",
+        "",
+        &mut headers,
+        &floe_proto::sigv4::sha256_hex(b"{}"),
+        SystemTime::now(),
+    );
+    let mut slow = "POST /2015-03-31/functions/f/invocations HTTP/1.1\r\ncontent-length: 100\r\n".to_string();
+    for (name, value) in &headers {
+        slow.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    slow.push_str("\r\n{");
+    let started = Instant::now();
+    let answer = exchange(&address, slow.as_bytes(), Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // Many idle connections at once do not stop others being served.
+    let idle: Vec<TcpStream> = (0..50).filter_map(|_| TcpStream::connect(&address).ok()).collect();
+    assert_serving(&address);
+    drop(idle);
+
+    // The gRPC API refuses unsigned and wrongly signed calls too.
+    let unsigned = floe_client::Client::connect_with([cluster.address(0)], None).await?;
+    let error = unsigned
+        .list_functions(floe_client::proto::ReadConsistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::Unauthenticated), "{error}");
+    assert!(
+        error.to_string().contains("MissingAuthenticationTokenException"),
+        "{error}"
+    );
+    let wrong = floe_client::Client::connect_with(
+        [cluster.address(0)],
+        Some(floe_client::Credentials {
+            access_key_id: TEST_ACCESS_KEY_ID.into(),
+            secret_access_key: "w".repeat(64),
+        }),
+    )
+    .await?;
+    let error = wrong
+        .list_functions(floe_client::proto::ReadConsistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::Unauthenticated), "{error}");
+    assert!(error.to_string().contains("InvalidSignatureException"), "{error}");
+    assert_serving(&address);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_keys_are_managed_with_the_cli_and_sign_every_api() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(2).await?;
+    let endpoint = cluster.address(1);
+    let run = |args: &[&str]| {
+        let output = chaos_tests::floe_command()
+            .args(["--endpoint", &endpoint, "--json"])
+            .args(args)
+            .output()
+            .expect("run floe");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&["auth", "key", "create", "--description", "ci"]);
+    assert_eq!(code, 0, "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout)?;
+    let id = created["access_key_id"].as_str().unwrap().to_string();
+    let secret = created["secret_access_key"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 64);
+    let (_, stdout, _) = run(&["auth", "key", "list"]);
+    assert!(stdout.contains(&id) && stdout.contains(TEST_ACCESS_KEY_ID), "{stdout}");
+    assert!(!stdout.contains(&secret), "secrets are never listed");
+
+    // The new key signs gRPC calls (through a follower) and REST calls.
+    let client = floe_client::Client::connect_with(
+        [cluster.address(1)],
+        Some(floe_client::Credentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+        }),
+    )
+    .await?;
+    client.cluster_status().await?;
+    client
+        .list_functions(floe_client::proto::ReadConsistency::Linearizable)
+        .await?;
+
+    let (code, _, stderr) = run(&["auth", "key", "delete", &id]);
+    assert_eq!(code, 0, "{stderr}");
+    let error = client
+        .list_functions(floe_client::proto::ReadConsistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::Unauthenticated), "{error}");
+    assert!(error.to_string().contains("UnrecognizedClientException"), "{error}");
+
+    // The CLI without credentials: exit code 9 and a message that says what to do.
+    let output = std::process::Command::new(chaos_tests::binary("floe"))
+        .args(["--endpoint", &endpoint, "function", "list"])
+        .env_remove("FLOE_ACCESS_KEY_ID")
+        .env_remove("FLOE_SECRET_ACCESS_KEY")
+        .env_remove("FLOE_CREDENTIALS")
+        .current_dir(std::env::temp_dir())
+        .output()?;
+    assert_eq!(
+        output.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (code, _, stderr) = run(&["auth", "key", "delete", "FLOENOSUCHKEY0000000"]);
+    assert_eq!(code, 3, "{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_node_writes_usable_credentials() -> anyhow::Result<()> {
+    // Without a bootstrap key: node 1 makes a random one and writes it down.
+    let root = tempfile::tempdir()?;
+    let data_dir = root.path().join("node");
+    let mut child = std::process::Command::new(chaos_tests::binary("floed"))
+        .args([
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("FLOE_BOOTSTRAP_ACCESS_KEY_ID")
+        .env_remove("FLOE_BOOTSTRAP_SECRET_ACCESS_KEY")
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let credentials = data_dir.join("credentials");
+    let result = async {
+        chaos_tests::wait_for("the credentials file", Duration::from_secs(30), || {
+            let exists = credentials.exists();
+            async move { exists }
+        })
+        .await?;
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&credentials)?.permissions().mode() & 0o777, 0o600);
+        let address = std::fs::read_to_string(data_dir.join("floed.addr"))?;
+        // The CLI finds it with --credentials (and in ./floe-data/credentials by default).
+        let output = std::process::Command::new(chaos_tests::binary("floe"))
+            .args([
+                "--endpoint",
+                &address,
+                "--credentials",
+                credentials.to_str().unwrap(),
+                "function",
+                "list",
+            ])
+            .env_remove("FLOE_ACCESS_KEY_ID")
+            .env_remove("FLOE_SECRET_ACCESS_KEY")
+            .output()?;
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let text = std::fs::read_to_string(&credentials)?;
+        assert!(!text.contains(TEST_SECRET_ACCESS_KEY));
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}

@@ -1,0 +1,109 @@
+//! SigV4 on the public gRPC services: a tower layer in front of tonic.
+//!
+//! Calls to `floe.v1.*` must be signed (service name `floe`, the body's
+//! SHA-256 as payload hash); the node-to-node services (`floe.internal.v1.*`)
+//! are not checked here — they belong on a network only the nodes share.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+
+use crate::service::{Service, ServiceError};
+
+/// Public gRPC services start with this path prefix.
+const PUBLIC_PREFIX: &str = "/floe.v1.";
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    pub service: Arc<Service>,
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Authenticated<S> {
+        Authenticated {
+            inner,
+            service: self.service.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    service: Arc<Service>,
+}
+
+type GrpcRequest = http::Request<tonic::body::Body>;
+type GrpcResponse = http::Response<tonic::body::Body>;
+
+fn refused(error: ServiceError) -> GrpcResponse {
+    let message = match &error {
+        ServiceError::Unauthenticated { code, message } => format!("{code}: {message}"),
+        other => other.to_string(),
+    };
+    let status = match error {
+        ServiceError::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
+        other => super::error::into_status(other),
+    };
+    status.into_http()
+}
+
+impl<S> tower::Service<GrpcRequest> for Authenticated<S>
+where
+    S: tower::Service<GrpcRequest, Response = GrpcResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = GrpcResponse;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<GrpcResponse, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: GrpcRequest) -> Self::Future {
+        if !request.uri().path().starts_with(PUBLIC_PREFIX) || !self.service.auth_required() {
+            return Box::pin(self.inner.call(request));
+        }
+        // The clone is not ready; the one poll_ready readied goes into the future.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let service = self.service.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            // The key is checked before the body is read: strangers cost no buffering.
+            let key = match service.signing_key(&parts.headers).await {
+                Ok(Some(key)) => key,
+                Ok(None) => unreachable!("authentication is required here"),
+                Err(error) => return Ok(refused(error)),
+            };
+            let limited = http_body_util::Limited::new(body, floe_proto::MAX_MESSAGE_BYTES + 16);
+            let bytes = match limited.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => {
+                    return Ok(refused(ServiceError::PayloadTooLarge(format!(
+                        "cannot read the request: {e}"
+                    ))))
+                }
+            };
+            let payload_hash = floe_proto::sigv4::sha256_hex(&bytes);
+            let signed = floe_proto::sigv4::RequestParts {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query().unwrap_or(""),
+                headers: &parts.headers,
+                payload_hash: &payload_hash,
+            };
+            if let Err(error) = key.verify(floe_proto::sigv4::GRPC_SERVICE, &signed) {
+                return Ok(refused(error.into()));
+            }
+            let request = http::Request::from_parts(parts, tonic::body::Body::new(http_body_util::Full::new(bytes)));
+            inner.call(request).await
+        })
+    }
+}

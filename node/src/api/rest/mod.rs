@@ -1,0 +1,301 @@
+//! Lambda's REST API (`/2015-03-31/functions/...`), as botocore's service
+//! model describes it, so that boto3 and the aws CLI work unchanged.
+//!
+//! - `mod.rs`: the listener (bounded connections, header and body timeouts,
+//!   size limits), signature checks, and Lambda's error shape;
+//! - `handlers.rs`: one function per operation, each a call into the service;
+//! - `shapes.rs`: Lambda's JSON documents.
+
+mod handlers;
+mod shapes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::error::NO_CAPACITY;
+use crate::service::{Service, ServiceError};
+
+/// Invoke's limit (Lambda's 6 MB), and the message Lambda gives past it.
+pub const INVOKE_BODY_LIMIT: usize = 6 * 1024 * 1024;
+/// CreateFunction and UpdateFunctionCode: a 50 MB zip, base64-encoded, in JSON.
+pub const CODE_BODY_LIMIT: usize = 70 * 1024 * 1024;
+/// Every other operation.
+pub const OTHER_BODY_LIMIT: usize = 1024 * 1024;
+/// Request line and headers together.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// An error as Lambda returns it: status, `x-amzn-ErrorType`, JSON body.
+#[derive(Debug)]
+pub struct LambdaError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+    /// `TooManyRequestsException`'s `Reason`.
+    pub reason: Option<String>,
+}
+
+impl LambdaError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> LambdaError {
+        LambdaError {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            reason: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> LambdaError {
+        LambdaError::new(StatusCode::BAD_REQUEST, "InvalidParameterValueException", message)
+    }
+}
+
+impl From<ServiceError> for LambdaError {
+    fn from(error: ServiceError) -> Self {
+        let message = error.to_string();
+        let (status, code) = match &error {
+            ServiceError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "InvalidParameterValueException"),
+            ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
+            ServiceError::AlreadyExists(_) | ServiceError::FailedPrecondition(_) => {
+                (StatusCode::CONFLICT, "ResourceConflictException")
+            }
+            ServiceError::RevisionMismatch(_) => (StatusCode::PRECONDITION_FAILED, "PreconditionFailedException"),
+            ServiceError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException"),
+            ServiceError::Throttled(_) | ServiceError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
+            }
+            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceException"),
+            ServiceError::OutcomeUnknown(_) | ServiceError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException")
+            }
+            ServiceError::Unauthenticated { code, .. } => (StatusCode::FORBIDDEN, code.as_str()),
+        };
+        let code = code.to_string();
+        let reason = match error {
+            ServiceError::Throttled(_) => Some(NO_CAPACITY.to_string()),
+            ServiceError::TooManyRequests { reason, .. } => Some(reason.as_str().to_string()),
+            _ => None,
+        };
+        LambdaError {
+            status,
+            code,
+            message,
+            reason,
+        }
+    }
+}
+
+impl IntoResponse for LambdaError {
+    fn into_response(self) -> Response {
+        let kind = if self.status.is_server_error() {
+            "Service"
+        } else {
+            "User"
+        };
+        // botocore reads `message` or `Message`; each shape names one of them.
+        let message_key = match self.code.as_str() {
+            "ResourceNotFoundException" | "ServiceException" => "Message",
+            _ => "message",
+        };
+        let mut body = serde_json::json!({ "Type": kind, message_key: self.message });
+        if let Some(reason) = &self.reason {
+            body["Reason"] = reason.clone().into();
+        }
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Ok(code) = HeaderValue::from_str(&self.code) {
+            headers.insert("x-amzn-ErrorType", code);
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The body limit of the operation at `path`.
+fn body_limit(method: &http::Method, path: &str) -> usize {
+    if path.ends_with("/invocations") {
+        INVOKE_BODY_LIMIT
+    } else if path.ends_with("/code")
+        || (method == http::Method::POST && path.trim_end_matches('/').ends_with("/functions"))
+    {
+        CODE_BODY_LIMIT
+    } else {
+        OTHER_BODY_LIMIT
+    }
+}
+
+fn too_large(limit: usize, path: &str) -> LambdaError {
+    let operation = if path.ends_with("/invocations") {
+        "the Invoke operation"
+    } else {
+        "this operation"
+    };
+    LambdaError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestTooLargeException",
+        format!("Request must be smaller than {limit} bytes for {operation}"),
+    )
+}
+
+/// Reads the whole body (bounded in size and time), then checks the
+/// signature over it. Runs before every handler; handlers get the body back.
+async fn authenticate(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let limit = body_limit(&parts.method, &path);
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return too_large(limit, &path).into_response();
+    }
+    // The key first: requests from strangers are refused before any buffering.
+    let key = match service.signing_key(&parts.headers).await {
+        Ok(key) => key,
+        Err(e) => return LambdaError::from(e).into_response(),
+    };
+    let read = tokio::time::timeout(
+        service.config.api.http_body_timeout,
+        http_body_util::Limited::new(body, limit).collect(),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit, &path).into_response(),
+        Ok(Err(e)) => {
+            return LambdaError::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", e.to_string())
+                .into_response()
+        }
+        Err(_) => {
+            return LambdaError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
+                "the request body did not arrive in time",
+            )
+            .into_response()
+        }
+    };
+    if let Some(key) = key {
+        let unsigned = parts
+            .headers
+            .get("x-amz-content-sha256")
+            .is_some_and(|v| v == floe_proto::sigv4::UNSIGNED_PAYLOAD);
+        let payload_hash = if unsigned {
+            floe_proto::sigv4::UNSIGNED_PAYLOAD.to_string()
+        } else {
+            floe_proto::sigv4::sha256_hex(&bytes)
+        };
+        let signed = floe_proto::sigv4::RequestParts {
+            method: parts.method.as_str(),
+            path: &path,
+            query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+            payload_hash: &payload_hash,
+        };
+        if let Err(e) = key.verify(floe_proto::sigv4::REST_SERVICE, &signed) {
+            return LambdaError::from(ServiceError::from(e)).into_response();
+        }
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// Every response carries a request id, as Lambda's do.
+async fn request_id(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if !response.headers().contains_key("x-amzn-RequestId") {
+        if let Ok(value) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            response.headers_mut().insert("x-amzn-RequestId", value);
+        }
+    }
+    response
+}
+
+async fn unknown_operation() -> LambdaError {
+    LambdaError::new(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        "floe does not serve this Lambda operation",
+    )
+}
+
+pub fn router(service: Arc<Service>) -> axum::Router {
+    handlers::routes()
+        .fallback(unknown_operation)
+        .layer(axum::middleware::from_fn_with_state(service.clone(), authenticate))
+        .layer(axum::middleware::from_fn(request_id))
+        // `authenticate` enforces each operation's own limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(service)
+}
+
+/// Serves the REST API on `listener` until `shutdown`, then lets requests in
+/// flight finish (for at most `grace`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let api = service.config.api.clone();
+    let router = router(service);
+    let connections = Arc::new(tokio::sync::Semaphore::new(api.http_max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, for instance: wait rather than spin.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        // Without NODELAY small responses wait ~40 ms for delayed ACKs.
+        let _ = stream.set_nodelay(true);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(api.http_header_timeout)
+            .max_header_size(MAX_HEADER_BYTES)
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(router.clone()),
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("HTTP requests still running at shutdown were cut off");
+    }
+}
+
+/// The headers of a successful answer (a request id, like Lambda's).
+pub fn headers_with_request_id(request_id: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-RequestId", value);
+    }
+    headers
+}

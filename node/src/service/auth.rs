@@ -1,0 +1,206 @@
+//! Access keys and request signatures: who may call the public APIs.
+//!
+//! Keys live in the replicated state (`Command::CreateAccessKey`), as the
+//! digest that verifying a SigV4 signature needs, never as the secret. The
+//! first node creates one key when the cluster has none and writes it to
+//! `credentials` in its data dir, in the AWS shared-credentials format, so
+//! that `floe`, boto3 and the aws CLI can use it at once.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use floe_proto::sigv4::{self, Authorization, RequestParts, SignatureError};
+use floe_raft_store::model::AccessKeyRecord;
+use floe_raft_store::{state_machine, validate, Command, Response};
+use rand::distr::{Alphanumeric, SampleString};
+use rand::Rng;
+
+use super::{Consistency, Service, ServiceError};
+use crate::config::AuthMode;
+
+/// The file in a data dir where the first node writes the first access key.
+pub const CREDENTIALS_FILE: &str = "credentials";
+
+/// A request's claimed key, found in the cluster: what its signature must match.
+pub struct SigningKey {
+    pub authorization: Authorization,
+    digest: [u8; 32],
+}
+
+impl SigningKey {
+    pub fn verify(&self, service: &str, parts: &RequestParts<'_>) -> Result<(), SignatureError> {
+        sigv4::verify(&self.authorization, &self.digest, service, parts, SystemTime::now())
+    }
+}
+
+fn new_access_key_id() -> String {
+    // AWS-shaped: a fixed prefix and 16 characters of base32.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut rng = rand::rng();
+    let tail: String = (0..16)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("FLOE{tail}")
+}
+
+fn new_secret() -> String {
+    // 64 characters: long enough that only a digest need be kept (see sigv4.rs).
+    Alphanumeric.sample_string(&mut rand::rng(), 64)
+}
+
+impl From<SignatureError> for ServiceError {
+    fn from(error: SignatureError) -> Self {
+        ServiceError::Unauthenticated {
+            code: error.code().to_string(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl Service {
+    /// Whether public requests must be signed.
+    pub fn auth_required(&self) -> bool {
+        self.config.api.auth == AuthMode::Sigv4
+    }
+
+    /// Creates a key with a random id and secret; the secret is returned once.
+    pub async fn create_access_key(&self, description: &str) -> Result<(AccessKeyRecord, String), ServiceError> {
+        let secret = new_secret();
+        let key = self
+            .import_access_key(&new_access_key_id(), &secret, description)
+            .await?;
+        Ok((key, secret))
+    }
+
+    async fn import_access_key(
+        &self,
+        id: &str,
+        secret: &str,
+        description: &str,
+    ) -> Result<AccessKeyRecord, ServiceError> {
+        if secret.len() < sigv4::MIN_SECRET_LEN {
+            return Err(ServiceError::InvalidArgument(format!(
+                "secret access keys must have at least {} characters",
+                sigv4::MIN_SECRET_LEN
+            )));
+        }
+        validate::access_key_id(id)?;
+        validate::description(description)?;
+        let key = AccessKeyRecord {
+            id: id.to_string(),
+            secret_digest: hex::encode(sigv4::secret_digest(secret)),
+            description: description.to_string(),
+            created_ms: super::functions::now_ms(),
+        };
+        match self.cluster()?.propose(Command::CreateAccessKey(key)).await? {
+            Response::AccessKey(key) => Ok(key),
+            other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    pub async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, ServiceError> {
+        self.read_barrier(Consistency::Linearizable).await?;
+        Ok(state_machine::list_access_keys(&self.reader)?)
+    }
+
+    pub async fn delete_access_key(&self, id: &str) -> Result<(), ServiceError> {
+        self.cluster()?
+            .propose(Command::DeleteAccessKey { id: id.to_string() })
+            .await?;
+        Ok(())
+    }
+
+    /// The key a request claims to be signed with. `None` when authentication
+    /// is off. A key this node has not seen yet (created a moment ago through
+    /// another node) is looked up again after a read barrier.
+    pub async fn signing_key(&self, headers: &http::HeaderMap) -> Result<Option<SigningKey>, ServiceError> {
+        if !self.auth_required() {
+            return Ok(None);
+        }
+        let header = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or(SignatureError::Missing)?;
+        let header = header
+            .to_str()
+            .map_err(|_| SignatureError::Incomplete("The Authorization header is not ASCII.".into()))?;
+        let authorization = Authorization::parse(header)?;
+        let mut key = state_machine::get_access_key(&self.reader, &authorization.access_key_id)?;
+        if key.is_none() {
+            self.read_barrier(Consistency::Linearizable).await?;
+            key = state_machine::get_access_key(&self.reader, &authorization.access_key_id)?;
+        }
+        let key = key.ok_or(SignatureError::UnknownKey)?;
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&key.secret_digest, &mut digest)
+            .map_err(|_| ServiceError::Internal(format!("access key {} has a corrupt digest", key.id)))?;
+        Ok(Some(SigningKey { authorization, digest }))
+    }
+
+    /// On the first node: when the cluster has no access key at all (a new
+    /// cluster, or every key deleted), creates one and writes it to the
+    /// data dir's `credentials` file. Retries until it can, or shutdown.
+    pub async fn ensure_first_access_key_task(
+        self: std::sync::Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let path = self.config.data_dir.join(CREDENTIALS_FILE);
+        let mut attempt = 0u64;
+        loop {
+            match self.first_access_key(&path).await {
+                Ok(true) => {
+                    tracing::info!(
+                        file = %path.display(),
+                        "created an access key (the cluster had none) and wrote it to the credentials file"
+                    );
+                    return;
+                }
+                Ok(false) => return,
+                Err(e) => tracing::debug!(error = %e, "cannot check for access keys yet"),
+            }
+            attempt += 1;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200 * attempt.min(10))) => {}
+            }
+        }
+    }
+
+    async fn first_access_key(&self, path: &Path) -> Result<bool, ServiceError> {
+        if !self.list_access_keys().await?.is_empty() {
+            return Ok(false);
+        }
+        let api = &self.config.api;
+        let (id, secret) = match (&api.bootstrap_access_key_id, &api.bootstrap_secret_access_key) {
+            (Some(id), Some(secret)) => (id.clone(), secret.clone()),
+            _ => (new_access_key_id(), new_secret()),
+        };
+        // The file first: a key that exists but was never written down would lock everyone out.
+        write_credentials(path, &id, &secret).map_err(|e| ServiceError::Internal(format!("{e:#}")))?;
+        self.import_access_key(&id, &secret, "created by the first node")
+            .await?;
+        Ok(true)
+    }
+}
+
+/// Writes AWS's shared-credentials format, readable by the owner only.
+fn write_credentials(path: &Path, id: &str, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let staging = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&staging)?;
+    write!(
+        file,
+        "# A floe access key. Use it with `floe --credentials {0}`, or\n\
+         # AWS_SHARED_CREDENTIALS_FILE={0} for boto3 and the aws CLI.\n\
+         [default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n",
+        path.display()
+    )?;
+    file.sync_all()?;
+    std::fs::rename(&staging, path)?;
+    Ok(())
+}
