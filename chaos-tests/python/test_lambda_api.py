@@ -401,12 +401,17 @@ class Errors(unittest.TestCase):
         with self.assertRaises(LAMBDA.exceptions.InvalidParameterValueException):
             LAMBDA.invoke(FunctionName=name, Payload=b"not json")
 
-        status, code, _ = error_of(lambda: LAMBDA.invoke(FunctionName=name, Payload=b'"' + b"x" * (6 * 1024 * 1024) + b'"'))
-        self.assertEqual((status, code), (413, "RequestTooLargeException"))
+        status, code, response = error_of(
+            lambda: LAMBDA.invoke(FunctionName=name, Payload=b'"' + b"x" * (6 * 1024 * 1024) + b'"')
+        )
+        self.assertEqual((status, code), (413, "RequestEntityTooLargeException"))
+        self.assertEqual(
+            response["Error"]["Message"], "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
+        )
         status, code, _ = error_of(
             lambda: LAMBDA.invoke(FunctionName=name, InvocationType="Event", Payload=b'"' + b"x" * (1024 * 1024 + 10) + b'"')
         )
-        self.assertEqual((status, code), (413, "RequestTooLargeException"))
+        self.assertEqual((status, code), (413, "RequestEntityTooLargeException"))
         status, code, _ = error_of(lambda: UNCHECKED.invoke(FunctionName=name, InvocationType="Sometimes"))
         self.assertEqual((status, code), (400, "InvalidParameterValueException"))
 

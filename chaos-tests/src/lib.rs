@@ -1,8 +1,16 @@
 //! A harness that runs real `floed` processes on loopback ports, each with
 //! its own data dir, and can kill, stop, restart and add them.
 //!
-//! The multi-node tests in `tests/` use it; the fault-injection suite
-//! (network partitions, pauses, a history checker) grows here too.
+//! The multi-node tests in `tests/` use it, and so does the fault-injection
+//! suite: [`net`] (nodes in network namespaces: partitions, loss, slow
+//! links), [`workload`] (operations through the SDK), [`history`] (what
+//! happened), [`checker`] (the promises), [`chaos`] (scenarios and runs).
+
+pub mod chaos;
+pub mod checker;
+pub mod history;
+pub mod net;
+pub mod workload;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -130,8 +138,24 @@ leader_wait = "10s"
 /// Several floed processes forming one cluster.
 pub struct TestCluster {
     pub nodes: Vec<NodeProcess>,
+    /// Set when the nodes run in their own network namespaces.
+    network: Option<net::Network>,
+    /// tmpfs mounts under the data dirs (small disks that can be filled).
+    mounts: Vec<PathBuf>,
+    /// `FLOE_FAILPOINTS` for every node (honoured by test builds only).
+    failpoints: Option<String>,
     root: tempfile::TempDir,
     config_path: PathBuf,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // Processes first (NodeProcess::drop), then their disks and network.
+        self.nodes.clear();
+        for mount in &self.mounts {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
+    }
 }
 
 impl TestCluster {
@@ -147,16 +171,119 @@ impl TestCluster {
         std::fs::write(&config_path, config)?;
         let mut cluster = TestCluster {
             nodes: Vec::new(),
+            network: None,
+            mounts: Vec::new(),
+            failpoints: None,
             root,
             config_path,
         };
+        cluster.boot(size).await?;
+        Ok(cluster)
+    }
+
+    /// A cluster whose nodes each run in their own network namespace
+    /// (`10.77.x.i`), so that links between them can be cut and slowed.
+    /// `small_disks`: each data dir on its own 256 MiB tmpfs, to be filled.
+    pub async fn start_networked(
+        size: usize,
+        config: &str,
+        small_disks: bool,
+        failpoints: Option<&str>,
+    ) -> anyhow::Result<TestCluster> {
+        let root = tempfile::tempdir()?;
+        let config_path = root.path().join("floed.toml");
+        std::fs::write(&config_path, config)?;
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            network: Some(net::Network::create(size)?),
+            mounts: Vec::new(),
+            failpoints: failpoints.map(String::from),
+            root,
+            config_path,
+        };
+        if small_disks {
+            for index in 0..size {
+                let dir = cluster.root.path().join(format!("node{}", index + 1));
+                std::fs::create_dir_all(&dir)?;
+                let status = Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", "size=256m", "tmpfs"])
+                    .arg(&dir)
+                    .status()?;
+                if !status.success() {
+                    bail!("mount a tmpfs on {}", dir.display());
+                }
+                cluster.mounts.push(dir);
+            }
+        }
+        cluster.boot(size).await?;
+        Ok(cluster)
+    }
+
+    async fn boot(&mut self, size: usize) -> anyhow::Result<()> {
+        let cluster = self;
         cluster.add_process(Vec::new())?;
         cluster.wait_started(0).await?;
         for _ in 1..size {
             cluster.join_new_node().await?;
         }
         cluster.wait_for_voters(size).await?;
-        Ok(cluster)
+        Ok(())
+    }
+
+    /// The cluster's network, when its nodes run in namespaces.
+    pub fn network(&self) -> anyhow::Result<&net::Network> {
+        self.network
+            .as_ref()
+            .context("this cluster runs on loopback, not in namespaces")
+    }
+
+    /// SIGSTOP: the node stops answering, its sockets stay open.
+    pub fn pause(&mut self, index: usize) {
+        if let Some(pid) = self.nodes[index].pid() {
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        }
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self, index: usize) {
+        if let Some(pid) = self.nodes[index].pid() {
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        }
+    }
+
+    /// Fills node `index`'s disk (its data dir's filesystem) to the last
+    /// byte; returns the file to delete to free it.
+    pub fn fill_disk(&self, index: usize) -> anyhow::Result<PathBuf> {
+        use std::io::Write;
+        let path = self.nodes[index].data_dir.join("disk-filler");
+        let mut file = std::fs::File::create(&path)?;
+        let block = vec![0u8; 1 << 20];
+        loop {
+            match file.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Fill the last partial block too.
+        while file.write(&[0u8; 512]).is_ok_and(|n| n > 0) {}
+        Ok(path)
+    }
+
+    /// Undoes every fault: links whole, paused nodes resumed, stopped nodes
+    /// restarted; waits until every node is a voter again.
+    pub async fn heal_all(&mut self) -> anyhow::Result<()> {
+        if let Some(network) = &self.network {
+            network.heal()?;
+        }
+        for index in 0..self.nodes.len() {
+            self.resume(index);
+            if !self.nodes[index].is_running() {
+                self.restart(index).await?;
+            }
+        }
+        self.wait_for_voters(self.nodes.len()).await
     }
 
     fn add_process(&mut self, extra_args: Vec<String>) -> anyhow::Result<usize> {
@@ -168,7 +295,11 @@ impl TestCluster {
             child: None,
             extra_args,
         });
-        self.spawn(index, "127.0.0.1:0")?;
+        let listen = match &self.network {
+            Some(network) => format!("{}:7400", network.address(index)),
+            None => "127.0.0.1:0".to_string(),
+        };
+        self.spawn(index, &listen)?;
         Ok(index)
     }
 
@@ -181,14 +312,27 @@ impl TestCluster {
             .create(true)
             .append(true)
             .open(node.data_dir.with_extension("log"))?;
-        let child = Command::new(binary("floed"))
+        let (mut command, http_listen) = match &self.network {
+            Some(network) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", network.namespace(index)])
+                    .arg(binary("floed"));
+                (command, format!("{}:7401", network.address(index)))
+            }
+            None => (Command::new(binary("floed")), "127.0.0.1:0".to_string()),
+        };
+        if let Some(failpoints) = &self.failpoints {
+            command.env("FLOE_FAILPOINTS", failpoints);
+        }
+        let child = command
             .arg("--config")
             .arg(&config_path)
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--listen")
             .arg(listen)
-            .args(["--http-listen", "127.0.0.1:0"])
+            .args(["--http-listen", &http_listen])
             .env("FLOE_BOOTSTRAP_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
             .env("FLOE_BOOTSTRAP_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
             .args(&node.extra_args)

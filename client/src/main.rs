@@ -343,10 +343,14 @@ impl From<Error> for Failure {
             None => 2,
             _ => 1,
         };
-        Failure {
-            code,
-            message: error.to_string(),
+        let mut message = error.to_string();
+        if code == 9 {
+            message.push_str(
+                "\nGive an access key with --credentials FILE, or FLOE_ACCESS_KEY_ID and FLOE_SECRET_ACCESS_KEY \
+                 (a new cluster's first node wrote one to <data dir>/credentials; `floe auth key create` makes more).",
+            );
         }
+        Failure { code, message }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod executor;
+pub mod failpoint;
 pub mod packages;
 pub mod scheduler;
 pub mod service;

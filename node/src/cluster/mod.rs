@@ -255,6 +255,11 @@ impl Cluster {
     }
 
     /// The current term, when this node leads it.
+    /// The newest term this node knows.
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     pub fn leading_term(&self) -> Option<u64> {
         let receiver = self.raft.metrics();
         let metrics = receiver.borrow();

@@ -29,7 +29,10 @@ impl Peers {
             .map_err(|e| tonic::Status::invalid_argument(format!("bad peer address {address:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10));
+            // A peer cut off mid-call is noticed in seconds, not when TCP gives up.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)

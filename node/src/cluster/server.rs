@@ -183,7 +183,13 @@ impl SchedulerService for InternalApi {
 
     async fn grant(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let ask: crate::scheduler::GrantAsk = decode(request.get_ref())?;
-        encode(&self.service.grant_here(&ask))
+        encode(&self.service.grant_on_leader(&ask).await)
+    }
+
+    async fn shadow(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let shadow: crate::scheduler::ShadowGrant = decode(request.get_ref())?;
+        self.service.record_shadow(shadow).map_err(into_status)?;
+        encode(&())
     }
 
     async fn release(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {

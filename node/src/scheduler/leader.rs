@@ -35,6 +35,8 @@ struct State {
     since: Instant,
     nodes: HashMap<NodeId, NodeEntry>,
     grants: HashMap<u64, GrantEntry>,
+    /// Grants known to be over, until they expire: stale shadows of them are ignored.
+    finished: HashMap<u64, Instant>,
 }
 
 struct NodeEntry {
@@ -71,11 +73,19 @@ impl State {
             since: Instant::now(),
             nodes: HashMap::new(),
             grants: HashMap::new(),
+            finished: HashMap::new(),
         }
     }
 
     fn expire(&mut self, now: Instant) {
         self.grants.retain(|_, g| g.expires > now);
+        self.finished.retain(|_, expires| *expires > now);
+    }
+
+    fn finish(&mut self, id: u64) -> Option<GrantEntry> {
+        let entry = self.grants.remove(&id)?;
+        self.finished.insert(id, entry.expires);
+        Some(entry)
     }
 
     fn usage(&self, region: &str, function: &str) -> Usage {
@@ -122,9 +132,32 @@ impl Scheduler {
         state.expire(now);
         let running: HashSet<u64> = report.running.iter().map(|g| g.id).collect();
         let node = report.node;
-        state
+        let over: Vec<u64> = state
             .grants
-            .retain(|id, g| g.node != node || running.contains(id) || now < g.start_by);
+            .iter()
+            .filter(|(id, g)| g.node == node && !running.contains(id) && now >= g.start_by)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in over {
+            state.finish(id);
+        }
+        // Grants of earlier leaders that a majority recorded: counted until
+        // their node's reports show them over (once they could have started).
+        for shadow in report.shadows.into_iter().filter(|s| s.term < term) {
+            if state.finished.contains_key(&shadow.grant.id) {
+                continue;
+            }
+            let grant = shadow.grant;
+            state.grants.entry(grant.id).or_insert_with(|| GrantEntry {
+                node: shadow.node,
+                region: grant.region,
+                function: grant.function,
+                reserved: grant.reserved,
+                memory_mb: grant.memory_mb,
+                start_by: now + self.config.grant_lease + MARGIN,
+                expires: now + Duration::from_millis(grant.remaining_ms) + MARGIN,
+            });
+        }
         for grant in report.running {
             // A grant of an earlier leader (or one this leader lost track of): count it again.
             state.grants.entry(grant.id).or_insert_with(|| GrantEntry {
@@ -183,7 +216,12 @@ impl Scheduler {
             Ok(limits) => limits,
             Err(e) => return GrantReply::NotReady(format!("cannot read the quotas: {e}")),
         };
-        if let Err(reason) = quota::admit(state.usage(&region, &ask.key.function), limits) {
+        let admitted = if crate::failpoint::active("quota-off") {
+            Ok(())
+        } else {
+            quota::admit(state.usage(&region, &ask.key.function), limits)
+        };
+        if let Err(reason) = admitted {
             let message = match reason {
                 quota::ThrottleReason::ConcurrentInvocationLimitExceeded => {
                     format!(
@@ -277,10 +315,24 @@ impl Scheduler {
         let Some(mut state) = self.state(release.term) else {
             return;
         };
-        if state.grants.remove(&release.grant).is_some() && release.warm {
+        if state.finish(release.grant).is_some() && release.warm {
             if let Some(node) = state.nodes.get_mut(&release.node) {
                 *node.idle.entry(release.key.clone()).or_default() += 1;
             }
+        }
+    }
+
+    /// The grants held in `term` (a heartbeat's answer: voters drop other shadows).
+    pub fn live_grants(&self, term: u64) -> Vec<u64> {
+        self.state(term)
+            .map(|state| state.grants.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets a grant that could not be recorded on a majority (it was never handed out).
+    pub fn withdraw(&self, term: u64, grant: u64) {
+        if let Some(mut state) = self.state(term) {
+            state.grants.remove(&grant);
         }
     }
 

@@ -8,7 +8,9 @@
 //! - [`quota`]: may one more invocation start (pure);
 //! - [`placement`]: which node (pure);
 //! - [`leader`]: the leader's soft state: load view, grants, term;
-//! - [`agent`]: the node side: heartbeats, grants it runs, releases.
+//! - [`agent`]: the node side: heartbeats, grants it runs, releases;
+//! - [`shadow`]: grants recorded on a majority of voters before they are used,
+//!   so that the next leader knows of them.
 //!
 //! The messages below travel bincode-encoded in the internal `Scheduler`
 //! gRPC service, like openraft's.
@@ -17,6 +19,7 @@ pub mod agent;
 pub mod leader;
 pub mod placement;
 pub mod quota;
+pub mod shadow;
 
 use floe_raft_store::NodeId;
 use serde::{Deserialize, Serialize};
@@ -36,6 +39,21 @@ pub struct LoadReport {
     pub idle: Vec<(SandboxKey, u32)>,
     /// The grants this node is running (a new leader rebuilds its counts from these).
     pub running: Vec<RunningGrant>,
+    /// The grants leaders recorded on this node (see `shadow.rs`).
+    pub shadows: Vec<ShadowGrant>,
+}
+
+/// A grant as a leader records it on the other voters before anyone may use
+/// it: any later leader is elected by a majority, so one of its voters
+/// knows of it, even when the node running it is cut off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShadowGrant {
+    /// The term of the leader that granted it.
+    pub term: u64,
+    /// Where it runs.
+    pub node: NodeId,
+    /// `remaining_ms`: how much longer it may exist (lease + timeout).
+    pub grant: RunningGrant,
 }
 
 /// A grant whose invocation is running on the reporting node.
@@ -54,6 +72,8 @@ pub struct RunningGrant {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub term: u64,
+    /// The grants the leader holds: shadows not among them are over.
+    pub live_grants: Vec<u64>,
 }
 
 /// A request to start one invocation.

@@ -51,6 +51,21 @@ pub struct AccountSettings {
     pub function_count: u64,
     /// Bytes of every package that a function or version names.
     pub total_code_size: u64,
+    /// floe's only limit on stored code: the size of the data dir's filesystem.
+    pub code_storage_limit: u64,
+}
+
+fn filesystem_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a zeroed out-parameter of the right type.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return 0;
+    }
+    (stats.f_blocks as u64).saturating_mul(stats.f_frsize as u64)
 }
 
 impl Service {
@@ -205,6 +220,7 @@ impl Service {
             }
         }
         Ok(AccountSettings {
+            code_storage_limit: filesystem_bytes(&self.config.data_dir),
             concurrency,
             unreserved: concurrency.saturating_sub(reserved),
             function_count: functions.len() as u64,

@@ -95,7 +95,7 @@ impl Service {
         let cluster = self.cluster()?;
         // Accepting an id twice keeps the first, so an accept whose outcome is unknown can be retried.
         let mut tries = 0;
-        loop {
+        while !crate::failpoint::active("ack-event-before-commit") {
             match cluster.propose(Command::EnqueueEvent(event.clone())).await {
                 Ok(_) => break,
                 Err(ServiceError::FailedPrecondition(message)) => return Err(ServiceError::NotFound(message)),

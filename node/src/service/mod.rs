@@ -130,6 +130,8 @@ pub struct Service {
     pub scheduler: Scheduler,
     /// The grants this node runs.
     pub agent: Arc<Agent>,
+    /// Grants leaders recorded here before using them.
+    pub shadows: crate::scheduler::shadow::Shadows,
     /// Wakes the event dispatcher when this node accepts an event.
     pub events_queued: tokio::sync::Notify,
     cluster: OnceLock<Arc<Cluster>>,
@@ -150,6 +152,7 @@ impl Service {
         Service {
             scheduler: Scheduler::new(config.scheduler.clone(), reader.clone()),
             agent: Arc::default(),
+            shadows: Default::default(),
             events_queued: tokio::sync::Notify::new(),
             config,
             address,

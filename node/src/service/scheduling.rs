@@ -14,10 +14,15 @@ use super::invoke::{InvokeResult, Resolved};
 use super::{Service, ServiceError};
 use crate::executor::{Invocation, SandboxKey, LOG_TAIL_BYTES};
 use crate::scheduler::leader::Members;
-use crate::scheduler::{Grant, GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release};
+use crate::scheduler::{
+    Grant, GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release, RunningGrant, ShadowGrant,
+};
 
 /// How long a grant request or a heartbeat may wait for the leader's answer.
 const LEADER_RPC_TIMEOUT: Duration = Duration::from_secs(1);
+/// Beyond its lease and its function's timeout, what a forwarded invocation
+/// may take (package fetch, sandbox start, the answer's trip back).
+const EXECUTE_SLACK: Duration = Duration::from_secs(10);
 
 /// One invocation, resolved and ready to run wherever it is placed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +52,89 @@ impl Service {
         self.started_cluster()?.leading_term()
     }
 
+    /// Decides a grant on the leader and records it on a majority of the
+    /// voters before handing it out (see `scheduler/shadow.rs`).
+    pub async fn grant_on_leader(&self, ask: &GrantAsk) -> GrantReply {
+        let reply = self.grant_here(ask);
+        let GrantReply::Granted(grant) = &reply else {
+            return reply;
+        };
+        match self.record_on_majority(grant, ask).await {
+            Ok(()) => reply,
+            Err(message) => {
+                self.scheduler.withdraw(grant.term, grant.id);
+                GrantReply::NotReady(message)
+            }
+        }
+    }
+
+    async fn record_on_majority(&self, grant: &Grant, ask: &GrantAsk) -> Result<(), String> {
+        let cluster = self.cluster().map_err(|e| e.to_string())?;
+        let (voters, addresses) = cluster.membership();
+        let others: Vec<String> = voters
+            .iter()
+            .filter(|id| **id != cluster.id)
+            .filter_map(|id| addresses.get(id).cloned())
+            .collect();
+        // This node (a voter) is one; the rest of a majority must answer.
+        let needed = (voters.len() / 2 + 1).saturating_sub(usize::from(voters.contains(&cluster.id)));
+        if needed == 0 {
+            return Ok(());
+        }
+        let shadow = ShadowGrant {
+            term: grant.term,
+            node: grant.node,
+            grant: RunningGrant {
+                id: grant.id,
+                region: grant.region.clone(),
+                function: grant.function.clone(),
+                reserved: grant.reserved,
+                memory_mb: grant.memory_mb,
+                remaining_ms: (Duration::from_millis(grant.lease_ms) + Duration::from_secs(ask.timeout_s)).as_millis()
+                    as u64,
+            },
+        };
+        let data = codec::encode(&shadow)?;
+        let mut calls: futures::stream::FuturesUnordered<_> = others
+            .iter()
+            .map(|address| {
+                let data = data.clone();
+                async move {
+                    let mut client = self.peers.scheduler(address).map_err(|e| e.to_string())?;
+                    let mut request = tonic::Request::new(Payload { data });
+                    request.set_timeout(LEADER_RPC_TIMEOUT);
+                    client.shadow(request).await.map_err(|e| e.message().to_string())
+                }
+            })
+            .collect();
+        let (mut acks, mut last) = (0, String::new());
+        while let Some(result) = futures::StreamExt::next(&mut calls).await {
+            match result {
+                Ok(_) => acks += 1,
+                Err(e) => last = e,
+            }
+            if acks >= needed {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "could not record the grant on a majority of the voters: {last}"
+        ))
+    }
+
+    /// Records a leader's grant here (the `Shadow` RPC), unless this node knows a newer term.
+    pub fn record_shadow(&self, shadow: ShadowGrant) -> Result<(), ServiceError> {
+        let current = self.cluster()?.current_term();
+        if shadow.term < current {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "a grant of term {} is stale: this node is in term {current}",
+                shadow.term
+            )));
+        }
+        self.shadows.record(shadow);
+        Ok(())
+    }
+
     /// Decides a grant, on the leader.
     pub fn grant_here(&self, ask: &GrantAsk) -> GrantReply {
         let (Some(term), Some(cluster)) = (self.leading_term(), self.started_cluster()) else {
@@ -72,7 +160,7 @@ impl Service {
         let mut last = "no leader is known".to_string();
         loop {
             let reply = match cluster.leader() {
-                Some((leader, _)) if leader == cluster.id => Some(self.grant_here(ask)),
+                Some((leader, _)) if leader == cluster.id => Some(self.grant_on_leader(ask).await),
                 Some((_, address)) => match self.remote_grant(&address, ask).await {
                     Ok(reply) => Some(reply),
                     Err(e) => {
@@ -134,8 +222,11 @@ impl Service {
         let payload = header.run.payload.to_vec();
         let header = codec::encode(&header).map_err(ServiceError::Internal)?;
         let mut client = self.peers.scheduler(&grant.address)?;
+        let mut request = tonic::Request::new(Execution { header, payload });
+        // Never wait longer than the invocation could take: a node cut off mid-call must not hold the caller.
+        request.set_timeout(Duration::from_millis(grant.lease_ms) + Duration::from_secs(ask.timeout_s) + EXECUTE_SLACK);
         let reply = client
-            .execute(Execution { header, payload })
+            .execute(request)
             .await
             .map_err(|status| {
                 if crate::cluster::is_connect_error(&status) {
@@ -268,6 +359,7 @@ impl Service {
             free_mb,
             idle,
             running: self.agent.running(),
+            shadows: self.shadows.list(),
         })
     }
 
@@ -275,7 +367,9 @@ impl Service {
     pub fn heartbeat_here(&self, report: LoadReport) -> Option<HeartbeatReply> {
         let term = self.leading_term()?;
         self.scheduler.heartbeat(term, report);
-        Some(HeartbeatReply { term })
+        let live_grants = self.scheduler.live_grants(term);
+        self.shadows.prune(&live_grants.iter().copied().collect());
+        Some(HeartbeatReply { term, live_grants })
     }
 
     /// Sends this node's load to the leader every `scheduler.heartbeat_interval`, until `shutdown`.
@@ -309,7 +403,9 @@ impl Service {
         let mut client = self.peers.scheduler(address).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(Payload { data });
         request.set_timeout(LEADER_RPC_TIMEOUT.min(self.config.scheduler.node_timeout));
-        client.heartbeat(request).await.map_err(|e| e.message().to_string())?;
+        let reply = client.heartbeat(request).await.map_err(|e| e.message().to_string())?;
+        let reply: HeartbeatReply = codec::decode(&reply.into_inner().data)?;
+        self.shadows.prune(&reply.live_grants.into_iter().collect());
         Ok(())
     }
 

@@ -546,8 +546,7 @@ async fn account_settings(State(service): Api) -> Answer {
         StatusCode::OK,
         json!({
             "AccountLimit": {
-                // floe sets no cluster-wide code storage limit: the disks do.
-                "TotalCodeSize": u64::MAX / 2,
+                "TotalCodeSize": settings.code_storage_limit,
                 "CodeSizeUnzipped": crate::packages::MAX_UNZIPPED_BYTES,
                 "CodeSizeZipped": crate::packages::MAX_ZIPPED_BYTES,
                 "ConcurrentExecutions": settings.concurrency,

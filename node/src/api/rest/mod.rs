@@ -66,7 +66,8 @@ impl From<ServiceError> for LambdaError {
                 (StatusCode::CONFLICT, "ResourceConflictException")
             }
             ServiceError::RevisionMismatch(_) => (StatusCode::PRECONDITION_FAILED, "PreconditionFailedException"),
-            ServiceError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException"),
+            // What Lambda answers (botocore's model names RequestTooLargeException, which Lambda does not send).
+            ServiceError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException"),
             ServiceError::Throttled(_) | ServiceError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
             }
@@ -134,13 +135,13 @@ fn body_limit(method: &http::Method, path: &str) -> usize {
 
 fn too_large(limit: usize, path: &str) -> LambdaError {
     let operation = if path.ends_with("/invocations") {
-        "the Invoke operation"
+        "the InvokeFunction operation"
     } else {
         "this operation"
     };
     LambdaError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "RequestTooLargeException",
+        "RequestEntityTooLargeException",
         format!("Request must be smaller than {limit} bytes for {operation}"),
     )
 }

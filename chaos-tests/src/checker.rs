@@ -1,0 +1,366 @@
+//! The promises, checked from a history. Pure: a history in, findings out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::history::{History, Op, OpKind, Outcome};
+
+/// What one check found.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub promise: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Every check of a history, plus figures for the summary.
+#[derive(Debug)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub max_concurrency: usize,
+    pub lost_events: usize,
+    pub duplicate_events: usize,
+    /// Seconds without a successful write after each fault.
+    pub unavailability: Vec<f64>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.findings.iter().all(|f| f.ok)
+    }
+}
+
+pub fn check(history: &History) -> Report {
+    let (max_concurrency, quota) = concurrency(history);
+    let (lost_events, duplicate_events, events) = events(history);
+    let registers = registers(&history.ops);
+    let leaders = leaders(history);
+    Report {
+        findings: vec![registers, events, quota, leaders],
+        max_concurrency,
+        lost_events,
+        duplicate_events,
+        unavailability: unavailability(history),
+    }
+}
+
+/// No acknowledged write is lost, and reads are linearizable, for registers
+/// whose written values are unique. A read returning `v` (written by `w`)
+/// is wrong if `v` was never written, if `w` began after the read ended, or
+/// if another acknowledged write `w2` followed `w` and ended before the read
+/// began (the read saw a value already overwritten: stale, or `w2` lost).
+pub fn registers(ops: &[Op]) -> Finding {
+    let mut writes: BTreeMap<(usize, &str), &Op> = BTreeMap::new();
+    let mut acknowledged: BTreeMap<usize, Vec<&Op>> = BTreeMap::new();
+    for op in ops {
+        if let OpKind::Write { key, value } = &op.kind {
+            writes.insert((*key, value.as_str()), op);
+            if op.outcome == Outcome::Ok {
+                acknowledged.entry(*key).or_default().push(op);
+            }
+        }
+    }
+    let mut reads = 0;
+    let mut problems = Vec::new();
+    for op in ops {
+        let OpKind::Read { key, value } = &op.kind else {
+            continue;
+        };
+        if op.outcome != Outcome::Ok {
+            continue;
+        }
+        reads += 1;
+        let later = |after: f64| {
+            acknowledged
+                .get(key)
+                .into_iter()
+                .flatten()
+                .find(|w2| w2.invoked > after && w2.completed < op.invoked)
+        };
+        match value.as_deref() {
+            // The initial value: wrong once any write was acknowledged before the read.
+            None | Some("") => {
+                if let Some(w2) = later(f64::MIN) {
+                    problems.push(format!(
+                        "register {key}: a read at {:.3} saw the initial value after {:?} was acknowledged at {:.3}",
+                        op.invoked, w2.kind, w2.completed
+                    ));
+                }
+            }
+            Some(v) => match writes.get(&(*key, v)) {
+                None => problems.push(format!("register {key}: a read returned {v:?}, which nobody wrote")),
+                Some(w) if w.invoked > op.completed => {
+                    problems.push(format!("register {key}: a read returned {v:?} before it was written"))
+                }
+                Some(w) => {
+                    if let Some(w2) = later(w.completed) {
+                        problems.push(format!(
+                            "register {key}: a read at {:.3} returned {v:?}, overwritten by {:?} acknowledged at {:.3}",
+                            op.invoked, w2.kind, w2.completed
+                        ));
+                    }
+                }
+            },
+        }
+    }
+    let written = acknowledged.values().map(Vec::len).sum::<usize>();
+    Finding {
+        promise: "acknowledged writes kept, reads linearizable",
+        ok: problems.is_empty(),
+        detail: if problems.is_empty() {
+            format!("{written} acknowledged writes, {reads} reads checked")
+        } else {
+            format!("{} violations, first: {}", problems.len(), problems[0])
+        },
+    }
+}
+
+/// Every accepted event ran at least once. Returns (lost, duplicates, finding).
+pub fn events(history: &History) -> (usize, usize, Finding) {
+    let accepted: BTreeSet<&str> = history
+        .ops
+        .iter()
+        .filter_map(|op| match (&op.kind, &op.outcome) {
+            (OpKind::Event { id }, Outcome::Ok) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut runs: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in &history.executed_events {
+        *runs.entry(id.as_str()).or_default() += 1;
+    }
+    let lost: Vec<&&str> = accepted.iter().filter(|id| !runs.contains_key(**id)).collect();
+    let duplicates = runs.values().map(|n| n - 1).sum();
+    let finding = Finding {
+        promise: "accepted events run at least once",
+        ok: lost.is_empty(),
+        detail: match lost.first() {
+            None => format!("{} accepted, all ran ({duplicates} ran twice or more)", accepted.len()),
+            Some(first) => format!(
+                "{} of {} accepted events never ran, e.g. {first}",
+                lost.len(),
+                accepted.len()
+            ),
+        },
+    };
+    (lost.len(), duplicates, finding)
+}
+
+/// Concurrency never above the region's quota, from the runs the functions
+/// reported (their reports fall inside the real runs, so an overlap here is
+/// a real one). Returns (maximum, finding).
+pub fn concurrency(history: &History) -> (usize, Finding) {
+    let mut edges: Vec<(f64, i32)> = Vec::new();
+    for interval in history.intervals.values() {
+        edges.push((interval.start, 1));
+        edges.push((interval.end_or_longest(), -1));
+    }
+    // Ends before starts at the same instant: touching runs do not overlap.
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut running, mut max, mut at) = (0i32, 0i32, 0.0);
+    for (time, delta) in edges {
+        running += delta;
+        if running > max {
+            max = running;
+            at = time;
+        }
+    }
+    let max = max.max(0) as usize;
+    let quota = history.quota as usize;
+    let finding = Finding {
+        promise: "concurrency within the region quota",
+        ok: quota == 0 || max <= quota,
+        detail: format!(
+            "{} runs, at most {max} at once (quota {quota}){}",
+            history.intervals.len(),
+            if max > quota && quota > 0 {
+                format!(", over it at {at:.3}")
+            } else {
+                String::new()
+            }
+        ),
+    };
+    (max, finding)
+}
+
+/// At most one leader per term: no two nodes claimed to lead the same term.
+pub fn leaders(history: &History) -> Finding {
+    let mut by_term: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for view in &history.leaders {
+        if let Some(leader) = view.leader {
+            by_term.entry(view.term).or_default().insert(leader);
+        }
+    }
+    let split: Vec<_> = by_term.iter().filter(|(_, leaders)| leaders.len() > 1).collect();
+    Finding {
+        promise: "one leader per term",
+        ok: split.is_empty(),
+        detail: match split.first() {
+            None => format!("{} terms seen, each with one leader", by_term.len()),
+            Some((term, leaders)) => format!("term {term} had leaders {leaders:?}"),
+        },
+    }
+}
+
+/// For each fault: the longest time without a successful write, from the
+/// fault until the next one (or the end).
+pub fn unavailability(history: &History) -> Vec<f64> {
+    let mut successes: Vec<f64> = history
+        .ops
+        .iter()
+        .filter(|op| matches!(op.kind, OpKind::Write { .. }) && op.outcome == Outcome::Ok)
+        .map(|op| op.completed)
+        .collect();
+    successes.sort_by(f64::total_cmp);
+    let end = history.ops.iter().map(|op| op.completed).fold(0.0, f64::max);
+    let mut gaps = Vec::new();
+    for (i, fault) in history.faults.iter().enumerate() {
+        let until = history.faults.get(i + 1).map_or(end, |next| next.at);
+        let mut last = fault.at;
+        let mut longest: f64 = 0.0;
+        for &time in successes.iter().filter(|t| **t > fault.at && **t <= until) {
+            longest = longest.max(time - last);
+            last = time;
+        }
+        longest = longest.max(until - last);
+        gaps.push(longest);
+    }
+    gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Interval;
+
+    fn write(key: usize, value: &str, invoked: f64, completed: f64, outcome: Outcome) -> Op {
+        Op {
+            kind: OpKind::Write {
+                key,
+                value: value.into(),
+            },
+            invoked,
+            completed,
+            outcome,
+        }
+    }
+
+    fn read(key: usize, value: Option<&str>, invoked: f64, completed: f64) -> Op {
+        Op {
+            kind: OpKind::Read {
+                key,
+                value: value.map(String::from),
+            },
+            invoked,
+            completed,
+            outcome: Outcome::Ok,
+        }
+    }
+
+    #[test]
+    fn registers_accept_linearizable_histories() {
+        let ops = vec![
+            write(0, "a", 0.0, 1.0, Outcome::Ok),
+            read(0, Some("a"), 1.5, 2.0),
+            // Concurrent with the write of b: either value is fine.
+            write(0, "b", 3.0, 5.0, Outcome::Ok),
+            read(0, Some("a"), 3.5, 4.0),
+            read(0, Some("b"), 4.0, 4.5),
+            // An unknown write may or may not have happened.
+            write(0, "c", 6.0, 7.0, Outcome::Unknown("timeout".into())),
+            read(0, Some("c"), 8.0, 8.5),
+        ];
+        assert!(registers(&ops).ok, "{:?}", registers(&ops));
+    }
+
+    #[test]
+    fn registers_catch_stale_reads_lost_writes_and_inventions() {
+        let stale = vec![
+            write(0, "a", 0.0, 1.0, Outcome::Ok),
+            write(0, "b", 2.0, 3.0, Outcome::Ok),
+            read(0, Some("a"), 4.0, 5.0),
+        ];
+        assert!(!registers(&stale).ok);
+        let lost = vec![write(0, "a", 0.0, 1.0, Outcome::Ok), read(0, None, 2.0, 3.0)];
+        assert!(!registers(&lost).ok);
+        let invented = vec![read(0, Some("zzz"), 0.0, 1.0)];
+        assert!(!registers(&invented).ok);
+        let future = vec![read(0, Some("a"), 0.0, 1.0), write(0, "a", 2.0, 3.0, Outcome::Ok)];
+        assert!(!registers(&future).ok);
+    }
+
+    fn history_with(intervals: &[(f64, Option<f64>)], quota: u32) -> History {
+        History {
+            intervals: intervals
+                .iter()
+                .enumerate()
+                .map(|(i, (start, end))| {
+                    (
+                        i.to_string(),
+                        Interval {
+                            start: *start,
+                            end: *end,
+                            longest: 1.0,
+                        },
+                    )
+                })
+                .collect(),
+            quota,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn concurrency_counts_overlaps_and_open_runs() {
+        let history = history_with(&[(0.0, Some(1.0)), (1.0, Some(2.0)), (1.5, Some(3.0))], 2);
+        assert_eq!(concurrency(&history).0, 2);
+        assert!(concurrency(&history).1.ok);
+        // A run that never reported its end counts for its longest duration.
+        let history = history_with(&[(0.0, None), (0.5, Some(0.8)), (0.6, Some(0.9))], 2);
+        assert_eq!(concurrency(&history).0, 3);
+        assert!(!concurrency(&history).1.ok);
+    }
+
+    #[test]
+    fn events_count_lost_and_duplicates() {
+        let accepted = |id: &str| Op {
+            kind: OpKind::Event { id: id.into() },
+            invoked: 0.0,
+            completed: 0.1,
+            outcome: Outcome::Ok,
+        };
+        let history = History {
+            ops: vec![accepted("a"), accepted("b")],
+            executed_events: vec!["a".into(), "a".into(), "b".into()],
+            ..Default::default()
+        };
+        let (lost, duplicates, finding) = events(&history);
+        assert_eq!((lost, duplicates, finding.ok), (0, 1, true));
+        let history = History {
+            ops: vec![accepted("a"), accepted("b")],
+            executed_events: vec!["a".into()],
+            ..Default::default()
+        };
+        assert!(!events(&history).2.ok);
+    }
+
+    #[test]
+    fn two_leaders_in_a_term_are_caught() {
+        use crate::history::LeaderView;
+        let view = |node, term, leader| LeaderView {
+            at: 0.0,
+            node,
+            term,
+            leader: Some(leader),
+        };
+        let history = History {
+            leaders: vec![view(0, 1, 1), view(1, 1, 1), view(2, 2, 3)],
+            ..Default::default()
+        };
+        assert!(leaders(&history).ok);
+        let history = History {
+            leaders: vec![view(0, 1, 1), view(1, 1, 2)],
+            ..Default::default()
+        };
+        assert!(!leaders(&history).ok);
+    }
+}

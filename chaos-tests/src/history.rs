@@ -1,0 +1,163 @@
+//! What a chaos run saw: every operation the workload issued with its
+//! outcome and times, what the functions reported from inside their
+//! sandboxes, the faults, and who each node thought led. Times are seconds
+//! since the Unix epoch (functions report with their own clock, which is the
+//! machine's).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// How an operation ended, from the client's side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Ok,
+    /// Definitely not done (the cluster said so, or it never left).
+    Fail(String),
+    /// Maybe done: a timeout, or the leader failed mid-write.
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpKind {
+    /// Sets register `key` to a value never written before.
+    Write { key: usize, value: String },
+    /// Reads register `key`; `value` is what it returned.
+    Read { key: usize, value: Option<String> },
+    /// A synchronous invocation.
+    Invoke,
+    /// An asynchronous invocation carrying a unique id.
+    Event { id: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub kind: OpKind,
+    pub invoked: f64,
+    pub completed: f64,
+    pub outcome: Outcome,
+}
+
+/// A function's run as it reported it: start, and end if it got to say so
+/// (else `longest`, how long it would have run at most).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    pub start: f64,
+    pub end: Option<f64>,
+    pub longest: f64,
+}
+
+impl Interval {
+    pub fn end_or_longest(&self) -> f64 {
+        self.end.unwrap_or(self.start + self.longest)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub at: f64,
+    pub what: String,
+}
+
+/// A node's claim, at one moment, to lead a term.
+#[derive(Debug, Clone)]
+pub struct LeaderView {
+    pub at: f64,
+    pub node: usize,
+    pub term: u64,
+    pub leader: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct History {
+    pub ops: Vec<Op>,
+    /// Function runs by request id.
+    pub intervals: BTreeMap<String, Interval>,
+    /// Event ids in the order their functions ran (repeats are duplicates).
+    pub executed_events: Vec<String>,
+    pub faults: Vec<Fault>,
+    pub leaders: Vec<LeaderView>,
+    /// The region quota the run set.
+    pub quota: u32,
+}
+
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The history, shared by the workload's tasks while they run.
+#[derive(Clone, Default)]
+pub struct Recorder(Arc<Mutex<History>>);
+
+impl Recorder {
+    pub fn op(&self, op: Op) {
+        self.0.lock().expect("history lock").ops.push(op);
+    }
+
+    pub fn fault(&self, what: impl Into<String>) {
+        let fault = Fault {
+            at: now(),
+            what: what.into(),
+        };
+        self.0.lock().expect("history lock").faults.push(fault);
+    }
+
+    pub fn leader(&self, view: LeaderView) {
+        self.0.lock().expect("history lock").leaders.push(view);
+    }
+
+    pub fn set_quota(&self, quota: u32) {
+        self.0.lock().expect("history lock").quota = quota;
+    }
+
+    /// A line a function sent: `start ID TIME LONGEST`, `end ID TIME` or `event ID`.
+    pub fn report(&self, line: &str) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let mut history = self.0.lock().expect("history lock");
+        match parts[..] {
+            ["start", id, time, longest] => {
+                if let (Ok(start), Ok(longest)) = (time.parse(), longest.parse()) {
+                    history.intervals.entry(id.to_string()).or_insert(Interval {
+                        start,
+                        end: None,
+                        longest,
+                    });
+                }
+            }
+            ["end", id, time] => {
+                if let (Some(interval), Ok(end)) = (history.intervals.get_mut(id), time.parse()) {
+                    interval.end = Some(end);
+                }
+            }
+            ["event", id] => history.executed_events.push(id.to_string()),
+            _ => {}
+        }
+    }
+
+    /// Distinct events accepted (answered 202) so far.
+    pub fn accepted_events(&self) -> usize {
+        let history = self.0.lock().expect("history lock");
+        let ids: std::collections::BTreeSet<&str> = history
+            .ops
+            .iter()
+            .filter_map(|op| match (&op.kind, &op.outcome) {
+                (OpKind::Event { id }, Outcome::Ok) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        ids.len()
+    }
+
+    /// Distinct events whose function ran so far.
+    pub fn executed_event_ids(&self) -> usize {
+        let history = self.0.lock().expect("history lock");
+        let ids: std::collections::BTreeSet<&String> = history.executed_events.iter().collect();
+        ids.len()
+    }
+
+    pub fn take(&self) -> History {
+        std::mem::take(&mut *self.0.lock().expect("history lock"))
+    }
+}

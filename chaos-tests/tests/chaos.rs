@@ -1,0 +1,127 @@
+//! The chaos suite's smoke set: every scenario briefly on a three-node
+//! cluster whose nodes live in their own network namespaces, checked from
+//! its history; and failpoints that break a promise on purpose, to prove
+//! the matching checker fails. Long runs: `cargo run -p chaos-tests --
+//! --scenario NAME --duration 10m --seed N`.
+
+use std::time::Duration;
+
+use chaos_tests::chaos::{self, RunOptions};
+
+/// One chaos run at a time: each is three nodes and a busy workload.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Seconds of faults per scenario in the smoke set.
+const SMOKE: Duration = Duration::from_secs(8);
+
+async fn smoke(scenario: &str) -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let options = RunOptions::new(scenario, SMOKE, 7);
+    let (history, report) = chaos::run(&options).await?;
+    let summary = chaos::summary(&options, &history, &report);
+    println!("{summary}");
+    assert!(report.ok(), "a promise broke:\n{summary}");
+    // The run did something: writes and invocations succeeded between faults.
+    assert!(
+        history
+            .ops
+            .iter()
+            .filter(|op| op.outcome == chaos_tests::history::Outcome::Ok)
+            .count()
+            > 20,
+        "{summary}"
+    );
+    assert!(!history.intervals.is_empty(), "{summary}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn steady() -> anyhow::Result<()> {
+    smoke("steady").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_kills() -> anyhow::Result<()> {
+    smoke("leader-kills").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_kills() -> anyhow::Result<()> {
+    smoke("random-kills").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn minority_partition() -> anyhow::Result<()> {
+    smoke("minority-partition").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_isolated() -> anyhow::Result<()> {
+    smoke("leader-isolated").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flapping_links() -> anyhow::Result<()> {
+    smoke("flapping-links").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_restart() -> anyhow::Result<()> {
+    smoke("rolling-restart").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_pause() -> anyhow::Result<()> {
+    smoke("leader-pause").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_lossy_links() -> anyhow::Result<()> {
+    smoke("slow-lossy-links").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_full() -> anyhow::Result<()> {
+    smoke("disk-full").await
+}
+
+/// With the leader's quota check switched off, the concurrency checker must fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quota_checker_catches_a_leader_that_ignores_quotas() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut options = RunOptions::new("steady", Duration::from_secs(5), 11);
+    options.quota = 2;
+    options.failpoints = Some("quota-off".into());
+    let (history, report) = chaos::run(&options).await?;
+    let summary = chaos::summary(&options, &history, &report);
+    println!("{summary}");
+    let quota = report
+        .findings
+        .iter()
+        .find(|f| f.promise.contains("quota"))
+        .expect("a quota finding");
+    assert!(!quota.ok, "the checker missed quota violations:\n{summary}");
+    assert!(report.max_concurrency > 2, "{summary}");
+    Ok(())
+}
+
+/// With events answered 202 before (and instead of) their commit, the
+/// event checker must report them lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_checker_catches_events_acknowledged_before_commit() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut options = RunOptions::new("steady", Duration::from_secs(3), 12);
+    options.failpoints = Some("ack-event-before-commit".into());
+    options.drain = Duration::from_secs(3);
+    let (history, report) = chaos::run(&options).await?;
+    let summary = chaos::summary(&options, &history, &report);
+    println!("{summary}");
+    let events = report
+        .findings
+        .iter()
+        .find(|f| f.promise.contains("events"))
+        .expect("an events finding");
+    assert!(!events.ok, "the checker missed lost events:\n{summary}");
+    assert!(report.lost_events > 0, "{summary}");
+    Ok(())
+}
