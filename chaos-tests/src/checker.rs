@@ -59,6 +59,20 @@ pub fn registers(ops: &[Op]) -> Finding {
             }
         }
     }
+    // Per key: acknowledged writes by start time, and from each position on,
+    // the one that ended first. "Did a write that began after t end before
+    // the read began?" is then a binary search (long runs have 10^5 of each).
+    let mut earliest_end: BTreeMap<usize, Vec<&Op>> = BTreeMap::new();
+    for (key, writes) in acknowledged.iter_mut() {
+        writes.sort_by(|a, b| a.invoked.total_cmp(&b.invoked));
+        let mut suffix: Vec<&Op> = writes.clone();
+        for i in (0..suffix.len().saturating_sub(1)).rev() {
+            if suffix[i + 1].completed < suffix[i].completed {
+                suffix[i] = suffix[i + 1];
+            }
+        }
+        earliest_end.insert(*key, suffix);
+    }
     let mut reads = 0;
     let mut problems = Vec::new();
     for op in ops {
@@ -69,12 +83,11 @@ pub fn registers(ops: &[Op]) -> Finding {
             continue;
         }
         reads += 1;
-        let later = |after: f64| {
-            acknowledged
-                .get(key)
-                .into_iter()
-                .flatten()
-                .find(|w2| w2.invoked > after && w2.completed < op.invoked)
+        let later = |after: f64| -> Option<&Op> {
+            let writes = acknowledged.get(key)?;
+            let first = writes.partition_point(|w| w.invoked <= after);
+            let w2 = *earliest_end.get(key)?.get(first)?;
+            (w2.completed < op.invoked).then_some(w2)
         };
         match value.as_deref() {
             // The initial value: wrong once any write was acknowledged before the read.
@@ -116,14 +129,7 @@ pub fn registers(ops: &[Op]) -> Finding {
 
 /// Every accepted event ran at least once. Returns (lost, duplicates, finding).
 pub fn events(history: &History) -> (usize, usize, Finding) {
-    let accepted: BTreeSet<&str> = history
-        .ops
-        .iter()
-        .filter_map(|op| match (&op.kind, &op.outcome) {
-            (OpKind::Event { id }, Outcome::Ok) => Some(id.as_str()),
-            _ => None,
-        })
-        .collect();
+    let accepted = history.accepted_event_ids();
     let mut runs: BTreeMap<&str, usize> = BTreeMap::new();
     for id in &history.executed_events {
         *runs.entry(id.as_str()).or_default() += 1;
@@ -173,7 +179,20 @@ pub fn concurrency(history: &History) -> (usize, Finding) {
             "{} runs, at most {max} at once (quota {quota}){}",
             history.intervals.len(),
             if max > quota && quota > 0 {
-                format!(", over it at {at:.3}")
+                let overlapping: Vec<String> = history
+                    .intervals
+                    .iter()
+                    .filter(|(_, i)| i.start <= at && at < i.end_or_longest())
+                    .map(|(id, i)| {
+                        format!(
+                            "{id} [{:.3}, {:.3}{}]",
+                            i.start,
+                            i.end_or_longest(),
+                            if i.end.is_none() { "?" } else { "" }
+                        )
+                    })
+                    .collect();
+                format!(", over it at {at:.3}: {}", overlapping.join(", "))
             } else {
                 String::new()
             }

@@ -80,6 +80,19 @@ pub struct History {
     pub quota: u32,
 }
 
+impl History {
+    /// The ids of the events the cluster accepted (answered 202).
+    pub fn accepted_event_ids(&self) -> std::collections::BTreeSet<&str> {
+        self.ops
+            .iter()
+            .filter_map(|op| match (&op.kind, &op.outcome) {
+                (OpKind::Event { id }, Outcome::Ok) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 pub fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -138,16 +151,7 @@ impl Recorder {
 
     /// Distinct events accepted (answered 202) so far.
     pub fn accepted_events(&self) -> usize {
-        let history = self.0.lock().expect("history lock");
-        let ids: std::collections::BTreeSet<&str> = history
-            .ops
-            .iter()
-            .filter_map(|op| match (&op.kind, &op.outcome) {
-                (OpKind::Event { id }, Outcome::Ok) => Some(id.as_str()),
-                _ => None,
-            })
-            .collect();
-        ids.len()
+        self.0.lock().expect("history lock").accepted_event_ids().len()
     }
 
     /// Distinct events whose function ran so far.

@@ -24,7 +24,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reports `start ID TIME LONGEST` and `end ID TIME` for every run, and
 /// `event ID` for asynchronous ones, to the recorder named in the event.
 const PROBE_SOURCE: &str = r#"
-import socket, time
+import os, socket, time
 
 def report(address, line):
     host, port = address.rsplit(":", 1)
@@ -33,12 +33,14 @@ def report(address, line):
 
 def handler(event, context):
     address, sleep = event["recorder"], event.get("sleep", 0.1)
+    # Each run its own id: an event's retries share their request id.
+    run = "%s/%s" % (context.aws_request_id, os.urandom(6).hex())
     # A run that never reports its end (its node was killed) lasted at most its sleep.
-    report(address, "start %s %.6f %.3f" % (context.aws_request_id, time.time(), sleep + 0.05))
+    report(address, "start %s %.6f %.3f" % (run, time.time(), sleep + 0.05))
     if "id" in event:
         report(address, "event " + event["id"])
     time.sleep(sleep)
-    report(address, "end %s %.6f" % (context.aws_request_id, time.time()))
+    report(address, "end %s %.6f" % (run, time.time()))
     return {"ok": True}
 "#;
 

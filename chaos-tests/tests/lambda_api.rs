@@ -51,26 +51,39 @@ fn exchange(address: &str, request: &[u8], wait: Duration) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// A signed `GET /2016-08-19/account-settings`, as botocore would send it.
-fn signed_account_settings(address: &str) -> String {
+/// The request line and headers of a request signed as botocore signs it
+/// (over `body`), ending with the blank line; `extra` goes before the signature's headers.
+fn signed_head(address: &str, method: &str, path: &str, body: &[u8], extra: &str) -> String {
     let mut headers = http::HeaderMap::new();
     headers.insert("host", address.parse().unwrap());
     floe_proto::sigv4::sign(
         &chaos_tests::test_credentials(),
         "local",
         floe_proto::sigv4::REST_SERVICE,
-        "GET",
-        "/2016-08-19/account-settings",
+        method,
+        path,
         "",
         &mut headers,
-        &floe_proto::sigv4::sha256_hex(b""),
+        &floe_proto::sigv4::sha256_hex(body),
         SystemTime::now(),
     );
-    let mut request = "GET /2016-08-19/account-settings HTTP/1.1\r\nconnection: close\r\n".to_string();
+    let mut head = format!("{method} {path} HTTP/1.1\r\n{extra}");
     for (name, value) in &headers {
-        request.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+        head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
     }
-    request.push_str("\r\n");
+    head.push_str("\r\n");
+    head
+}
+
+/// A signed `GET /2016-08-19/account-settings`, as botocore would send it.
+fn signed_account_settings(address: &str) -> String {
+    let request = signed_head(
+        address,
+        "GET",
+        "/2016-08-19/account-settings",
+        b"",
+        "connection: close\r\n",
+    );
     exchange(address, request.as_bytes(), Duration::from_secs(10))
 }
 
@@ -132,24 +145,14 @@ async fn the_rest_listener_survives_abuse() -> anyhow::Result<()> {
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
 
     // A signed request whose body trickles in too slowly: 408 after the body timeout.
-    let mut headers = http::HeaderMap::new();
-    headers.insert("host", address.parse().unwrap());
-    floe_proto::sigv4::sign(
-        &chaos_tests::test_credentials(),
-        "local",
-        floe_proto::sigv4::REST_SERVICE,
+    let mut slow = signed_head(
+        &address,
         "POST",
         "/2015-03-31/functions/f/invocations",
-        "",
-        &mut headers,
-        &floe_proto::sigv4::sha256_hex(b"{}"),
-        SystemTime::now(),
+        b"{}",
+        "content-length: 100\r\n",
     );
-    let mut slow = "POST /2015-03-31/functions/f/invocations HTTP/1.1\r\ncontent-length: 100\r\n".to_string();
-    for (name, value) in &headers {
-        slow.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
-    }
-    slow.push_str("\r\n{");
+    slow.push('{');
     let started = Instant::now();
     let answer = exchange(&address, slow.as_bytes(), Duration::from_secs(10));
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");

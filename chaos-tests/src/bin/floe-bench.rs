@@ -568,6 +568,18 @@ async fn schedule(
     }
     println!("| async accept (committed through Raft before the 202) | | | {accept_rate:.0} events/s with {callers} callers |");
 
+    // Failover is timed on a quiet cluster: the events above still running
+    // would hold the quota, and a sync invoke would be throttled, not failed over.
+    let status_client = cluster.client().await?;
+    let quiet_by = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < quiet_by {
+        let status = status_client.cluster_status().await?;
+        if status.usage.iter().all(|u| u.running == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     println!("\n== leader failover: kill -9 of the leader to the first successful sync invoke ==");
     let mut times = Vec::new();
     for round in 0..failovers {
@@ -579,14 +591,20 @@ async fn schedule(
         client.invoke("noop", "", b"{}".to_vec()).await?;
         let killed_at = Instant::now();
         cluster.kill(leader);
+        let mut last_error = String::new();
         while let Err(e) = client.invoke("noop", "", b"{}".to_vec()).await {
             anyhow::ensure!(
                 killed_at.elapsed() < Duration::from_secs(30),
                 "no invoke succeeded: {e}"
             );
+            last_error = e.to_string();
         }
         let elapsed = killed_at.elapsed();
-        println!("round {round}: {}", ms(elapsed));
+        if last_error.is_empty() {
+            println!("round {round}: {}", ms(elapsed));
+        } else {
+            println!("round {round}: {} (last refusal: {last_error})", ms(elapsed));
+        }
         times.push(elapsed);
         cluster.restart(leader).await?;
         cluster.wait_for_voters(3).await?;

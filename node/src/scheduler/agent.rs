@@ -1,15 +1,21 @@
 //! The node side of scheduling: the grants this node is running, which its
 //! heartbeats report to the leader (the loop is `Service::run_heartbeats`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Grant, RunningGrant};
 
+/// How long finished grants are reported: longer than a grant's lease, so a
+/// new leader that learned of one from a shadow hears it is over.
+const FINISHED_MEMORY: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 pub struct Agent {
     running: Mutex<HashMap<u64, Running>>,
+    /// Grants given back lately (run, failed, or lapsed before starting).
+    finished: Mutex<VecDeque<(Instant, u64)>>,
 }
 
 struct Running {
@@ -45,6 +51,32 @@ impl Agent {
             agent: self.clone(),
             id: grant.id,
         }
+    }
+
+    /// Notes that `grant` is over on this node, whatever became of it.
+    pub fn note_finished(&self, grant: u64) {
+        let now = Instant::now();
+        let mut finished = self.finished.lock().expect("agent lock");
+        while finished
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > FINISHED_MEMORY)
+        {
+            finished.pop_front();
+        }
+        finished.push_back((now, grant));
+    }
+
+    /// Grants over lately, for the next heartbeat.
+    pub fn finished(&self) -> Vec<u64> {
+        let now = Instant::now();
+        let mut finished = self.finished.lock().expect("agent lock");
+        while finished
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > FINISHED_MEMORY)
+        {
+            finished.pop_front();
+        }
+        finished.iter().map(|(_, id)| *id).collect()
     }
 
     /// What the next heartbeat reports.

@@ -22,6 +22,9 @@ use crate::executor::SandboxKey;
 
 /// Slack for clocks that run at slightly different speeds and for messages in flight.
 const MARGIN: Duration = Duration::from_secs(1);
+/// How long a grant a node reported finished stays known as such (longer
+/// than voters keep shadows of it once the leader's live list lacks it).
+const FINISHED_TOMBSTONE: Duration = Duration::from_secs(30);
 
 pub struct Scheduler {
     config: SchedulerConfig,
@@ -37,6 +40,8 @@ struct State {
     grants: HashMap<u64, GrantEntry>,
     /// Grants known to be over, until they expire: stale shadows of them are ignored.
     finished: HashMap<u64, Instant>,
+    /// Grants made in this term so far.
+    issued: u64,
 }
 
 struct NodeEntry {
@@ -74,6 +79,7 @@ impl State {
             nodes: HashMap::new(),
             grants: HashMap::new(),
             finished: HashMap::new(),
+            issued: 0,
         }
     }
 
@@ -138,8 +144,9 @@ impl Scheduler {
             .filter(|(id, g)| g.node == node && !running.contains(id) && now >= g.start_by)
             .map(|(id, _)| *id)
             .collect();
-        for id in over {
+        for id in over.into_iter().chain(report.finished.iter().copied()) {
             state.finish(id);
+            state.finished.entry(id).or_insert(now + FINISHED_TOMBSTONE);
         }
         // Grants of earlier leaders that a majority recorded: counted until
         // their node's reports show them over (once they could have started).
@@ -275,6 +282,8 @@ impl Scheduler {
             }
         }
         let id = rand::random::<u64>();
+        state.issued += 1;
+        let seq = state.issued;
         let lease = self.config.grant_lease;
         state.grants.insert(
             id,
@@ -298,6 +307,7 @@ impl Scheduler {
             reserved: limits.reserved.is_some(),
             memory_mb: ask.memory_mb,
             lease_ms: lease.as_millis() as u64,
+            seq,
             warm,
         })
     }
@@ -322,10 +332,11 @@ impl Scheduler {
         }
     }
 
-    /// The grants held in `term` (a heartbeat's answer: voters drop other shadows).
-    pub fn live_grants(&self, term: u64) -> Vec<u64> {
+    /// The grants held in `term`, and how many were made in it so far (a
+    /// heartbeat's answer: voters drop the other shadows made before it).
+    pub fn live_grants(&self, term: u64) -> (Vec<u64>, u64) {
         self.state(term)
-            .map(|state| state.grants.keys().copied().collect())
+            .map(|state| (state.grants.keys().copied().collect(), state.issued))
             .unwrap_or_default()
     }
 

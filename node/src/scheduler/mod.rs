@@ -41,6 +41,9 @@ pub struct LoadReport {
     pub running: Vec<RunningGrant>,
     /// The grants leaders recorded on this node (see `shadow.rs`).
     pub shadows: Vec<ShadowGrant>,
+    /// Grants this node gave back in the last few seconds: a new leader
+    /// drops their shadows at once instead of waiting out their lease.
+    pub finished: Vec<u64>,
 }
 
 /// A grant as a leader records it on the other voters before anyone may use
@@ -50,6 +53,8 @@ pub struct LoadReport {
 pub struct ShadowGrant {
     /// The term of the leader that granted it.
     pub term: u64,
+    /// [`Grant::seq`].
+    pub seq: u64,
     /// Where it runs.
     pub node: NodeId,
     /// `remaining_ms`: how much longer it may exist (lease + timeout).
@@ -72,8 +77,12 @@ pub struct RunningGrant {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub term: u64,
-    /// The grants the leader holds: shadows not among them are over.
+    /// The grants the leader holds: shadows of grants made before this
+    /// answer (of an earlier term, or of this one up to `issued`) that are
+    /// not among them are over.
     pub live_grants: Vec<u64>,
+    /// How many grants the leader had made in `term` when it answered.
+    pub issued: u64,
 }
 
 /// A request to start one invocation.
@@ -103,6 +112,8 @@ pub struct Grant {
     pub memory_mb: u64,
     /// The invocation must start within this long of the grant request.
     pub lease_ms: u64,
+    /// Its place in the order the leader granted in this term.
+    pub seq: u64,
     /// True when the chosen node had an idle warm sandbox of the version.
     pub warm: bool,
 }

@@ -16,13 +16,8 @@ use std::time::{Duration, Instant};
 
 use super::ShadowGrant;
 
-/// A shadow younger than this is kept even when the leader's list of live
-/// grants lacks it (the list may have left before the grant was made).
-const YOUNG: Duration = Duration::from_secs(1);
-
 struct Entry {
     shadow: ShadowGrant,
-    recorded: Instant,
     expires: Instant,
 }
 
@@ -35,23 +30,22 @@ impl Shadows {
     pub fn record(&self, shadow: ShadowGrant) {
         let now = Instant::now();
         let expires = now + Duration::from_millis(shadow.grant.remaining_ms);
-        self.entries.lock().expect("shadows lock").insert(
-            shadow.grant.id,
-            Entry {
-                shadow,
-                recorded: now,
-                expires,
-            },
-        );
-    }
-
-    /// Drops what the leader no longer holds, and what has expired.
-    pub fn prune(&self, live: &HashSet<u64>) {
-        let now = Instant::now();
         self.entries
             .lock()
             .expect("shadows lock")
-            .retain(|id, e| e.expires > now && (live.contains(id) || now.duration_since(e.recorded) < YOUNG));
+            .insert(shadow.grant.id, Entry { shadow, expires });
+    }
+
+    /// Drops what has expired, and the grants the leader of `term` no
+    /// longer held when it had made `issued` grants: those made before its
+    /// answer and missing from `live` are over. (A grant made after the
+    /// answer left may be missing from it, so it stays.)
+    pub fn prune(&self, live: &HashSet<u64>, term: u64, issued: u64) {
+        let now = Instant::now();
+        self.entries.lock().expect("shadows lock").retain(|id, e| {
+            let before_answer = e.shadow.term < term || (e.shadow.term == term && e.shadow.seq <= issued);
+            e.expires > now && (live.contains(id) || !before_answer)
+        });
     }
 
     /// The shadows still in force, with their remaining time as of now.
@@ -78,6 +72,7 @@ mod tests {
     fn shadow(id: u64, remaining_ms: u64) -> ShadowGrant {
         ShadowGrant {
             term: 3,
+            seq: id,
             node: 2,
             grant: RunningGrant {
                 id,
@@ -91,15 +86,26 @@ mod tests {
     }
 
     #[test]
-    fn shadows_expire_and_young_ones_survive_pruning() {
+    fn shadows_expire_and_only_grants_made_before_an_answer_are_pruned() {
         let shadows = Shadows::default();
         shadows.record(shadow(1, 60_000));
         shadows.record(shadow(2, 0));
-        assert_eq!(shadows.list().iter().map(|s| s.grant.id).collect::<Vec<_>>(), vec![1]);
-        // Not in the leader's list, but recorded a moment ago: kept.
-        shadows.prune(&HashSet::new());
-        assert_eq!(shadows.list().len(), 1);
-        shadows.prune(&HashSet::from([1]));
-        assert_eq!(shadows.list().len(), 1);
+        shadows.record(shadow(5, 60_000));
+        let ids = || {
+            let mut ids: Vec<u64> = shadows.list().iter().map(|s| s.grant.id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(), vec![1, 5]);
+        // The leader of term 3 answered after 4 grants: 1 is live, 5 came later.
+        shadows.prune(&HashSet::from([1]), 3, 4);
+        assert_eq!(ids(), vec![1, 5]);
+        // After 5 grants, without 1 or 5: both over.
+        shadows.prune(&HashSet::new(), 3, 5);
+        assert!(ids().is_empty());
+        // A newer leader's answer prunes every older term's shadow it lacks.
+        shadows.record(shadow(9, 60_000));
+        shadows.prune(&HashSet::new(), 4, 0);
+        assert!(ids().is_empty());
     }
 }

@@ -20,6 +20,8 @@ use crate::scheduler::{
 
 /// How long a grant request or a heartbeat may wait for the leader's answer.
 const LEADER_RPC_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long after an election nodes report the grants they finished lately.
+const FINISHED_REPORTING: Duration = Duration::from_secs(5);
 /// Beyond its lease and its function's timeout, what a forwarded invocation
 /// may take (package fetch, sandbox start, the answer's trip back).
 const EXECUTE_SLACK: Duration = Duration::from_secs(10);
@@ -83,6 +85,7 @@ impl Service {
         }
         let shadow = ShadowGrant {
             term: grant.term,
+            seq: grant.seq,
             node: grant.node,
             grant: RunningGrant {
                 id: grant.id,
@@ -266,6 +269,7 @@ impl Service {
         let key = run.resolved.key();
         let outcome = self.execute_granted(&grant, run, start_by).await;
         let warm = outcome.as_ref().is_ok_and(|(_, warm)| *warm);
+        self.agent.note_finished(grant.id);
         self.release(Release {
             grant: grant.id,
             term: grant.term,
@@ -360,6 +364,7 @@ impl Service {
             idle,
             running: self.agent.running(),
             shadows: self.shadows.list(),
+            finished: self.agent.finished(),
         })
     }
 
@@ -367,23 +372,38 @@ impl Service {
     pub fn heartbeat_here(&self, report: LoadReport) -> Option<HeartbeatReply> {
         let term = self.leading_term()?;
         self.scheduler.heartbeat(term, report);
-        let live_grants = self.scheduler.live_grants(term);
-        self.shadows.prune(&live_grants.iter().copied().collect());
-        Some(HeartbeatReply { term, live_grants })
+        // The leader's own shadows (of earlier leaders' grants) are not pruned
+        // here: the first reports of a new term must not erase what it alone knows.
+        let (live_grants, issued) = self.scheduler.live_grants(term);
+        Some(HeartbeatReply {
+            term,
+            live_grants,
+            issued,
+        })
     }
 
     /// Sends this node's load to the leader every `scheduler.heartbeat_interval`, until `shutdown`.
     pub async fn run_heartbeats(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
         let mut interval = tokio::time::interval(self.config.scheduler.heartbeat_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Finished grants matter to a new leader only: they are reported for a
+        // while after each election (and after this node starts), not always.
+        let (mut term, mut report_finished_until) = (0, Instant::now() + FINISHED_REPORTING);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = interval.tick() => {}
             }
-            let (Some(cluster), Some(report)) = (self.started_cluster(), self.load_report()) else {
+            let (Some(cluster), Some(mut report)) = (self.started_cluster(), self.load_report()) else {
                 continue;
             };
+            if cluster.current_term() != term {
+                term = cluster.current_term();
+                report_finished_until = Instant::now() + FINISHED_REPORTING;
+            }
+            if Instant::now() > report_finished_until {
+                report.finished.clear();
+            }
             match cluster.leader() {
                 Some((leader, _)) if leader == cluster.id => {
                     self.heartbeat_here(report);
@@ -405,7 +425,8 @@ impl Service {
         request.set_timeout(LEADER_RPC_TIMEOUT.min(self.config.scheduler.node_timeout));
         let reply = client.heartbeat(request).await.map_err(|e| e.message().to_string())?;
         let reply: HeartbeatReply = codec::decode(&reply.into_inner().data)?;
-        self.shadows.prune(&reply.live_grants.into_iter().collect());
+        self.shadows
+            .prune(&reply.live_grants.into_iter().collect(), reply.term, reply.issued);
         Ok(())
     }
 
