@@ -32,6 +32,20 @@ pub struct Cluster {
     pub reader: StateReader,
     pub peers: Arc<Peers>,
     leader_wait: Duration,
+    /// A leader that has not heard from a majority for this long is taken to
+    /// be cut off: it refuses new writes and reads at once (see `cut_off`).
+    quorum_timeout: Duration,
+    /// When this node, leading, last heard from each other node.
+    contact: std::sync::Mutex<Contact>,
+}
+
+/// The leader's record of who it hears from (nodes report to it every
+/// `scheduler.heartbeat_interval`).
+#[derive(Default)]
+struct Contact {
+    term: u64,
+    since: Option<Instant>,
+    seen: BTreeMap<NodeId, Instant>,
 }
 
 /// openraft's configuration from ours.
@@ -68,7 +82,66 @@ impl Cluster {
             reader,
             peers,
             leader_wait: config.leader_wait,
+            // Twice the longest election timeout: far more than the gaps
+            // between reports, short beside a write's wait for a leader.
+            quorum_timeout: config.election_timeout_max * 2,
+            contact: Default::default(),
         })
+    }
+
+    /// On a leader of several voters that no majority has acknowledged for
+    /// `quorum_timeout` (cut off by a partition, or just resumed from a
+    /// pause): an Unavailable to give at once, before anything is appended,
+    /// so that a client tries another node (where a new leader is being
+    /// elected) instead of waiting on a write that cannot commit here.
+    pub fn cut_off(&self) -> Option<ServiceError> {
+        let (term, voters) = {
+            let receiver = self.raft.metrics();
+            let metrics = receiver.borrow();
+            let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+            (metrics.current_term, voters)
+        };
+        if voters.len() <= 1 {
+            return None;
+        }
+        let now = Instant::now();
+        let mut contact = self.contact.lock().expect("contact lock");
+        if contact.term != term || contact.since.is_none() {
+            contact.term = term;
+            contact.since = Some(now);
+        }
+        // A new leader gives the others time to report.
+        if contact
+            .since
+            .is_some_and(|since| now.duration_since(since) < self.quorum_timeout)
+        {
+            return None;
+        }
+        let heard = voters
+            .iter()
+            .filter(|v| {
+                **v == self.id
+                    || contact
+                        .seen
+                        .get(v)
+                        .is_some_and(|at| now.duration_since(*at) < self.quorum_timeout)
+            })
+            .count();
+        (heard * 2 <= voters.len()).then(|| {
+            ServiceError::Unavailable(format!(
+                "node {} leads but has not heard from a majority for {:?}: try another node",
+                self.id, self.quorum_timeout
+            ))
+        })
+    }
+
+    /// Notes a report from `node` (a scheduler heartbeat, taken while leading).
+    pub fn heard_from(&self, node: NodeId) {
+        self.contact
+            .lock()
+            .expect("contact lock")
+            .seen
+            .insert(node, Instant::now());
     }
 
     pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
@@ -111,6 +184,9 @@ impl Cluster {
         loop {
             match self.leader() {
                 Some((leader, _)) if leader == self.id => {
+                    if let Some(error) = self.cut_off() {
+                        return Err(error);
+                    }
                     match self.proposer.write(command.clone()).await {
                         Ok(result) => return Ok(result),
                         // Lost leadership before appending: nothing was written, so retrying is safe.
@@ -161,10 +237,15 @@ impl Cluster {
         let deadline = Instant::now() + self.leader_wait;
         loop {
             let index = match self.leader() {
-                Some((leader, _)) if leader == self.id => match self.raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(()),
-                    Err(_) => None,
-                },
+                Some((leader, _)) if leader == self.id => {
+                    if let Some(error) = self.cut_off() {
+                        return Err(error);
+                    }
+                    match self.raft.ensure_linearizable().await {
+                        Ok(_) => return Ok(()),
+                        Err(_) => None,
+                    }
+                }
                 Some((_, address)) => self.remote_read_index(&address).await,
                 None => None,
             };

@@ -163,7 +163,12 @@ impl Service {
         let mut last = "no leader is known".to_string();
         loop {
             let reply = match cluster.leader() {
-                Some((leader, _)) if leader == cluster.id => Some(self.grant_on_leader(ask).await),
+                Some((leader, _)) if leader == cluster.id => {
+                    if let Some(error) = cluster.cut_off() {
+                        return Err(error);
+                    }
+                    Some(self.grant_on_leader(ask).await)
+                }
                 Some((_, address)) => match self.remote_grant(&address, ask).await {
                     Ok(reply) => Some(reply),
                     Err(e) => {
@@ -371,6 +376,9 @@ impl Service {
     /// Takes a report, on the leader; `None` when this node does not lead.
     pub fn heartbeat_here(&self, report: LoadReport) -> Option<HeartbeatReply> {
         let term = self.leading_term()?;
+        if let Some(cluster) = self.started_cluster() {
+            cluster.heard_from(report.node);
+        }
         self.scheduler.heartbeat(term, report);
         // The leader's own shadows (of earlier leaders' grants) are not pruned
         // here: the first reports of a new term must not erase what it alone knows.
