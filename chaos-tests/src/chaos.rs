@@ -222,7 +222,19 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<(History, Report)> {
     while recorder.executed_event_ids() < accepted && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let history = recorder.take();
+    let mut history = recorder.take();
+    // Events that failed for good are in the failed-event store: name them in the report.
+    if let Ok(failed) = client.list_failed_events(workload::PROBE).await {
+        for event in failed {
+            let id = serde_json::from_str::<serde_json::Value>(&event.payload)
+                .ok()
+                .and_then(|payload| payload["id"].as_str().map(String::from))
+                .unwrap_or(event.id);
+            history
+                .dead_lettered
+                .insert(id, format!("{}: {}", event.condition, event.last_error));
+        }
+    }
     let report = checker::check(&history);
     if !report.ok() {
         eprintln!("--- node logs ---\n{}", cluster.logs());

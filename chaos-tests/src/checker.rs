@@ -141,11 +141,16 @@ pub fn events(history: &History) -> (usize, usize, Finding) {
         ok: lost.is_empty(),
         detail: match lost.first() {
             None => format!("{} accepted, all ran ({duplicates} ran twice or more)", accepted.len()),
-            Some(first) => format!(
-                "{} of {} accepted events never ran, e.g. {first}",
-                lost.len(),
-                accepted.len()
-            ),
+            Some(first) => {
+                let dead: Vec<&String> = lost.iter().filter_map(|id| history.dead_lettered.get(**id)).collect();
+                format!(
+                    "{} of {} accepted events never ran, e.g. {first}; {} of them in the failed-event store{}",
+                    lost.len(),
+                    accepted.len(),
+                    dead.len(),
+                    dead.first().map(|e| format!(" (e.g. {e})")).unwrap_or_default()
+                )
+            }
         },
     };
     (lost.len(), duplicates, finding)

@@ -78,6 +78,8 @@ pub struct History {
     pub leaders: Vec<LeaderView>,
     /// The region quota the run set.
     pub quota: u32,
+    /// Events floe gave up on (its failed-event store): id → the last error.
+    pub dead_lettered: BTreeMap<String, String>,
 }
 
 impl History {

@@ -115,6 +115,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server_shutdown = shutdown.clone();
     let server = tonic::transport::Server::builder()
+        // Peers cancel RPCs by the hundred when a link fails (Raft timeouts);
+        // h2's default of 20 reset streams would then close the whole
+        // connection, failing every other call on it.
+        .http2_max_pending_accept_reset_streams(Some(1024))
         .layer(api::auth::AuthLayer {
             service: service.clone(),
         })

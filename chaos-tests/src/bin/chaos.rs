@@ -23,6 +23,9 @@ struct Flags {
     /// The region quota the concurrency checker holds the cluster to.
     #[arg(long, default_value_t = 3)]
     quota: u32,
+    /// After the faults, how long accepted events may take to run before they count as lost.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain: std::time::Duration,
 }
 
 #[tokio::main]
@@ -37,6 +40,7 @@ async fn main() -> ExitCode {
     for scenario in scenarios {
         let mut options = RunOptions::new(scenario, flags.duration, flags.seed);
         options.quota = flags.quota;
+        options.drain = flags.drain;
         match chaos::run(&options).await {
             Ok((history, report)) => {
                 println!("{}", chaos::summary(&options, &history, &report));

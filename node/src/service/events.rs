@@ -238,10 +238,14 @@ impl Service {
                             },
                             executed_version: result.executed_version,
                         },
+                        // Unknown: the node it was sent to failed or was cut off mid-call. The
+                        // function may or may not have run; running it again (at least once)
+                        // is better than spending one of its attempts on floe's own failure.
                         Err(
                             e @ (ServiceError::TooManyRequests { .. }
                             | ServiceError::Throttled(_)
-                            | ServiceError::Unavailable(_)),
+                            | ServiceError::Unavailable(_)
+                            | ServiceError::OutcomeUnknown(_)),
                         ) => not_run(e.to_string()),
                         Err(e) => failed(error_document("ServiceException", &e.to_string()), String::new()),
                     }
