@@ -134,6 +134,19 @@ async fn placement_spreads_load_prefers_warm_sandboxes_and_routes_aliases_by_wei
     let entries = clients(&cluster).await;
     let recorder = Recorder::start().await;
     deploy(&client, "spread", &recorder).await;
+    // The leader places only on nodes whose load it has heard: wait until all three reported.
+    chaos_tests::wait_for("every node's load at the leader", Duration::from_secs(10), || async {
+        client.cluster_status().await.is_ok_and(|status| {
+            status
+                .nodes
+                .iter()
+                .filter(|n| n.load.as_ref().is_some_and(|l| l.live))
+                .count()
+                == 3
+        })
+    })
+    .await
+    .unwrap();
 
     // Nine overlapping calls, three through each node: the least loaded node takes each.
     let calls = (0..9).map(|i| {

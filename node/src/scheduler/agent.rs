@@ -53,9 +53,8 @@ impl Agent {
         }
     }
 
-    /// Notes that `grant` is over on this node, whatever became of it.
-    pub fn note_finished(&self, grant: u64) {
-        let now = Instant::now();
+    /// The grants finished within [`FINISHED_MEMORY`] of `now`.
+    fn recent(&self, now: Instant) -> std::sync::MutexGuard<'_, VecDeque<(Instant, u64)>> {
         let mut finished = self.finished.lock().expect("agent lock");
         while finished
             .front()
@@ -63,20 +62,18 @@ impl Agent {
         {
             finished.pop_front();
         }
-        finished.push_back((now, grant));
+        finished
+    }
+
+    /// Notes that `grant` is over on this node, whatever became of it.
+    pub fn note_finished(&self, grant: u64) {
+        let now = Instant::now();
+        self.recent(now).push_back((now, grant));
     }
 
     /// Grants over lately, for the next heartbeat.
     pub fn finished(&self) -> Vec<u64> {
-        let now = Instant::now();
-        let mut finished = self.finished.lock().expect("agent lock");
-        while finished
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > FINISHED_MEMORY)
-        {
-            finished.pop_front();
-        }
-        finished.iter().map(|(_, id)| *id).collect()
+        self.recent(Instant::now()).iter().map(|(_, id)| *id).collect()
     }
 
     /// What the next heartbeat reports.
