@@ -50,6 +50,16 @@ pub fn floe_command() -> Command {
     command
 }
 
+/// Runs the `floe` CLI (signing with the test key): (exit code, stdout, stderr).
+pub fn run_floe(args: &[&str]) -> (i32, String, String) {
+    let output = floe_command().args(args).output().expect("run floe");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Finds a binary built by cargo next to the running test's target dir.
 pub fn binary(name: &str) -> PathBuf {
     if let Ok(path) = std::env::var(format!("{}_BIN", name.to_uppercase())) {

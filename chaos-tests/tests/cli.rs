@@ -7,17 +7,7 @@ use chaos_tests::TestCluster;
 
 /// Runs `floe` and returns (exit code, stdout, stderr).
 fn floe(endpoint: &str, args: &[&str]) -> (i32, String, String) {
-    let output = chaos_tests::floe_command()
-        .arg("--endpoint")
-        .arg(endpoint)
-        .args(args)
-        .output()
-        .expect("run floe");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    chaos_tests::run_floe(&[&["--endpoint", endpoint], args].concat())
 }
 
 fn ok(endpoint: &str, args: &[&str]) -> String {

@@ -196,18 +196,7 @@ async fn the_rest_listener_survives_abuse() -> anyhow::Result<()> {
 async fn access_keys_are_managed_with_the_cli_and_sign_every_api() -> anyhow::Result<()> {
     let cluster = TestCluster::start(2).await?;
     let endpoint = cluster.address(1);
-    let run = |args: &[&str]| {
-        let output = chaos_tests::floe_command()
-            .args(["--endpoint", &endpoint, "--json"])
-            .args(args)
-            .output()
-            .expect("run floe");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| chaos_tests::run_floe(&[&["--endpoint", endpoint.as_str(), "--json"], args].concat());
     let (code, stdout, stderr) = run(&["auth", "key", "create", "--description", "ci"]);
     assert_eq!(code, 0, "{stderr}");
     let created: serde_json::Value = serde_json::from_str(&stdout)?;

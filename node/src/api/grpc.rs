@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::error::into_status;
 use crate::executor::logs::LogRecord;
 use crate::service::events::EventConfigChange;
-use crate::service::functions::{AliasUpdate, FunctionUpdate};
+use crate::service::functions::{alias_routing, AliasUpdate, FunctionUpdate};
 use crate::service::invoke::{InvocationType, InvokeOptions};
 use crate::service::{Consistency, Service};
 
@@ -117,16 +117,7 @@ pub fn into_log_record(record: LogRecord) -> pb::LogRecord {
 fn parse_routing(routing: Option<pb::AliasRouting>) -> Result<Option<model::AliasRouting>, Status> {
     match routing {
         None => Ok(None),
-        Some(r) if r.additional_version.is_empty() => Ok(None),
-        Some(r) => {
-            let version = floe_raft_store::validate::parse_version(&r.additional_version)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
-                .ok_or_else(|| Status::invalid_argument("routing cannot name $LATEST as the additional version"))?;
-            Ok(Some(model::AliasRouting {
-                additional_version: version,
-                weight: r.weight,
-            }))
-        }
+        Some(r) => alias_routing(&r.additional_version, r.weight).map_err(into_status),
     }
 }
 

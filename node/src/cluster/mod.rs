@@ -95,19 +95,17 @@ impl Cluster {
     /// so that a client tries another node (where a new leader is being
     /// elected) instead of waiting on a write that cannot commit here.
     pub fn cut_off(&self) -> Option<ServiceError> {
-        let (term, voters) = {
-            let receiver = self.raft.metrics();
-            let metrics = receiver.borrow();
-            let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
-            (metrics.current_term, voters)
-        };
-        if voters.len() <= 1 {
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters = membership.voter_ids().count();
+        if voters <= 1 {
             return None;
         }
         let now = Instant::now();
         let mut contact = self.contact.lock().expect("contact lock");
-        if contact.term != term || contact.since.is_none() {
-            contact.term = term;
+        if contact.term != metrics.current_term || contact.since.is_none() {
+            contact.term = metrics.current_term;
             contact.since = Some(now);
         }
         // A new leader gives the others time to report.
@@ -117,17 +115,12 @@ impl Cluster {
         {
             return None;
         }
-        let heard = voters
-            .iter()
-            .filter(|v| {
-                **v == self.id
-                    || contact
-                        .seen
-                        .get(v)
-                        .is_some_and(|at| now.duration_since(*at) < self.quorum_timeout)
-            })
+        let fresh = |at: &Instant| now.duration_since(*at) < self.quorum_timeout;
+        let heard = membership
+            .voter_ids()
+            .filter(|v| *v == self.id || contact.seen.get(v).is_some_and(fresh))
             .count();
-        (heard * 2 <= voters.len()).then(|| {
+        (heard * 2 <= voters).then(|| {
             ServiceError::Unavailable(format!(
                 "node {} leads but has not heard from a majority for {:?}: try another node",
                 self.id, self.quorum_timeout
@@ -335,12 +328,12 @@ impl Cluster {
         self.leading_term().is_some()
     }
 
-    /// The current term, when this node leads it.
     /// The newest term this node knows.
     pub fn current_term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
     }
 
+    /// The current term, when this node leads it.
     pub fn leading_term(&self) -> Option<u64> {
         let receiver = self.raft.metrics();
         let metrics = receiver.borrow();

@@ -88,10 +88,13 @@ impl State {
         self.finished.retain(|_, expires| *expires > now);
     }
 
-    fn finish(&mut self, id: u64) -> Option<GrantEntry> {
-        let entry = self.grants.remove(&id)?;
-        self.finished.insert(id, entry.expires);
-        Some(entry)
+    /// Marks a grant over (held or not): a tombstone keeps stale shadows of
+    /// it from being counted again.
+    fn finish(&mut self, id: u64, now: Instant) -> Option<GrantEntry> {
+        let entry = self.grants.remove(&id);
+        let until = entry.as_ref().map_or(now, |e| e.expires).max(now + FINISHED_TOMBSTONE);
+        self.finished.insert(id, until);
+        entry
     }
 
     fn usage(&self, region: &str, function: &str) -> Usage {
@@ -145,8 +148,7 @@ impl Scheduler {
             .map(|(id, _)| *id)
             .collect();
         for id in over.into_iter().chain(report.finished.iter().copied()) {
-            state.finish(id);
-            state.finished.entry(id).or_insert(now + FINISHED_TOMBSTONE);
+            state.finish(id, now);
         }
         // Grants of earlier leaders that a majority recorded: counted until
         // their node's reports show them over (once they could have started).
@@ -325,7 +327,7 @@ impl Scheduler {
         let Some(mut state) = self.state(release.term) else {
             return;
         };
-        if state.finish(release.grant).is_some() && release.warm {
+        if state.finish(release.grant, Instant::now()).is_some() && release.warm {
             if let Some(node) = state.nodes.get_mut(&release.node) {
                 *node.idle.entry(release.key.clone()).or_default() += 1;
             }

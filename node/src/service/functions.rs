@@ -29,6 +29,20 @@ pub struct FunctionUpdate {
     pub expected_revision_id: Option<String>,
 }
 
+/// An alias's routing from the wire: an additional version (a number, not
+/// `$LATEST`) and its weight; an empty version means no routing.
+pub fn alias_routing(additional_version: &str, weight: f64) -> Result<Option<AliasRouting>, ServiceError> {
+    if additional_version.is_empty() {
+        return Ok(None);
+    }
+    let additional_version = validate::parse_version(additional_version)?
+        .ok_or_else(|| ServiceError::InvalidArgument("routing cannot name $LATEST as the additional version".into()))?;
+    Ok(Some(AliasRouting {
+        additional_version,
+        weight,
+    }))
+}
+
 /// Changes to an alias; `routing: Some(None)` clears the routing.
 #[derive(Debug, Default, Clone)]
 pub struct AliasUpdate {

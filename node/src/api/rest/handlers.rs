@@ -416,13 +416,11 @@ fn routing(config: RoutingConfig) -> Result<Option<model::AliasRouting>, LambdaE
             "an alias routes to at most one additional version",
         ));
     }
-    let additional_version = floe_raft_store::validate::parse_version(&version)
-        .map_err(|e| LambdaError::invalid(e.to_string()))?
-        .ok_or_else(|| LambdaError::invalid("the additional version cannot be $LATEST"))?;
-    Ok(Some(model::AliasRouting {
-        additional_version,
-        weight,
-    }))
+    let routing = crate::service::functions::alias_routing(&version, weight)?;
+    if routing.is_none() {
+        return Err(LambdaError::invalid("the additional version cannot be empty"));
+    }
+    Ok(routing)
 }
 
 #[derive(Deserialize, Default)]
