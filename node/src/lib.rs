@@ -111,6 +111,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     };
     let internal = InternalApi {
         service: service.clone(),
+        shutdown: shutdown.clone(),
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server_shutdown = shutdown.clone();
@@ -217,7 +218,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let _ = heartbeats.await;
     let _ = dispatcher.await;
     if let Some(cluster) = service.started_cluster() {
-        cluster.raft.shutdown().await.ok();
+        cluster.stop().await;
     }
     tracing::info!("stopped");
     Ok(())

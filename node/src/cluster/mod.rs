@@ -1,10 +1,12 @@
 //! The Raft side of a node: starting openraft, proposing commands (forwarded
 //! to the leader when this node is not it), linearizable reads, membership.
 //!
-//! - `network.rs`: openraft's RPCs over tonic (sending side);
+//! - `network.rs`: openraft's RPCs over tonic (sending side), AppendEntries
+//!   on the streams of `append_stream.rs`;
 //! - `server.rs`: the internal gRPC services (receiving side);
 //! - `peers.rs`: the channel pool to other nodes.
 
+pub mod append_stream;
 pub mod network;
 pub mod peers;
 pub mod proposer;
@@ -73,7 +75,10 @@ impl Cluster {
         reader: StateReader,
         peers: Arc<Peers>,
     ) -> anyhow::Result<Cluster> {
-        let network = Network { peers: peers.clone() };
+        let network = Network {
+            peers: peers.clone(),
+            streams: Default::default(),
+        };
         let raft = Raft::new(id, Arc::new(raft_config(config)?), network, log_store, state_machine).await?;
         Ok(Cluster {
             id,
@@ -87,6 +92,13 @@ impl Cluster {
             quorum_timeout: config.election_timeout_max * 2,
             contact: Default::default(),
         })
+    }
+
+    /// Shuts Raft down.
+    pub async fn stop(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "shutting Raft down");
+        }
     }
 
     /// On a leader of several voters that no majority has acknowledged for
@@ -181,7 +193,7 @@ impl Cluster {
                         return Err(error);
                     }
                     match self.proposer.write(command.clone()).await {
-                        Ok(result) => return Ok(result),
+                        Ok(written) => return Ok(written.result),
                         // Lost leadership before appending: nothing was written, so retrying is safe.
                         Err(proposer::WriteError::NotLeader) => {}
                         Err(proposer::WriteError::Failed(e)) => {
@@ -190,7 +202,10 @@ impl Cluster {
                     }
                 }
                 Some((_, address)) => match self.forward(&address, &command).await {
-                    Ok(result) => return Ok(result),
+                    Ok(written) => {
+                        self.await_applied(written.index, deadline).await;
+                        return Ok(written.result);
+                    }
                     Err(Forward::Retry) => {}
                     Err(Forward::Failed(e)) => return Err(e),
                 },
@@ -206,12 +221,31 @@ impl Cluster {
         }
     }
 
-    async fn forward(&self, address: &str, command: &Command) -> Result<CommandResult, Forward> {
+    /// Waits (until `deadline` at most) for this node to apply the entry at
+    /// `index`, so that a write acknowledged by a node is seen by that node's
+    /// own local reads (an access key deleted through a follower is refused
+    /// there from the answer on). The leader sent the commit index at once.
+    async fn await_applied(&self, index: u64, deadline: Instant) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = self
+            .raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "apply a forwarded write")
+            .await
+        {
+            // The write is committed all the same; only this node lags.
+            tracing::warn!(index, error = %e, "a forwarded write is not applied here yet");
+        }
+    }
+
+    async fn forward(&self, address: &str, command: &Command) -> Result<proposer::Written, Forward> {
         let data = codec::encode(command).map_err(|e| Forward::Failed(ServiceError::Internal(e)))?;
         let mut client = self.peers.peer(address).map_err(|e| Forward::Failed(e.into()))?;
         match client.propose(Payload { data }).await {
             Ok(reply) => {
-                codec::decode(&reply.into_inner().data).map_err(|e| Forward::Failed(ServiceError::Internal(e)))
+                let (index, result): (u64, CommandResult) =
+                    codec::decode(&reply.into_inner().data).map_err(|e| Forward::Failed(ServiceError::Internal(e)))?;
+                Ok(proposer::Written { result, index })
             }
             // The target was not (or no longer) the leader and wrote nothing.
             Err(status) if status.code() == tonic::Code::FailedPrecondition => Err(Forward::Retry),

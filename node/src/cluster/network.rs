@@ -1,5 +1,9 @@
 //! openraft's network over tonic: each Raft RPC carries openraft's own types
 //! encoded with `floe_raft_store::codec` in an opaque `Payload`.
+//!
+//! AppendEntries — every write's replication and every heartbeat — goes over
+//! one long-lived stream per target (`append_stream.rs`); votes and snapshots
+//! are unary calls.
 
 use std::sync::Arc;
 
@@ -14,12 +18,16 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::append_stream::AppendStreams;
 use super::peers::Peers;
 
 /// Builds one [`Connection`] per target node.
 #[derive(Clone)]
 pub struct Network {
     pub peers: Arc<Peers>,
+    /// Shared by every connection to a target: openraft makes one for
+    /// replication and a fresh one for each leadership check.
+    pub streams: Arc<AppendStreams>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -30,6 +38,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             address: node.addr.clone(),
             peers: self.peers.clone(),
+            streams: self.streams.clone(),
         }
     }
 }
@@ -39,15 +48,15 @@ pub struct Connection {
     target: NodeId,
     address: String,
     peers: Arc<Peers>,
+    streams: Arc<AppendStreams>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct CodecError(String);
 
-/// Which of openraft's three RPCs to call.
+/// Which of openraft's unary RPCs to call.
 enum Rpc {
-    AppendEntries,
     Vote,
     InstallSnapshot,
 }
@@ -72,13 +81,22 @@ impl Connection {
         let mut request = tonic::Request::new(Payload { data });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
-            Rpc::AppendEntries => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,
             Rpc::InstallSnapshot => client.install_snapshot(request).await,
         }
         .map_err(|status| RPCError::Unreachable(Unreachable::new(&status)))?;
-        let result: Result<Resp, RaftError<NodeId, E>> = codec::decode(&reply.into_inner().data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&CodecError(e))))?;
+        self.answer(&reply.into_inner().data)
+    }
+
+    /// Decodes the target's answer: openraft's response, or its error.
+    #[allow(clippy::result_large_err)] // openraft's error type, as its network trait returns it
+    fn answer<Resp, E>(&self, data: &[u8]) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode(data).map_err(|e| RPCError::Network(NetworkError::new(&CodecError(e))))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -89,7 +107,13 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::AppendEntries, &rpc, &option).await
+        let data = codec::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&CodecError(e))))?;
+        let answer = self
+            .streams
+            .exchange(&self.peers, &self.address, data, option.hard_ttl())
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        self.answer(&answer)
     }
 
     async fn install_snapshot(

@@ -10,11 +10,12 @@ use floe_proto::internal::raft_server::Raft as RaftService;
 use floe_proto::internal::scheduler_server::Scheduler as SchedulerService;
 use floe_proto::internal::{
     AssignIdRequest, AssignIdResponse, Execution, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload,
-    PutPackageResponse, ReadIndexRequest, ReadIndexResponse,
+    PutPackageResponse, RaftFrame, ReadIndexRequest, ReadIndexResponse,
 };
 use floe_raft_store::{codec, Command, NodeId, TypeConfig};
+use futures::StreamExt;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::error::into_status;
 use crate::service::Service;
@@ -23,6 +24,9 @@ use crate::service::Service;
 #[derive(Clone)]
 pub struct InternalApi {
     pub service: Arc<Service>,
+    /// Ends the long-lived streams, so that the server's graceful shutdown
+    /// does not wait for them.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &Payload) -> Result<T, Status> {
@@ -42,9 +46,32 @@ impl InternalApi {
 
 #[tonic::async_trait]
 impl RaftService for InternalApi {
-    async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(request.get_ref())?;
-        encode(&self.raft()?.append_entries(rpc).await)
+    type AppendEntriesStreamStream = futures::stream::BoxStream<'static, Result<RaftFrame, Status>>;
+
+    /// Answers a leader's AppendEntries requests in order, as they arrive.
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<RaftFrame>>,
+    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        let raft = self.raft()?.clone();
+        let shutdown = self.shutdown.clone();
+        let frames = request
+            .into_inner()
+            .take_until(async move { shutdown.cancelled().await });
+        let answers = frames.then(move |frame| {
+            let raft = raft.clone();
+            async move {
+                let frame = frame?;
+                let rpc: AppendEntriesRequest<TypeConfig> = codec::decode(&frame.data)
+                    .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))?;
+                let answer = raft.append_entries(rpc).await;
+                Ok(RaftFrame {
+                    seq: frame.seq,
+                    data: codec::encode(&answer).map_err(Status::internal)?,
+                })
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn vote(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -66,7 +93,13 @@ impl Peer for InternalApi {
         let command: Command = decode(request.get_ref())?;
         let cluster = self.service.cluster().map_err(into_status)?;
         match cluster.proposer.write(command).await {
-            Ok(result) => encode(&result),
+            Ok(written) => {
+                // The forwarding node answers its client once it has applied
+                // the entry itself: send it the commit index now rather than
+                // with the next entries (see vendor/openraft/FLOE-PATCH.md).
+                let _ = cluster.raft.trigger().heartbeat().await;
+                encode(&(written.index, written.result))
+            }
             Err(WriteError::NotLeader) => Err(Status::failed_precondition("not the leader")),
             Err(WriteError::Failed(e)) => Err(Status::unavailable(format!("write failed: {e}"))),
         }
