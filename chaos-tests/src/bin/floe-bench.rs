@@ -2,7 +2,8 @@
 //!
 //! `floe-bench metadata`: metadata writes on a 3-node cluster (sequential
 //! latency, throughput with concurrent writers) next to a 3-member etcd on
-//! the same machine, and leader failover time.
+//! the same machine, driven through etcd's own gRPC protocol, taking turns
+//! round by round; and leader failover time.
 //!
 //! Build release binaries first: `cargo build --release --workspace`.
 
@@ -12,7 +13,7 @@ use anyhow::{bail, Context};
 use chaos_tests::{free_address, wait_for, TestCluster};
 use clap::{Parser, Subcommand};
 use floe_client::Client;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 #[derive(Parser)]
@@ -75,8 +76,8 @@ enum Bench {
         /// Concurrent writers.
         #[arg(long, default_value_t = 32)]
         writers: usize,
-        /// Writes per concurrent writer.
-        #[arg(long, default_value_t = 200)]
+        /// Writes per concurrent writer, in each of its two turns.
+        #[arg(long, default_value_t = 100)]
         writes_per_writer: usize,
         /// Leader kills to time.
         #[arg(long, default_value_t = 7)]
@@ -106,45 +107,68 @@ struct WriteFigures {
     throughput: f64,
 }
 
-async fn measure<W, F>(
-    sequential: usize,
+/// What one system did over all rounds.
+#[derive(Default)]
+struct WriteSamples {
+    latencies: Vec<Duration>,
+    concurrent_writes: usize,
+    concurrent_time: Duration,
+}
+
+impl WriteSamples {
+    fn figures(mut self) -> WriteFigures {
+        self.latencies.sort();
+        WriteFigures {
+            p50: percentile(&self.latencies, 0.5),
+            p99: percentile(&self.latencies, 0.99),
+            throughput: self.concurrent_writes as f64 / self.concurrent_time.as_secs_f64(),
+        }
+    }
+}
+
+/// `count` sequential writes, each timed.
+async fn sequential_writes(writer: &mut impl Writer, round: usize, count: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(count);
+    for i in 0..count {
+        let started = Instant::now();
+        writer.write(&format!("seq-{round}-{i}"), i as u32).await?;
+        latencies.push(started.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// `writers` concurrent writers of `per_writer` writes each; the time they took.
+async fn concurrent_writes<W, F>(
     writers: usize,
     per_writer: usize,
+    round: usize,
     make: impl Fn() -> F,
-    write: W,
-) -> anyhow::Result<WriteFigures>
+) -> anyhow::Result<Duration>
 where
     F: std::future::Future<Output = anyhow::Result<W>>,
     W: Writer,
 {
-    let mut latencies = Vec::with_capacity(sequential);
-    let mut writer = write;
-    for i in 0..sequential {
-        let started = Instant::now();
-        writer.write(&format!("seq-{i}"), i as u32).await?;
-        latencies.push(started.elapsed());
+    let mut connected = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        connected.push(make().await?);
     }
-    latencies.sort();
-    let mut tasks = Vec::new();
     let started = Instant::now();
-    for w in 0..writers {
-        let mut writer = make().await?;
-        tasks.push(tokio::spawn(async move {
-            for i in 0..per_writer {
-                writer.write(&format!("w{w}-{i}"), i as u32).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
+    let tasks: Vec<_> = connected
+        .into_iter()
+        .enumerate()
+        .map(|(w, mut writer)| {
+            tokio::spawn(async move {
+                for i in 0..per_writer {
+                    writer.write(&format!("w{round}-{w}-{i}"), i as u32).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
     for task in tasks {
         task.await??;
     }
-    let elapsed = started.elapsed();
-    Ok(WriteFigures {
-        p50: percentile(&latencies, 0.5),
-        p99: percentile(&latencies, 0.99),
-        throughput: (writers * per_writer) as f64 / elapsed.as_secs_f64(),
-    })
+    Ok(started.elapsed())
 }
 
 trait Writer: Send + 'static {
@@ -161,98 +185,122 @@ impl Writer for FloeWriter {
     }
 }
 
-/// An etcd v3 put through its JSON gateway, over one keep-alive connection.
-struct EtcdWriter {
-    stream: BufReader<TcpStream>,
-    host: String,
+/// etcd's own protocol, as etcdctl and its client libraries speak it: gRPC
+/// over HTTP/2, like floe's SDK. Only the fields the benchmark uses are
+/// declared (prost skips the others); numbers from etcd's `rpc.proto`.
+mod etcd_wire {
+    /// `etcdserverpb.PutRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PutRequest {
+        #[prost(bytes = "vec", tag = "1")]
+        pub key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+    /// `etcdserverpb.PutResponse`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PutResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+    /// `etcdserverpb.ResponseHeader`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ResponseHeader {
+        #[prost(uint64, tag = "2")]
+        pub member_id: u64,
+        #[prost(int64, tag = "3")]
+        pub revision: i64,
+    }
+    /// `etcdserverpb.RangeRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RangeRequest {
+        #[prost(bytes = "vec", tag = "1")]
+        pub key: Vec<u8>,
+        /// A read of the member's own state, without a quorum round (floe's stale read).
+        #[prost(bool, tag = "7")]
+        pub serializable: bool,
+    }
+    /// `etcdserverpb.RangeResponse`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RangeResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+    }
+    /// `etcdserverpb.StatusRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StatusRequest {}
+    /// `etcdserverpb.StatusResponse`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StatusResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(uint64, tag = "4")]
+        pub leader: u64,
+    }
 }
 
-impl EtcdWriter {
-    async fn connect(address: &str) -> anyhow::Result<EtcdWriter> {
-        let stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
-        Ok(EtcdWriter {
-            stream: BufReader::new(stream),
-            host: address.to_string(),
+/// An etcd member's client port, over one HTTP/2 connection.
+struct EtcdClient {
+    grpc: tonic::client::Grpc<tonic::transport::Channel>,
+}
+
+impl EtcdClient {
+    async fn connect(address: &str) -> anyhow::Result<EtcdClient> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connect to etcd at {address}"))?;
+        Ok(EtcdClient {
+            grpc: tonic::client::Grpc::new(channel),
         })
     }
 
-    async fn post(&mut self, path: &str, body: &str) -> anyhow::Result<String> {
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.host,
-            body.len()
-        );
-        self.stream.get_mut().write_all(request.as_bytes()).await?;
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await?;
-        if !line.starts_with("HTTP/1.1 200") {
-            bail!("etcd answered {line:?}");
-        }
-        let mut length = None;
-        let mut chunked = false;
-        loop {
-            line.clear();
-            self.stream.read_line(&mut line).await?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let lower = header.to_ascii_lowercase();
-            if let Some(value) = lower.strip_prefix("content-length:") {
-                length = Some(value.trim().parse::<usize>()?);
-            }
-            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-                chunked = true;
-            }
-        }
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                line.clear();
-                self.stream.read_line(&mut line).await?;
-                let size = usize::from_str_radix(line.trim(), 16)?;
-                let mut chunk = vec![0u8; size + 2];
-                self.stream.read_exact(&mut chunk).await?;
-                if size == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..size]);
-            }
-        } else {
-            let mut chunk = vec![0u8; length.context("no content length")?];
-            self.stream.read_exact(&mut chunk).await?;
-            body = chunk;
-        }
-        Ok(String::from_utf8_lossy(&body).into_owned())
+    async fn call<Request, Reply>(&mut self, path: &'static str, request: Request) -> anyhow::Result<Reply>
+    where
+        Request: prost::Message + Send + 'static,
+        Reply: prost::Message + Default + Send + 'static,
+    {
+        self.grpc.ready().await?;
+        let codec = tonic_prost::ProstCodec::<Request, Reply>::default();
+        let path = http::uri::PathAndQuery::from_static(path);
+        Ok(self
+            .grpc
+            .unary(tonic::Request::new(request), path, codec)
+            .await?
+            .into_inner())
+    }
+
+    /// Reads one key, locally (`serializable`) or linearizably.
+    async fn read(&mut self, key: &str, serializable: bool) -> anyhow::Result<()> {
+        let request = etcd_wire::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            serializable,
+        };
+        let _: etcd_wire::RangeResponse = self.call("/etcdserverpb.KV/Range", request).await?;
+        Ok(())
+    }
+
+    /// Whether this member leads.
+    async fn leads(&mut self) -> anyhow::Result<bool> {
+        let status: etcd_wire::StatusResponse = self
+            .call("/etcdserverpb.Maintenance/Status", etcd_wire::StatusRequest {})
+            .await?;
+        Ok(status.header.is_some_and(|header| header.member_id == status.leader))
     }
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-impl Writer for EtcdWriter {
+impl Writer for EtcdClient {
     async fn write(&mut self, key: &str, value: u32) -> anyhow::Result<()> {
-        let body = format!(
-            r#"{{"key":"{}","value":"{}"}}"#,
-            base64(format!("quota/{key}").as_bytes()),
-            base64(value.to_string().as_bytes())
+        let request = etcd_wire::PutRequest {
+            key: format!("quota/{key}").into_bytes(),
+            value: value.to_string().into_bytes(),
+        };
+        let reply: etcd_wire::PutResponse = self.call("/etcdserverpb.KV/Put", request).await?;
+        anyhow::ensure!(
+            reply.header.is_some_and(|header| header.revision > 0),
+            "etcd answered a put without a revision"
         );
-        self.post("/v3/kv/put", &body).await?;
         Ok(())
     }
 }
@@ -307,7 +355,7 @@ async fn start_etcd() -> anyhow::Result<Etcd> {
     wait_for("etcd to elect a leader", Duration::from_secs(30), || {
         let first = first.clone();
         async move {
-            let Ok(mut writer) = EtcdWriter::connect(&first).await else {
+            let Ok(mut writer) = EtcdClient::connect(&first).await else {
                 return false;
             };
             writer.write("probe", 1).await.is_ok()
@@ -320,10 +368,7 @@ async fn start_etcd() -> anyhow::Result<Etcd> {
 /// The etcd member that leads, so etcd writes skip the forwarding hop as floe's do.
 async fn etcd_leader(etcd: &Etcd) -> anyhow::Result<String> {
     for address in &etcd.clients {
-        let mut writer = EtcdWriter::connect(address).await?;
-        let status = writer.post("/v3/maintenance/status", "{}").await?;
-        let value: serde_json::Value = serde_json::from_str(&status)?;
-        if value["leader"] == value["header"]["member_id"] {
+        if EtcdClient::connect(address).await?.leads().await? {
             return Ok(address.clone());
         }
     }
@@ -332,6 +377,10 @@ async fn etcd_leader(etcd: &Etcd) -> anyhow::Result<String> {
 
 /// floe's defaults, as a user runs them.
 const DEFAULT_CONFIG: &str = "";
+
+/// Turns each system takes at sequential writes, and at concurrent ones.
+const ROUNDS: usize = 10;
+const CONCURRENT_ROUNDS: usize = 2;
 
 async fn metadata(
     sequential: usize,
@@ -344,30 +393,51 @@ async fn metadata(
     println!("== metadata writes: {nodes} floe nodes and 3 etcd members on loopback, fsync on ==");
     let mut cluster = TestCluster::start_with(nodes, DEFAULT_CONFIG).await?;
     let client = std::sync::Arc::new(cluster.client().await?);
-    let make = || {
-        let client = client.clone();
-        async move { anyhow::Ok(FloeWriter(client)) }
+    let etcd = if no_etcd { None } else { Some(start_etcd().await?) };
+    let etcd_leader = match &etcd {
+        Some(etcd) => Some(etcd_leader(etcd).await?),
+        None => None,
     };
-    let floe = measure(sequential, writers, per_writer, make, FloeWriter(client.clone())).await?;
-
-    let mut rows = vec![(format!("floe, {nodes} nodes"), floe)];
-    if !no_etcd {
-        let etcd = start_etcd().await?;
-        let leader = etcd_leader(&etcd).await?;
-        let make = || {
-            let leader = leader.clone();
-            async move { EtcdWriter::connect(&leader).await }
-        };
-        let figures = measure(
-            sequential,
-            writers,
-            per_writer,
-            make,
-            EtcdWriter::connect(&leader).await?,
-        )
-        .await?;
-        rows.push(("etcd 3.4, 3 members (JSON gateway)".to_string(), figures));
+    // The two systems take turns, round by round, so that a machine whose
+    // speed drifts (other tenants, the disk) slows both alike.
+    let mut floe = WriteSamples::default();
+    let mut etcd_samples = WriteSamples::default();
+    let mut floe_writer = FloeWriter(client.clone());
+    let mut etcd_writer = match &etcd_leader {
+        Some(leader) => Some(EtcdClient::connect(leader).await?),
+        None => None,
+    };
+    for round in 0..ROUNDS {
+        let count = sequential / ROUNDS + usize::from(round < sequential % ROUNDS);
+        floe.latencies
+            .extend(sequential_writes(&mut floe_writer, round, count).await?);
+        if let Some(writer) = etcd_writer.as_mut() {
+            etcd_samples
+                .latencies
+                .extend(sequential_writes(writer, round, count).await?);
+        }
     }
+    for round in 0..CONCURRENT_ROUNDS {
+        let make = || {
+            let client = client.clone();
+            async move { anyhow::Ok(FloeWriter(client)) }
+        };
+        floe.concurrent_time += concurrent_writes(writers, per_writer, round, make).await?;
+        floe.concurrent_writes += writers * per_writer;
+        if let Some(leader) = &etcd_leader {
+            let make = || {
+                let leader = leader.clone();
+                async move { EtcdClient::connect(&leader).await }
+            };
+            etcd_samples.concurrent_time += concurrent_writes(writers, per_writer, round, make).await?;
+            etcd_samples.concurrent_writes += writers * per_writer;
+        }
+    }
+    let mut rows = vec![(format!("floe, {nodes} nodes"), floe.figures())];
+    if etcd.is_some() {
+        rows.push(("etcd 3.4, 3 members (gRPC)".to_string(), etcd_samples.figures()));
+    }
+    drop(etcd);
     println!("| system | sequential p50 | sequential p99 | {writers} concurrent writers |");
     println!("| --- | --- | --- | --- |");
     for (name, f) in &rows {
@@ -376,6 +446,13 @@ async fn metadata(
             ms(f.p50),
             ms(f.p99),
             f.throughput
+        );
+    }
+    if let [(_, floe), (_, etcd)] = &rows[..] {
+        println!(
+            "floe ÷ etcd: sequential p50 {:.3}, concurrent throughput {:.2}",
+            floe.p50.as_secs_f64() / etcd.p50.as_secs_f64(),
+            floe.throughput / etcd.throughput
         );
     }
     if nodes < 3 {
@@ -408,6 +485,9 @@ async fn metadata(
         cluster.wait_for_voters(3).await?;
         // Let the restarted node catch up before the next kill.
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if times.is_empty() {
+        return Ok(());
     }
     times.sort();
     println!(
@@ -641,6 +721,25 @@ async fn rpc_floor(callers: usize, per_caller: usize) -> anyhow::Result<()> {
             let (p50, p99) = summarize(samples);
             println!(
                 "3 nodes, sequential {name} reads through the leader: p50 {} p99 {}",
+                ms(p50),
+                ms(p99)
+            );
+        }
+    }
+    // The baseline: the same reads of a 3-member etcd, at its leader.
+    {
+        let etcd = start_etcd().await?;
+        let mut client = EtcdClient::connect(&etcd_leader(&etcd).await?).await?;
+        for (name, serializable) in [("serializable", true), ("linearizable", false)] {
+            let mut samples = Vec::new();
+            for _ in 0..1000 {
+                let started = Instant::now();
+                client.read("missing", serializable).await?;
+                samples.push(started.elapsed());
+            }
+            let (p50, p99) = summarize(samples);
+            println!(
+                "etcd, 3 members, sequential {name} reads at the leader: p50 {} p99 {}",
                 ms(p50),
                 ms(p99)
             );
