@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub failpoints: Option<String>,
     /// How long, after the faults, accepted events may take to run.
     pub drain: Duration,
+    /// Where to copy every node's whole log when a check fails.
+    pub logs: Option<std::path::PathBuf>,
 }
 
 impl RunOptions {
@@ -58,6 +60,7 @@ impl RunOptions {
             invokers: 6,
             failpoints: None,
             drain: Duration::from_secs(30),
+            logs: None,
         }
     }
 }
@@ -217,9 +220,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<(History, Report)> {
     outcome?;
     healed?;
     // Accepted events are run at least once: give the retries time.
-    let accepted = recorder.accepted_events();
     let deadline = Instant::now() + options.drain;
-    while recorder.executed_event_ids() < accepted && Instant::now() < deadline {
+    while recorder.accepted_events_not_run() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut history = recorder.take();
@@ -238,6 +240,12 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<(History, Report)> {
     let report = checker::check(&history);
     if !report.ok() {
         eprintln!("--- node logs ---\n{}", cluster.logs());
+        if let Some(dir) = &options.logs {
+            match cluster.save_logs(dir, &options.scenario) {
+                Ok(()) => eprintln!("whole node logs in {}", dir.display()),
+                Err(e) => eprintln!("could not save the node logs to {}: {e:#}", dir.display()),
+            }
+        }
     }
     Ok((history, report))
 }
@@ -248,7 +256,8 @@ pub fn summary(options: &RunOptions, history: &History, report: &Report) -> Stri
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header(vec!["operation", "ok", "failed", "unknown"]);
-    let kinds: [(&str, fn(&OpKind) -> bool); 4] = [
+    type IsKind = fn(&OpKind) -> bool;
+    let kinds: [(&str, IsKind); 4] = [
         ("register write", |k| matches!(k, OpKind::Write { .. })),
         ("register read", |k| matches!(k, OpKind::Read { .. })),
         ("sync invoke", |k| matches!(k, OpKind::Invoke)),

@@ -152,15 +152,16 @@ impl Recorder {
     }
 
     /// Distinct events accepted (answered 202) so far.
-    pub fn accepted_events(&self) -> usize {
-        self.0.lock().expect("history lock").accepted_event_ids().len()
-    }
-
-    /// Distinct events whose function ran so far.
-    pub fn executed_event_ids(&self) -> usize {
+    /// Accepted events whose function has not run yet. (Events whose accept
+    /// timed out may run too, so counting runs against accepts is not enough.)
+    pub fn accepted_events_not_run(&self) -> usize {
         let history = self.0.lock().expect("history lock");
-        let ids: std::collections::BTreeSet<&String> = history.executed_events.iter().collect();
-        ids.len()
+        let ran: std::collections::BTreeSet<&str> = history.executed_events.iter().map(String::as_str).collect();
+        history
+            .accepted_event_ids()
+            .into_iter()
+            .filter(|id| !ran.contains(id))
+            .count()
     }
 
     pub fn take(&self) -> History {

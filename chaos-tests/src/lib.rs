@@ -134,6 +134,10 @@ impl Drop for NodeProcess {
     }
 }
 
+/// How long a node may take to exit after SIGTERM (it drains invocations
+/// and stops Raft; a hang is a bug).
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
+
 /// Settings every test node gets: fast elections, small snapshots.
 pub const TEST_CONFIG: &str = r#"
 [raft]
@@ -405,12 +409,12 @@ impl TestCluster {
 
     /// An SDK client over every running node.
     pub async fn client(&mut self) -> anyhow::Result<Client> {
-        Ok(connect(self.addresses()).await?)
+        connect(self.addresses()).await
     }
 
     /// An SDK client talking to one node only.
     pub async fn client_of(&self, index: usize) -> anyhow::Result<Client> {
-        Ok(connect([self.address(index)]).await?)
+        connect([self.address(index)]).await
     }
 
     /// kill -9.
@@ -421,11 +425,26 @@ impl TestCluster {
         }
     }
 
-    /// SIGTERM, then wait for a clean exit.
+    /// SIGTERM, then wait for the node to exit; one that has not exited
+    /// within `SHUTDOWN_LIMIT` (its shutdown hangs) is killed, and that is an error.
     pub fn terminate(&mut self, index: usize) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.nodes[index].child.take().context("node not running")?;
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        Ok(child.wait()?)
+        let deadline = std::time::Instant::now() + SHUTDOWN_LIMIT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!(
+                    "node {index} did not exit within {SHUTDOWN_LIMIT:?} of SIGTERM{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Restarts a stopped node on its old address, from its data dir.
@@ -474,6 +493,15 @@ impl TestCluster {
             }
         }
         text
+    }
+
+    /// Copies every node's whole log to `dir/{prefix}-node{index}.log`.
+    pub fn save_logs(&self, dir: &Path, prefix: &str) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (index, node) in self.nodes.iter().enumerate() {
+            std::fs::write(dir.join(format!("{prefix}-node{index}.log")), node.log())?;
+        }
+        Ok(())
     }
 
     /// Waits until a leader reports `count` voters.

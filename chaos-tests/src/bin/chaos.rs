@@ -26,6 +26,9 @@ struct Flags {
     /// After the faults, how long accepted events may take to run before they count as lost.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain: std::time::Duration,
+    /// When a check fails, copy every node's whole log into this directory.
+    #[arg(long)]
+    logs: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -41,6 +44,7 @@ async fn main() -> ExitCode {
         let mut options = RunOptions::new(scenario, flags.duration, flags.seed);
         options.quota = flags.quota;
         options.drain = flags.drain;
+        options.logs = flags.logs.clone();
         match chaos::run(&options).await {
             Ok((history, report)) => {
                 println!("{}", chaos::summary(&options, &history, &report));
