@@ -151,7 +151,6 @@ impl Recorder {
         }
     }
 
-    /// Distinct events accepted (answered 202) so far.
     /// Accepted events whose function has not run yet. (Events whose accept
     /// timed out may run too, so counting runs against accepts is not enough.)
     pub fn accepted_events_not_run(&self) -> usize {

@@ -127,9 +127,9 @@ pub struct LogStore {
 /// changed, and a gap (an append that does not follow on) empties it.
 #[derive(Default)]
 struct RecentEntries {
-    entries: VecDeque<Entry<TypeConfig>>,
-    /// Encoded size of each entry in `entries`, and their sum.
-    sizes: VecDeque<usize>,
+    /// Each entry with its encoded size.
+    entries: VecDeque<(Entry<TypeConfig>, usize)>,
+    /// The sum of those sizes.
     bytes: usize,
 }
 
@@ -139,56 +139,48 @@ impl RecentEntries {
     /// …and this many encoded bytes (event payloads can be large).
     const MAX_BYTES: usize = 8 << 20;
 
-    fn push(&mut self, entry: Entry<TypeConfig>, size: usize) {
-        if self
-            .entries
-            .back()
-            .is_some_and(|last| last.log_id.index + 1 != entry.log_id.index)
-        {
-            self.truncate_from(0);
-        }
-        self.entries.push_back(entry);
-        self.sizes.push_back(size);
-        self.bytes += size;
-        while self.entries.len() > Self::MAX_ENTRIES || self.bytes > Self::MAX_BYTES {
-            self.pop_front();
-        }
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(entry, _)| entry.log_id.index)
     }
 
-    fn pop_front(&mut self) {
-        self.entries.pop_front();
-        self.bytes -= self.sizes.pop_front().unwrap_or(0);
+    fn last_index(&self) -> Option<u64> {
+        self.entries.back().map(|(entry, _)| entry.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry<TypeConfig>, size: usize) {
+        if self.last_index().is_some_and(|last| last + 1 != entry.log_id.index) {
+            self.truncate_from(0);
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > Self::MAX_ENTRIES || self.bytes > Self::MAX_BYTES {
+            self.purge_upto(self.first_index().unwrap_or(0));
+        }
     }
 
     /// Forgets entries from `index` on.
     fn truncate_from(&mut self, index: u64) {
-        while self.entries.back().is_some_and(|last| last.log_id.index >= index) {
-            self.entries.pop_back();
-            self.bytes -= self.sizes.pop_back().unwrap_or(0);
+        while self.last_index().is_some_and(|last| last >= index) {
+            self.bytes -= self.entries.pop_back().map_or(0, |(_, size)| size);
         }
     }
 
     /// Forgets entries up to `index`, inclusive.
     fn purge_upto(&mut self, index: u64) {
-        while self.entries.front().is_some_and(|first| first.log_id.index <= index) {
-            self.pop_front();
+        while self.first_index().is_some_and(|first| first <= index) {
+            self.bytes -= self.entries.pop_front().map_or(0, |(_, size)| size);
         }
     }
 
     /// Entries `start..end`, if all of them are here.
     fn get(&self, start: u64, end: u64) -> Option<Vec<Entry<TypeConfig>>> {
-        let first = self.entries.front()?.log_id.index;
-        let last = self.entries.back()?.log_id.index;
+        let (first, last) = (self.first_index()?, self.last_index()?);
         if start < first || end > last + 1 || start >= end {
             return None;
         }
         let skip = (start - first) as usize;
-        Some(
-            self.entries
-                .range(skip..skip + (end - start) as usize)
-                .cloned()
-                .collect(),
-        )
+        let entries = self.entries.range(skip..skip + (end - start) as usize);
+        Some(entries.map(|(entry, _)| entry.clone()).collect())
     }
 }
 
@@ -273,23 +265,10 @@ impl LogStore {
         }
     }
 
-    /// Reports an append's write to `report` (openraft's callback wants an
-    /// `io::Error`) and to the caller.
-    #[allow(clippy::result_large_err)] // openraft's error type, as its storage traits return it
-    fn written(
-        written: Result<(), rocksdb::Error>,
-        report: impl FnOnce(Result<(), std::io::Error>),
-    ) -> StorageResult<()> {
-        match written {
-            Ok(()) => {
-                report(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                report(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(&e).into())
-            }
-        }
+    /// Tells openraft an append failed, and gives the error to return.
+    fn append_failed(callback: LogFlushed<TypeConfig>, error: rocksdb::Error) -> StorageError<NodeId> {
+        callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+        StorageIOError::write_logs(&error).into()
     }
 
     fn get_meta<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -400,11 +379,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let (batch, appended) = self.log_batch(entries)?;
-        let written = self.db.write_opt(batch, &synced());
-        if written.is_ok() {
-            self.remember(appended);
+        if let Err(e) = self.db.write_opt(batch, &synced()) {
+            return Err(Self::append_failed(callback, e));
         }
-        Self::written(written, |result| callback.log_io_completed(result))
+        self.remember(appended);
+        callback.log_io_completed(Ok(()));
+        Ok(())
     }
 
     /// The leader's append: written at once, so that it is readable and the
@@ -415,14 +395,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let (batch, appended) = self.log_batch(entries)?;
-        let written = self.db.write(batch);
-        if written.is_ok() {
-            self.remember(appended);
+        if let Err(e) = self.db.write(batch) {
+            return Err(Self::append_failed(callback, e));
         }
-        Self::written(written, |result| match result {
-            Ok(()) => self.syncer.sync_then(callback),
-            Err(e) => callback.log_io_completed(Err(e)),
-        })
+        self.remember(appended);
+        self.syncer.sync_then(callback);
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
@@ -677,8 +655,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         // Not synced, so it does not wait on the disk: run it inline.
         let entries: Vec<_> = entries.into_iter().collect();
-        let r = self.apply_sync(entries);
-        r.map_err(|e| StorageIOError::write_state_machine(&e).into())
+        self.apply_sync(entries)
+            .map_err(|e| StorageIOError::write_state_machine(&e).into())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

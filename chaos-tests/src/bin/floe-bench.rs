@@ -256,23 +256,24 @@ impl EtcdClient {
         })
     }
 
-    async fn call<Request, Reply>(&mut self, path: &'static str, request: Request) -> anyhow::Result<Reply>
+    async fn call<Request, Reply>(&self, path: &'static str, request: Request) -> anyhow::Result<Reply>
     where
         Request: prost::Message + Send + 'static,
         Reply: prost::Message + Default + Send + 'static,
     {
-        self.grpc.ready().await?;
+        // A clone shares the connection (as tonic's generated clients do).
+        let mut grpc = self.grpc.clone();
+        grpc.ready().await?;
         let codec = tonic_prost::ProstCodec::<Request, Reply>::default();
         let path = http::uri::PathAndQuery::from_static(path);
-        Ok(self
-            .grpc
+        Ok(grpc
             .unary(tonic::Request::new(request), path, codec)
             .await?
             .into_inner())
     }
 
     /// Reads one key, locally (`serializable`) or linearizably.
-    async fn read(&mut self, key: &str, serializable: bool) -> anyhow::Result<()> {
+    async fn read(&self, key: &str, serializable: bool) -> anyhow::Result<()> {
         let request = etcd_wire::RangeRequest {
             key: key.as_bytes().to_vec(),
             serializable,
@@ -282,7 +283,7 @@ impl EtcdClient {
     }
 
     /// Whether this member leads.
-    async fn leads(&mut self) -> anyhow::Result<bool> {
+    async fn leads(&self) -> anyhow::Result<bool> {
         let status: etcd_wire::StatusResponse = self
             .call("/etcdserverpb.Maintenance/Status", etcd_wire::StatusRequest {})
             .await?;
@@ -712,37 +713,22 @@ async fn rpc_floor(callers: usize, per_caller: usize) -> anyhow::Result<()> {
             ("stale", floe_client::proto::ReadConsistency::Stale),
             ("linearizable", floe_client::proto::ReadConsistency::Linearizable),
         ] {
-            let mut samples = Vec::new();
-            for _ in 0..1000 {
-                let started = Instant::now();
+            // A read of a missing function: NotFound is the expected answer.
+            let label = format!("3 nodes, sequential {name} reads through the leader");
+            print_sequential(&label, || async {
                 let _ = client.get_function("missing", consistency).await;
-                samples.push(started.elapsed());
-            }
-            let (p50, p99) = summarize(samples);
-            println!(
-                "3 nodes, sequential {name} reads through the leader: p50 {} p99 {}",
-                ms(p50),
-                ms(p99)
-            );
+                Ok(())
+            })
+            .await?;
         }
     }
     // The baseline: the same reads of a 3-member etcd, at its leader.
     {
         let etcd = start_etcd().await?;
-        let mut client = EtcdClient::connect(&etcd_leader(&etcd).await?).await?;
+        let client = EtcdClient::connect(&etcd_leader(&etcd).await?).await?;
         for (name, serializable) in [("serializable", true), ("linearizable", false)] {
-            let mut samples = Vec::new();
-            for _ in 0..1000 {
-                let started = Instant::now();
-                client.read("missing", serializable).await?;
-                samples.push(started.elapsed());
-            }
-            let (p50, p99) = summarize(samples);
-            println!(
-                "etcd, 3 members, sequential {name} reads at the leader: p50 {} p99 {}",
-                ms(p50),
-                ms(p99)
-            );
+            let label = format!("etcd, 3 members, sequential {name} reads at the leader");
+            print_sequential(&label, || client.read("missing", serializable)).await?;
         }
     }
     let mut cluster = TestCluster::start_with(1, DEFAULT_CONFIG).await?;
@@ -832,6 +818,23 @@ fn real_interpreter(name: &str) -> anyhow::Result<String> {
         .args(["-c", &format!("command -v {name}")])
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Times 1,000 calls of `call`, one after another, and prints their p50 and p99 after `label`.
+async fn print_sequential<F, Fut>(label: &str, mut call: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut samples = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let started = Instant::now();
+        call().await?;
+        samples.push(started.elapsed());
+    }
+    let (p50, p99) = summarize(samples);
+    println!("{label}: p50 {} p99 {}", ms(p50), ms(p99));
+    Ok(())
 }
 
 fn summarize(mut samples: Vec<Duration>) -> (Duration, Duration) {
