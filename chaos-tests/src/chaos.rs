@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::checker::{self, Report};
-use crate::history::{History, Recorder};
+use crate::history::{DrainBound, History, Recorder};
 use crate::workload::{self, Workload};
 use crate::{TestCluster, TEST_CONFIG};
 
@@ -43,8 +43,9 @@ pub struct RunOptions {
     pub invokers: usize,
     /// `FLOE_FAILPOINTS` for the nodes (test builds only): proves a checker can fail.
     pub failpoints: Option<String>,
-    /// How long, after the faults, accepted events may take to run.
-    pub drain: Duration,
+    /// How long, after the faults, the run waits for accepted events to run
+    /// (default: twice the drain bound of the backlog, see `checker::drain`).
+    pub drain: Option<Duration>,
     /// Where to copy every node's whole log when a check fails.
     pub logs: Option<std::path::PathBuf>,
 }
@@ -59,7 +60,7 @@ impl RunOptions {
             writers: 4,
             invokers: 6,
             failpoints: None,
-            drain: Duration::from_secs(30),
+            drain: None,
             logs: None,
         }
     }
@@ -69,8 +70,29 @@ impl RunOptions {
 /// functions on the node's network, so they reach the report listener.
 fn node_config() -> String {
     format!(
-        "{TEST_CONFIG}\n[executor]\nnetwork = \"host\"\nprepared_sandboxes = 1\n\n[scheduler]\nevent_retry_delay = \"1s\"\n"
+        "{TEST_CONFIG}\n[executor]\nnetwork = \"host\"\nprepared_sandboxes = 1\n\n[scheduler]\nevent_retry_delay = \"{}s\"\n",
+        EVENT_RETRY_DELAY_S
     )
+}
+
+/// The nodes' `scheduler.event_retry_delay`: doubled per attempt, so with
+/// the probe's two retries an event waits at most twice this between attempts.
+const EVENT_RETRY_DELAY_S: f64 = 1.0;
+
+/// The drain bound of this suite's settings (see `checker::drain`).
+fn drain_bound() -> DrainBound {
+    DrainBound {
+        // Electing a leader (election timeout ≤ 0.6 s, twice when the first
+        // vote splits), its rebuild wait (0.6 s), the nodes' first reports.
+        recovery_s: 3.0,
+        // The longest retry delay (2 × 1 s) and one throttle backoff (≤ 0.75 s).
+        waits_s: 2.0 * EVENT_RETRY_DELAY_S + 0.75,
+        // The probe sleeps 20 ms and reports three times over TCP; with the
+        // grant, the sandbox round trip and the gap until the next waiting
+        // event asks, a slot turns over in about 60 ms (measured: see
+        // README); four times that.
+        per_event_s: 0.25,
+    }
 }
 
 /// One fault of the scenario, applied, held, and undone.
@@ -79,13 +101,17 @@ async fn fault(scenario: &str, cluster: &mut TestCluster, rng: &mut StdRng, reco
     let settle = Duration::from_millis(rng.random_range(1000..2500));
     match scenario {
         // No faults: the workload alone, a baseline.
-        "steady" => tokio::time::sleep(hold).await,
+        "steady" => {
+            tokio::time::sleep(hold).await;
+            recorder.healed();
+        }
         "leader-kills" => {
             let leader = cluster.leader().await?;
             recorder.fault(format!("kill -9 node {leader} (the leader)"));
             cluster.kill(leader);
             tokio::time::sleep(hold).await;
             cluster.restart(leader).await?;
+            recorder.healed();
         }
         "random-kills" => {
             let node = rng.random_range(0..NODES);
@@ -93,6 +119,7 @@ async fn fault(scenario: &str, cluster: &mut TestCluster, rng: &mut StdRng, reco
             cluster.kill(node);
             tokio::time::sleep(hold).await;
             cluster.restart(node).await?;
+            recorder.healed();
         }
         "minority-partition" => {
             let node = rng.random_range(0..NODES);
@@ -100,6 +127,7 @@ async fn fault(scenario: &str, cluster: &mut TestCluster, rng: &mut StdRng, reco
             cluster.network()?.partition(&[node])?;
             tokio::time::sleep(hold).await;
             cluster.network()?.heal()?;
+            recorder.healed();
         }
         "leader-isolated" => {
             let leader = cluster.leader().await?;
@@ -107,6 +135,7 @@ async fn fault(scenario: &str, cluster: &mut TestCluster, rng: &mut StdRng, reco
             cluster.network()?.partition(&[leader])?;
             tokio::time::sleep(hold).await;
             cluster.network()?.heal()?;
+            recorder.healed();
         }
         "flapping-links" => {
             recorder.fault("flapping links");
@@ -118,6 +147,7 @@ async fn fault(scenario: &str, cluster: &mut TestCluster, rng: &mut StdRng, reco
                 cluster.network()?.heal()?;
                 tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
             }
+            recorder.healed();
         }
         "rolling-restart" => {
             recorder.fault("rolling restart");
@@ -127,6 +157,7 @@ async fn fault(scenario: &str, cluster: &mut TestCluster, rng: &mut StdRng, reco
                 cluster.wait_for_voters(NODES).await?;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+            recorder.healed();
         }
         "leader-pause" => {
             let leader = cluster.leader().await?;
@@ -134,6 +165,7 @@ async fn fault(scenario: &str, cluster: &mut TestCluster, rng: &mut StdRng, reco
             cluster.pause(leader);
             tokio::time::sleep(hold).await;
             cluster.resume(leader);
+            recorder.healed();
         }
         "slow-lossy-links" => {
             let node = rng.random_range(0..NODES);
@@ -146,6 +178,7 @@ async fn fault(scenario: &str, cluster: &mut TestCluster, rng: &mut StdRng, reco
             network.lose(node, 20)?;
             tokio::time::sleep(hold).await;
             cluster.network()?.heal()?;
+            recorder.healed();
         }
         "disk-full" => {
             let node = rng.random_range(0..NODES);
@@ -153,6 +186,7 @@ async fn fault(scenario: &str, cluster: &mut TestCluster, rng: &mut StdRng, reco
             let filler = cluster.fill_disk(node)?;
             tokio::time::sleep(hold).await;
             std::fs::remove_file(filler)?;
+            recorder.healed();
         }
         other => anyhow::bail!("unknown scenario {other:?}: one of {}", SCENARIOS.join(", ")),
     }
@@ -182,6 +216,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<(History, Report)> {
         .context("prepare the workload")?;
     let recorder = Recorder::default();
     recorder.set_quota(options.quota);
+    recorder.set_drain_bound(drain_bound());
     let report_to =
         workload::start_report_listener(cluster.network()?.client_address().into(), recorder.clone()).await?;
     let mut node_clients = Vec::new();
@@ -212,6 +247,9 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<(History, Report)> {
     // Heal everything, then let the workload see a healthy cluster again.
     recorder.fault("heal: every link whole, every node running");
     let healed = cluster.heal_all().await;
+    recorder.healed();
+    recorder.final_heal();
+    let heal = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
@@ -219,12 +257,50 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<(History, Report)> {
     }
     outcome?;
     healed?;
-    // Accepted events are run at least once: give the retries time.
-    let deadline = Instant::now() + options.drain;
+    // Accepted events run at least once, and within the drain bound of the
+    // backlog: wait for them, up to twice the bound (or `--drain`), so that
+    // events that are late are told apart from events that never run.
+    let bound = recorder.drain_limit();
+    let deadline = heal + options.drain.unwrap_or(Duration::from_secs_f64(2.0 * bound));
     while recorder.accepted_events_not_run() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut history = recorder.take();
+    // What the cluster says of the events that did not run.
+    if let Ok(queued) = client.list_queued_events(workload::PROBE).await {
+        let ids: std::collections::BTreeMap<&str, &str> = history
+            .event_request_ids
+            .iter()
+            .map(|(id, request_id)| (request_id.as_str(), id.as_str()))
+            .collect();
+        let now_ms = (crate::history::now() * 1000.0) as i64;
+        let queued: Vec<(String, String)> = queued
+            .into_iter()
+            .filter_map(|event| {
+                let id = ids.get(event.id.as_str())?.to_string();
+                let state = format!(
+                    "queued {:.1} s ago, {} attempts, due in {:.1} s{}",
+                    (now_ms - event.accepted_ms) as f64 / 1000.0,
+                    event.attempts,
+                    (event.due_ms - now_ms) as f64 / 1000.0,
+                    if event.last_error.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", last error {}", event.last_error)
+                    }
+                );
+                Some((id, state))
+            })
+            .collect();
+        history.still_queued.extend(queued);
+    }
+    for node in 0..NODES {
+        if let Ok(status) = cluster.client_of(node).await?.cluster_status().await {
+            if let Some(me) = status.nodes.iter().find(|n| n.id == status.node_id) {
+                history.sandbox_modes.push(me.sandbox_mode.clone());
+            }
+        }
+    }
     // Events that failed for good are in the failed-event store: name them in the report.
     if let Ok(failed) = client.list_failed_events(workload::PROBE).await {
         for event in failed {
@@ -280,13 +356,13 @@ pub fn summary(options: &RunOptions, history: &History, report: &Report) -> Stri
             *failures.entry(kind).or_default() += 1;
         }
     }
-    let mut gaps = report.unavailability.clone();
-    gaps.sort_by(f64::total_cmp);
-    let percentile = |p: f64| {
-        if gaps.is_empty() {
+    let percentile = |values: &[f64], p: f64| {
+        let mut values = values.to_vec();
+        values.sort_by(f64::total_cmp);
+        if values.is_empty() {
             0.0
         } else {
-            gaps[(((gaps.len() - 1) as f64) * p).round() as usize]
+            values[(((values.len() - 1) as f64) * p).round() as usize]
         }
     };
     let mut text = format!(
@@ -306,9 +382,19 @@ pub fn summary(options: &RunOptions, history: &History, report: &Report) -> Stri
         history.quota,
         report.lost_events,
         report.duplicate_events,
-        percentile(0.5),
-        percentile(0.99)
+        percentile(&report.unavailability, 0.5),
+        percentile(&report.unavailability, 0.99)
     ));
+    text.push_str(&format!(
+        "events drained after each fault's heal p50 {:.2} s  max {:.2} s; after the final heal {}\n",
+        percentile(&report.drains, 0.5),
+        percentile(&report.drains, 1.0),
+        match report.final_drain {
+            Some((took, bound)) => format!("{took:.2} s (bound {bound:.1} s)"),
+            None => "-".into(),
+        }
+    ));
+    text.push_str(&format!("sandboxes: {}\n", history.sandbox_modes.join(", ")));
     for finding in &report.findings {
         text.push_str(&format!(
             "{} {}: {}\n",

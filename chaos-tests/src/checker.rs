@@ -21,6 +21,10 @@ pub struct Report {
     pub duplicate_events: usize,
     /// Seconds without a successful write after each fault.
     pub unavailability: Vec<f64>,
+    /// Seconds from each fault's heal until the events accepted before it had all run.
+    pub drains: Vec<f64>,
+    /// Seconds from the final heal until every accepted event had run, and its bound.
+    pub final_drain: Option<(f64, f64)>,
 }
 
 impl Report {
@@ -34,12 +38,16 @@ pub fn check(history: &History) -> Report {
     let (lost_events, duplicate_events, events) = events(history);
     let registers = registers(&history.ops);
     let leaders = leaders(history);
+    let (final_drain, drain) = drain(history);
+    let sync = sync_failures(history);
     Report {
-        findings: vec![registers, events, quota, leaders],
+        findings: vec![registers, events, drain, quota, leaders, sync],
         max_concurrency,
         lost_events,
         duplicate_events,
         unavailability: unavailability(history),
+        drains: fault_drains(history),
+        final_drain,
     }
 }
 
@@ -131,7 +139,7 @@ pub fn registers(ops: &[Op]) -> Finding {
 pub fn events(history: &History) -> (usize, usize, Finding) {
     let accepted = history.accepted_event_ids();
     let mut runs: BTreeMap<&str, usize> = BTreeMap::new();
-    for id in &history.executed_events {
+    for (id, _) in &history.executed_events {
         *runs.entry(id.as_str()).or_default() += 1;
     }
     let lost: Vec<&&str> = accepted.iter().filter(|id| !runs.contains_key(**id)).collect();
@@ -143,17 +151,155 @@ pub fn events(history: &History) -> (usize, usize, Finding) {
             None => format!("{} accepted, all ran ({duplicates} ran twice or more)", accepted.len()),
             Some(first) => {
                 let dead: Vec<&String> = lost.iter().filter_map(|id| history.dead_lettered.get(**id)).collect();
+                let queued: Vec<(&&str, &String)> = lost
+                    .iter()
+                    .filter_map(|id| Some((*id, history.still_queued.get(**id)?)))
+                    .collect();
                 format!(
-                    "{} of {} accepted events never ran, e.g. {first}; {} of them in the failed-event store{}",
+                    "{} of {} accepted events never ran, e.g. {first}; {} of them in the failed-event store{}; {} still queued{}",
                     lost.len(),
                     accepted.len(),
                     dead.len(),
-                    dead.first().map(|e| format!(" (e.g. {e})")).unwrap_or_default()
+                    dead.first().map(|e| format!(" (e.g. {e})")).unwrap_or_default(),
+                    queued.len(),
+                    queued
+                        .first()
+                        .map(|(id, state)| format!(" (e.g. {id}: {state})"))
+                        .unwrap_or_default()
                 )
             }
         },
     };
     (lost.len(), duplicates, finding)
+}
+
+/// How long after the final heal the accepted events took to run, against
+/// the bound the run's settings give:
+///
+/// bound = recovery + waits + ceil(backlog / quota) × per_event
+///
+/// where the backlog is every accepted event that had not run at the heal:
+/// the cluster elects a leader and rebuilds its view (recovery), an event
+/// may be waiting out a retry delay or a throttle backoff (waits), and then
+/// the backlog runs `quota` at a time. Returns ((took, bound), finding).
+pub fn drain(history: &History) -> (Option<(f64, f64)>, Finding) {
+    let promise = "accepted events run within the drain bound after the heal";
+    let Some(heal) = history.final_heal else {
+        return (
+            None,
+            Finding {
+                promise,
+                ok: true,
+                detail: "no heal recorded".into(),
+            },
+        );
+    };
+    let first_runs = history.first_runs();
+    let accepted = history.accepted_event_ids();
+    let backlog: Vec<&str> = accepted
+        .iter()
+        .copied()
+        .filter(|id| first_runs.get(id).is_none_or(|at| *at > heal))
+        .collect();
+    let last = backlog
+        .iter()
+        .filter_map(|id| first_runs.get(id))
+        .fold(heal, |a, b| a.max(*b));
+    let never = backlog.iter().filter(|id| !first_runs.contains_key(**id)).count();
+    let bound = &history.drain_bound;
+    let quota = history.quota.max(1) as f64;
+    let limit = bound.recovery_s + bound.waits_s + (backlog.len() as f64 / quota).ceil() * bound.per_event_s;
+    let took = last - heal;
+    let ok = never == 0 && took <= limit;
+    let detail = format!(
+        "{} events waiting at the heal ran within {took:.1} s (bound {limit:.1} s = {:.1} + {:.1} + ceil({} / {}) × {:.2}){}",
+        backlog.len(),
+        bound.recovery_s,
+        bound.waits_s,
+        backlog.len(),
+        history.quota,
+        bound.per_event_s,
+        if never > 0 {
+            format!("; {never} never ran")
+        } else {
+            String::new()
+        }
+    );
+    (Some((took, limit)), Finding { promise, ok, detail })
+}
+
+/// For each fault, seconds from its heal until every event accepted before
+/// the heal had run (events that never ran are the event check's).
+pub fn fault_drains(history: &History) -> Vec<f64> {
+    let first_runs = history.first_runs();
+    let accepts: Vec<(&str, f64)> = history
+        .ops
+        .iter()
+        .filter_map(|op| match (&op.kind, &op.outcome) {
+            (OpKind::Event { id }, Outcome::Ok) => Some((id.as_str(), op.completed)),
+            _ => None,
+        })
+        .collect();
+    history
+        .faults
+        .iter()
+        .filter_map(|fault| fault.healed)
+        .map(|healed| {
+            accepts
+                .iter()
+                .filter(|(_, accepted)| *accepted <= healed)
+                .filter_map(|(id, _)| first_runs.get(id))
+                .map(|ran| (ran - healed).max(0.0))
+                .fold(0.0, f64::max)
+        })
+        .collect()
+}
+
+/// Synchronous invokes fail only in the ways a caller can act on: a 429
+/// (`RESOURCE_EXHAUSTED`) at any time; and, while a fault is on or the
+/// cluster recovers from it, `UNAVAILABLE` (no leader within the wait, or
+/// the node reached was cut off) or `UNKNOWN` (the node running it died or
+/// was cut off mid-call: the outcome is unknown). Anything else — an
+/// internal error, a call that hangs past the client's deadline, or a
+/// connection dropped between healthy nodes (an Unavailable or Unknown far
+/// from any fault) — fails the check.
+pub fn sync_failures(history: &History) -> Finding {
+    let end = history.ops.iter().map(|op| op.completed).fold(0.0, f64::max);
+    let recovery = history.drain_bound.recovery_s;
+    let windows: Vec<(f64, f64)> = history
+        .faults
+        .iter()
+        .map(|fault| (fault.at, fault.healed.unwrap_or(end) + recovery))
+        .collect();
+    let during_a_fault = |op: &Op| {
+        windows
+            .iter()
+            .any(|(from, to)| op.completed >= *from && op.invoked <= *to)
+    };
+    let mut other: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failed = 0;
+    for op in history.ops.iter().filter(|op| op.kind == OpKind::Invoke) {
+        let (Outcome::Fail(message) | Outcome::Unknown(message)) = &op.outcome else {
+            continue;
+        };
+        failed += 1;
+        let allowed = message.starts_with("ResourceExhausted:")
+            || ((message.starts_with("Unavailable:") || message.starts_with("Unknown:")) && during_a_fault(op));
+        if !allowed {
+            *other.entry(message.chars().take(100).collect()).or_default() += 1;
+        }
+    }
+    Finding {
+        promise: "sync invokes fail only with 429, Unavailable or outcome unknown",
+        ok: other.is_empty(),
+        detail: match other.iter().next() {
+            None => format!("{failed} failed sync invokes, all of the allowed kinds"),
+            Some((message, count)) => format!(
+                "{} of {failed} failed otherwise, e.g. {count}× {message:?}",
+                other.values().sum::<usize>()
+            ),
+        },
+    }
 }
 
 /// Concurrency never above the region's quota, from the runs the functions
@@ -354,17 +500,94 @@ mod tests {
         };
         let history = History {
             ops: vec![accepted("a"), accepted("b")],
-            executed_events: vec!["a".into(), "a".into(), "b".into()],
+            executed_events: vec![("a".into(), 1.0), ("a".into(), 2.0), ("b".into(), 1.0)],
             ..Default::default()
         };
         let (lost, duplicates, finding) = events(&history);
         assert_eq!((lost, duplicates, finding.ok), (0, 1, true));
         let history = History {
             ops: vec![accepted("a"), accepted("b")],
-            executed_events: vec!["a".into()],
+            executed_events: vec![("a".into(), 1.0)],
             ..Default::default()
         };
         assert!(!events(&history).2.ok);
+    }
+
+    #[test]
+    fn the_drain_is_bounded_by_backlog_quota_and_waits() {
+        use crate::history::DrainBound;
+        let accepted = |id: &str, at: f64| Op {
+            kind: OpKind::Event { id: id.into() },
+            invoked: at - 0.1,
+            completed: at,
+            outcome: Outcome::Ok,
+        };
+        // Six events waiting at the heal (t = 10), quota 3: bound 2 + 1 + 2 × 0.5 = 4 s.
+        let mut history = History {
+            ops: (0..6).map(|i| accepted(&format!("e{i}"), 5.0)).collect(),
+            final_heal: Some(10.0),
+            quota: 3,
+            drain_bound: DrainBound {
+                recovery_s: 2.0,
+                waits_s: 1.0,
+                per_event_s: 0.5,
+            },
+            ..Default::default()
+        };
+        history.ops.push(accepted("early", 1.0));
+        history.executed_events.push(("early".into(), 2.0));
+        for i in 0..6 {
+            history.executed_events.push((format!("e{i}"), 11.0 + i as f64 * 0.4));
+        }
+        let (took, finding) = drain(&history);
+        assert!(finding.ok, "{finding:?}");
+        assert_eq!(took.map(|(took, bound)| (took.round(), bound)), Some((3.0, 4.0)));
+        // A dispatcher that stalls: the last event runs 20 s after the heal.
+        history.executed_events.push(("e5".into(), 9.0 + 20.0));
+        history.executed_events.retain(|(id, at)| id != "e5" || *at > 20.0);
+        assert!(!drain(&history).1.ok);
+        // An event that never runs fails it too.
+        history.executed_events.retain(|(id, _)| id != "e5");
+        assert!(!drain(&history).1.ok);
+    }
+
+    #[test]
+    fn sync_failures_of_other_kinds_are_caught() {
+        let invoke = |outcome| Op {
+            kind: OpKind::Invoke,
+            invoked: 0.0,
+            completed: 1.0,
+            outcome,
+        };
+        use crate::history::Fault;
+        let mut history = History {
+            ops: vec![
+                invoke(Outcome::Ok),
+                invoke(Outcome::Fail("ResourceExhausted: Rate Exceeded".into())),
+                invoke(Outcome::Fail("Unavailable: no leader".into())),
+                invoke(Outcome::Unknown(
+                    "Unknown: node 2 failed while running the invocation".into(),
+                )),
+            ],
+            faults: vec![Fault {
+                at: 0.5,
+                what: "kill -9 node 1".into(),
+                healed: Some(0.8),
+            }],
+            ..Default::default()
+        };
+        assert!(sync_failures(&history).ok);
+        // The same failures far from any fault: a healthy cluster dropped them.
+        let faults = std::mem::take(&mut history.faults);
+        assert!(!sync_failures(&history).ok);
+        history.faults = faults;
+        history.ops.push(invoke(Outcome::Unknown(
+            "Internal: node 2 failed: h2 protocol error".into(),
+        )));
+        assert!(!sync_failures(&history).ok);
+        history.ops.pop();
+        history.ops.push(invoke(Outcome::Unknown("timed out".into())));
+        assert!(!sync_failures(&history).ok);
     }
 
     #[test]

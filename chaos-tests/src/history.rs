@@ -56,6 +56,22 @@ impl Interval {
 pub struct Fault {
     pub at: f64,
     pub what: String,
+    /// When it was undone (links whole, nodes running again).
+    pub healed: Option<f64>,
+}
+
+/// What bounds the time accepted events may take to run once the faults
+/// are over (see `checker::drain`): the settings of the run.
+#[derive(Debug, Clone, Default)]
+pub struct DrainBound {
+    /// An election plus a new leader's rebuild, and a dispatch round.
+    pub recovery_s: f64,
+    /// The longest wait an event can be in after a failed attempt (its
+    /// retry delay, doubled per attempt), plus one throttle backoff.
+    pub waits_s: f64,
+    /// What one event holds a slot of the quota for, at most, with the
+    /// grant, the sandbox round trip and the outcome's commit.
+    pub per_event_s: f64,
 }
 
 /// A node's claim, at one moment, to lead a term.
@@ -72,14 +88,24 @@ pub struct History {
     pub ops: Vec<Op>,
     /// Function runs by request id.
     pub intervals: BTreeMap<String, Interval>,
-    /// Event ids in the order their functions ran (repeats are duplicates).
-    pub executed_events: Vec<String>,
+    /// Event ids in the order their functions ran, with when the run was
+    /// reported (repeats are duplicates).
+    pub executed_events: Vec<(String, f64)>,
     pub faults: Vec<Fault>,
+    /// When the run's last faults were undone and the workload went on on a whole cluster.
+    pub final_heal: Option<f64>,
     pub leaders: Vec<LeaderView>,
     /// The region quota the run set.
     pub quota: u32,
+    pub drain_bound: DrainBound,
     /// Events floe gave up on (its failed-event store): id → the last error.
     pub dead_lettered: BTreeMap<String, String>,
+    /// Events still queued when the drain ended: id → what the cluster says of them.
+    pub still_queued: BTreeMap<String, String>,
+    /// The request id floe gave each accepted event: id → request id.
+    pub event_request_ids: BTreeMap<String, String>,
+    /// How each node isolated its sandboxes (`floe cluster status`).
+    pub sandbox_modes: Vec<String>,
 }
 
 impl History {
@@ -92,6 +118,16 @@ impl History {
                 _ => None,
             })
             .collect()
+    }
+
+    /// When each event first ran.
+    pub fn first_runs(&self) -> BTreeMap<&str, f64> {
+        let mut first: BTreeMap<&str, f64> = BTreeMap::new();
+        for (id, at) in &self.executed_events {
+            let entry = first.entry(id.as_str()).or_insert(*at);
+            *entry = entry.min(*at);
+        }
+        first
     }
 }
 
@@ -115,8 +151,40 @@ impl Recorder {
         let fault = Fault {
             at: now(),
             what: what.into(),
+            healed: None,
         };
         self.0.lock().expect("history lock").faults.push(fault);
+    }
+
+    /// The latest fault is undone.
+    pub fn healed(&self) {
+        if let Some(fault) = self.0.lock().expect("history lock").faults.last_mut() {
+            fault.healed.get_or_insert(now());
+        }
+    }
+
+    /// Every fault is over: the drain is timed from here.
+    pub fn final_heal(&self) {
+        self.0.lock().expect("history lock").final_heal = Some(now());
+    }
+
+    pub fn set_drain_bound(&self, bound: DrainBound) {
+        self.0.lock().expect("history lock").drain_bound = bound;
+    }
+
+    pub fn event_request_id(&self, id: &str, request_id: &str) {
+        self.0
+            .lock()
+            .expect("history lock")
+            .event_request_ids
+            .insert(id.to_string(), request_id.to_string());
+    }
+
+    /// The drain bound, in seconds, of the events accepted so far that had
+    /// not run when the faults ended (see `checker::drain`).
+    pub fn drain_limit(&self) -> f64 {
+        let history = self.0.lock().expect("history lock");
+        crate::checker::drain(&history).0.map_or(0.0, |(_, bound)| bound)
     }
 
     pub fn leader(&self, view: LeaderView) {
@@ -146,7 +214,7 @@ impl Recorder {
                     interval.end = Some(end);
                 }
             }
-            ["event", id] => history.executed_events.push(id.to_string()),
+            ["event", id] => history.executed_events.push((id.to_string(), now())),
             _ => {}
         }
     }
@@ -155,7 +223,7 @@ impl Recorder {
     /// timed out may run too, so counting runs against accepts is not enough.)
     pub fn accepted_events_not_run(&self) -> usize {
         let history = self.0.lock().expect("history lock");
-        let ran: std::collections::BTreeSet<&str> = history.executed_events.iter().map(String::as_str).collect();
+        let ran: std::collections::BTreeSet<&str> = history.executed_events.iter().map(|(id, _)| id.as_str()).collect();
         history
             .accepted_event_ids()
             .into_iter()

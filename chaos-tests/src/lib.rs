@@ -107,6 +107,8 @@ pub struct NodeProcess {
     child: Option<Child>,
     /// Flags added to the node's command line (kept across restarts).
     pub extra_args: Vec<String>,
+    /// Environment variables added to the node's (kept across restarts).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl NodeProcess {
@@ -308,6 +310,7 @@ impl TestCluster {
             address: None,
             child: None,
             extra_args,
+            extra_env: Vec::new(),
         });
         let listen = match &self.network {
             Some(network) => format!("{}:7400", network.address(index)),
@@ -328,9 +331,13 @@ impl TestCluster {
             .open(node.data_dir.with_extension("log"))?;
         let (mut command, http_listen) = match &self.network {
             Some(network) => {
-                let mut command = Command::new("ip");
+                // nsenter enters only the network namespace: `ip netns exec`
+                // would also remount /sys, hiding /sys/fs/cgroup from the node
+                // (its sandboxes then ran without cgroups).
+                let mut command = Command::new("nsenter");
                 command
-                    .args(["netns", "exec", network.namespace(index)])
+                    .arg(format!("--net=/run/netns/{}", network.namespace(index)))
+                    .arg("--")
                     .arg(binary("floed"));
                 (command, format!("{}:7401", network.address(index)))
             }
@@ -350,6 +357,7 @@ impl TestCluster {
             .env("FLOE_BOOTSTRAP_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
             .env("FLOE_BOOTSTRAP_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
             .args(&node.extra_args)
+            .envs(node.extra_env.iter().map(|(k, v)| (k, v)))
             .env("FLOE_LOG", "info,openraft=warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

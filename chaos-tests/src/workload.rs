@@ -20,6 +20,10 @@ pub const REGISTERS: usize = 4;
 pub const PROBE: &str = "probe";
 /// How long one operation may take before it counts as unknown.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// A synchronous invoke's: longer than floe itself waits (a leader, then a
+/// forwarded invocation's lease, timeout and slack), so that a timeout here
+/// means floe hung.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// Reports `start ID TIME LONGEST` and `end ID TIME` for every run, and
 /// `event ID` for asynchronous ones, to the recorder named in the event.
@@ -105,18 +109,26 @@ pub async fn prepare(client: &Client, quota: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An operation's outcome; a failure's message starts with its gRPC code ("Unavailable: …").
 fn outcome<T>(result: Result<Result<T, floe_client::Error>, tokio::time::error::Elapsed>) -> (Outcome, Option<T>) {
     match result {
         Ok(Ok(value)) => (Outcome::Ok, Some(value)),
         Err(_) => (Outcome::Unknown("timed out".into()), None),
-        Ok(Err(error)) => match error.code() {
-            // The SDK's rule: Unavailable means nothing was done.
-            Some(tonic::Code::Unavailable) => (Outcome::Fail(error.to_string()), None),
-            Some(tonic::Code::Unknown) | Some(tonic::Code::Internal) | Some(tonic::Code::DeadlineExceeded) | None => {
-                (Outcome::Unknown(error.to_string()), None)
+        Ok(Err(error)) => {
+            let message = match error.code() {
+                Some(code) => format!("{code:?}: {error}"),
+                None => error.to_string(),
+            };
+            match error.code() {
+                // The SDK's rule: Unavailable means nothing was done.
+                Some(tonic::Code::Unavailable) => (Outcome::Fail(message), None),
+                Some(tonic::Code::Unknown)
+                | Some(tonic::Code::Internal)
+                | Some(tonic::Code::DeadlineExceeded)
+                | None => (Outcome::Unknown(message), None),
+                Some(_) => (Outcome::Fail(message), None),
             }
-            Some(_) => (Outcome::Fail(error.to_string()), None),
-        },
+        }
     }
 }
 
@@ -199,7 +211,7 @@ impl Workload {
             let payload = serde_json::json!({ "recorder": self.report_to, "sleep": sleep });
             let invoked = now();
             let call = self.client.invoke(PROBE, "", payload.to_string().into_bytes());
-            let (outcome, _) = outcome(tokio::time::timeout(OP_TIMEOUT, call).await);
+            let (outcome, _) = outcome(tokio::time::timeout(INVOKE_TIMEOUT, call).await);
             // Throttled: back off a little (the others keep the quota full meanwhile).
             let pause = if matches!(outcome, Outcome::Fail(_)) {
                 50..150
@@ -227,7 +239,10 @@ impl Workload {
                 ..Default::default()
             };
             let invoked = now();
-            let (outcome, _) = outcome(tokio::time::timeout(OP_TIMEOUT, self.client.invoke_with(request)).await);
+            let (outcome, response) = outcome(tokio::time::timeout(OP_TIMEOUT, self.client.invoke_with(request)).await);
+            if let Some(response) = response {
+                self.recorder.event_request_id(&id, &response.request_id);
+            }
             self.recorder.op(Op {
                 kind: OpKind::Event { id },
                 invoked,

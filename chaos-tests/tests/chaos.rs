@@ -112,7 +112,7 @@ async fn the_event_checker_catches_events_acknowledged_before_commit() -> anyhow
     let _turn = ONE_AT_A_TIME.lock().await;
     let mut options = RunOptions::new("steady", Duration::from_secs(3), 12);
     options.failpoints = Some("ack-event-before-commit".into());
-    options.drain = Duration::from_secs(3);
+    options.drain = Some(Duration::from_secs(3));
     let (history, report) = chaos::run(&options).await?;
     let summary = chaos::summary(&options, &history, &report);
     println!("{summary}");
@@ -123,5 +123,25 @@ async fn the_event_checker_catches_events_acknowledged_before_commit() -> anyhow
         .expect("an events finding");
     assert!(!events.ok, "the checker missed lost events:\n{summary}");
     assert!(report.lost_events > 0, "{summary}");
+    Ok(())
+}
+
+/// With a leader that dispatches nothing for 30 s, the drain checker must
+/// find the events accepted before the heal late (or never run).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drain_checker_catches_a_stalled_dispatcher() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut options = RunOptions::new("steady", Duration::from_secs(3), 13);
+    options.failpoints = Some("dispatcher-stalls".into());
+    let (history, report) = chaos::run(&options).await?;
+    let summary = chaos::summary(&options, &history, &report);
+    println!("{summary}");
+    let drain = report
+        .findings
+        .iter()
+        .find(|f| f.promise.contains("drain"))
+        .expect("a drain finding");
+    assert!(!drain.ok, "the checker missed a stalled dispatcher:\n{summary}");
+    assert!(!history.accepted_event_ids().is_empty(), "{summary}");
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chaos_tests::{wait_for, TestCluster, TestFunction, TEST_CONFIG};
+use chaos_tests::{body, wait_for, TestCluster, TestFunction, TEST_CONFIG};
 use floe_client::proto::{self, InvocationType};
 use floe_client::Client;
 use serde_json::{json, Value};
@@ -535,4 +535,70 @@ async fn killing_the_leader_under_load_keeps_the_quota_and_every_accepted_event(
     let overlap = recorder.max_overlap();
     assert!(overlap <= Q, "{overlap} invocations ran at once, quota {Q}");
     assert!(overlap >= 2, "the load should have run concurrently: {overlap}");
+}
+
+/// A forwarded invocation that reaches its node after its grant's lease —
+/// as when a cut link holds it back and TCP delivers it once the link heals
+/// — must not start there: by then the leader may have freed its slot and
+/// given it to another call. (The cause of a quota breach that 10-minute
+/// `minority-partition` chaos runs found: the node measured the lease from
+/// the request's arrival.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarded_invocation_that_arrives_after_its_lease_does_not_start() {
+    let mut cluster = TestCluster::start_with(3, &config()).await.unwrap();
+    // C alone in region "c-only", and every invocation forwarded to it arrives 6 s late.
+    cluster.terminate(2).unwrap();
+    cluster.nodes[2].extra_args = vec!["--region".into(), "c-only".into()];
+    cluster.nodes[2].extra_env = vec![("FLOE_FAILPOINTS".into(), "forwarded-invocations-arrive-late".into())];
+    cluster.restart(2).await.unwrap();
+    let entries = clients(&cluster).await;
+    let recorder = Recorder::start().await;
+    deploy(&entries[0], "slow", &recorder).await;
+    entries[0].set_region_quota("c-only", 1).await.unwrap();
+    wait_for("C to learn of the function", Duration::from_secs(20), || async {
+        entries[2]
+            .get_function("slow", proto::ReadConsistency::Stale)
+            .await
+            .is_ok()
+    })
+    .await
+    .unwrap();
+    let in_c = |id: &str, sleep: f64| proto::InvokeRequest {
+        region: "c-only".into(),
+        ..request("slow", "", json!({"id": id, "sleep": sleep}))
+    };
+    // Entering at A, the call is granted on C and forwarded: it arrives late.
+    // No retries by the SDK: the test wants the first answer.
+    let entry_a = cluster.client_of(0).await.unwrap().with_retry_for(Duration::ZERO);
+    let late = tokio::spawn({
+        let call = in_c("late", 1.0);
+        async move { entry_a.invoke_with(call).await }
+    });
+    wait_for("the late call's grant", Duration::from_secs(5), || async {
+        let status = entries[1].cluster_status().await.unwrap();
+        status.usage.iter().any(|u| u.region == "c-only" && u.running == 1)
+    })
+    .await
+    .unwrap();
+    // Entering at C (run there, not forwarded), calls are refused while the
+    // late one holds the quota, until the leader learns it never started.
+    let started = Instant::now();
+    let on_time = loop {
+        match entries[2].invoke_with(in_c("on-time", 4.0)).await {
+            Ok(response) => break response,
+            Err(e) if e.code() == Some(tonic::Code::ResourceExhausted) => {
+                assert!(started.elapsed() < Duration::from_secs(5), "the quota stayed full: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("on-time call: {e}"),
+        }
+    };
+    assert_eq!(body(&on_time)["id"], json!("on-time"));
+    let late = late.await.unwrap();
+    let error = late.expect_err("the late invocation must not run");
+    assert_eq!(error.code(), Some(tonic::Code::Unavailable), "{error}");
+    assert!(error.to_string().contains("lapsed"), "{error}");
+    let ran: Vec<Value> = recorder.records().into_iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(ran, vec![json!("on-time")]);
+    assert!(recorder.max_overlap() <= 1);
 }

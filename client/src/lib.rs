@@ -488,6 +488,20 @@ impl Client {
         Ok(reply.events)
     }
 
+    /// A function's events still queued, soonest due first.
+    pub async fn list_queued_events(&self, function: &str) -> Result<Vec<proto::QueuedEventInfo>, Error> {
+        let request = proto::ListQueuedEventsRequest {
+            function: function.to_string(),
+        };
+        let reply = self
+            .call(|c| {
+                let request = request.clone();
+                async move { Self::functions(c).list_queued_events(request).await }
+            })
+            .await?;
+        Ok(reply.events)
+    }
+
     /// Queues failed events again (all of the function's when `ids` is empty); returns how many.
     pub async fn replay_failed_events(&self, function: &str, ids: Vec<String>) -> Result<u64, Error> {
         let request = proto::FailedEventsRequest {

@@ -275,6 +275,8 @@ enum EventsCommand {
         #[arg(long = "id")]
         ids: Vec<String>,
     },
+    /// List NAME's events still queued: accepted, not yet run to an outcome, soonest due first.
+    Queued { name: String },
     /// Show or change how NAME[:QUALIFIER]'s events are retried and where their records go.
     Config {
         target: String,
@@ -755,6 +757,44 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     println!("{table}");
                     println!("{} failed events", events.len());
                 }
+            }
+        }
+        Command::Events(EventsCommand::Queued { name }) => {
+            let events = client.list_queued_events(&name).await?;
+            if json {
+                for e in &events {
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": e.id, "qualifier": e.qualifier, "attempts": e.attempts,
+                            "accepted_ms": e.accepted_ms, "due_ms": e.due_ms, "last_error": e.last_error,
+                            "max_retry_attempts": e.max_retry_attempts, "max_event_age_s": e.max_event_age_s})
+                    );
+                }
+            } else {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                let seconds = |ms: i64| format!("{:.1} s", ms as f64 / 1000.0);
+                let mut table = Table::new();
+                table.load_preset(UTF8_FULL_CONDENSED);
+                table.set_header(vec!["ID", "QUALIFIER", "AGE", "ATTEMPTS", "DUE IN", "LAST ERROR"]);
+                for e in &events {
+                    table.add_row(vec![
+                        e.id.clone(),
+                        e.qualifier.clone(),
+                        seconds(now_ms.saturating_sub(e.accepted_ms)),
+                        format!("{}/{}", e.attempts, e.max_retry_attempts + 1),
+                        if e.due_ms <= now_ms {
+                            "now".to_string()
+                        } else {
+                            seconds(e.due_ms - now_ms)
+                        },
+                        e.last_error.chars().take(80).collect(),
+                    ]);
+                }
+                println!("{table}");
+                println!("{} queued events", events.len());
             }
         }
         Command::Events(EventsCommand::Config {

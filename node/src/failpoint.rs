@@ -3,7 +3,10 @@
 //! `failpoints` feature (test builds of the workspace); named, comma-separated,
 //! in `FLOE_FAILPOINTS`:
 //! - `quota-off`: the leader grants past region quotas;
-//! - `ack-event-before-commit`: an event is answered 202 and never committed.
+//! - `ack-event-before-commit`: an event is answered 202 and never committed;
+//! - `forwarded-invocations-arrive-late`: a node handles each forwarded
+//!   invocation 6 s after it arrived, as if a cut link had held it back;
+//! - `dispatcher-stalls`: a new leader dispatches no event for 30 s.
 
 #[cfg(feature = "failpoints")]
 pub fn active(name: &str) -> bool {

@@ -23,9 +23,10 @@ struct Flags {
     /// The region quota the concurrency checker holds the cluster to.
     #[arg(long, default_value_t = 3)]
     quota: u32,
-    /// After the faults, how long accepted events may take to run before they count as lost.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    drain: std::time::Duration,
+    /// After the faults, how long to wait for accepted events to run before they count as lost
+    /// [default: twice the drain bound, which grows with the backlog of events at the heal].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drain: Option<std::time::Duration>,
     /// When a check fails, copy every node's whole log into this directory.
     #[arg(long)]
     logs: Option<std::path::PathBuf>,

@@ -405,6 +405,32 @@ impl Functions for PublicApi {
         })
     }
 
+    async fn list_queued_events(
+        &self,
+        request: Request<pb::ListQueuedEventsRequest>,
+    ) -> Reply<pb::ListQueuedEventsResponse> {
+        let events = self
+            .service
+            .list_queued_events(&request.get_ref().function)
+            .await
+            .map_err(into_status)?;
+        ok(pb::ListQueuedEventsResponse {
+            events: events
+                .into_iter()
+                .map(|event| pb::QueuedEventInfo {
+                    id: event.id,
+                    qualifier: event.qualifier,
+                    attempts: event.attempts,
+                    accepted_ms: event.accepted_ms,
+                    due_ms: event.due_ms,
+                    last_error: event.last_error.unwrap_or_default(),
+                    max_retry_attempts: event.max_retry_attempts,
+                    max_event_age_s: event.max_event_age_s,
+                })
+                .collect(),
+        })
+    }
+
     async fn replay_failed_events(&self, request: Request<pb::FailedEventsRequest>) -> Reply<pb::FailedEventsResponse> {
         let request = request.into_inner();
         let count = self

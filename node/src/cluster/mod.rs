@@ -397,3 +397,19 @@ pub(crate) fn is_connect_error(status: &tonic::Status) -> bool {
     }
     status.message().contains("tcp connect error")
 }
+
+/// A peer's error with its causes ("transport error: http2 error: keep-alive
+/// timed out"): a status message alone often names only the outermost one.
+pub(crate) fn describe(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(error) = source {
+        let cause = error.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = error.source();
+    }
+    text
+}

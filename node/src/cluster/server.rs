@@ -227,13 +227,13 @@ impl SchedulerService for InternalApi {
 
     async fn release(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let release: crate::scheduler::Release = decode(request.get_ref())?;
-        self.service.scheduler.release(&release);
+        self.service.release_here(&release);
         encode(&())
     }
 
     async fn load(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
         match self.service.leading_term() {
-            Some(term) => encode(&self.service.scheduler.view(term)),
+            Some(term) => encode(&self.service.scheduling.view(term, std::time::Instant::now())),
             None => Err(Status::failed_precondition("not the leader")),
         }
     }

@@ -1,5 +1,10 @@
 //! The node side of scheduling: the grants this node is running, which its
 //! heartbeats report to the leader (the loop is `Service::run_heartbeats`).
+//!
+//! Whether a grant may still start and the record that it started are one
+//! step under one lock, and reports read that record under the same lock:
+//! a report either lists a grant or was built before it started, and one
+//! built after the grant's deadline never misses one that runs.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -36,21 +41,36 @@ impl Drop for RunningGuard {
     }
 }
 
+/// A grant that reached this node after it could no longer start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lapsed;
+
 impl Agent {
-    /// Records that `grant`'s invocation starts here, with `timeout` at most.
-    pub fn start(self: &Arc<Self>, grant: &Grant, timeout: Duration) -> RunningGuard {
-        self.running.lock().expect("agent lock").insert(
+    /// Records that `grant`'s invocation starts here, with `timeout` at most,
+    /// if `now` is before its `deadline` (which `None` means it cannot be known).
+    pub fn start(
+        self: &Arc<Self>,
+        grant: &Grant,
+        deadline: Option<Instant>,
+        timeout: Duration,
+        now: Instant,
+    ) -> Result<RunningGuard, Lapsed> {
+        let mut running = self.running.lock().expect("agent lock");
+        if deadline.is_none_or(|deadline| now > deadline) {
+            return Err(Lapsed);
+        }
+        running.insert(
             grant.id,
             Running {
                 grant: grant.clone(),
-                started: Instant::now(),
+                started: now,
                 timeout,
             },
         );
-        RunningGuard {
+        Ok(RunningGuard {
             agent: self.clone(),
             id: grant.id,
-        }
+        })
     }
 
     /// The grants finished within [`FINISHED_MEMORY`] of `now`.
@@ -58,7 +78,7 @@ impl Agent {
         let mut finished = self.finished.lock().expect("agent lock");
         while finished
             .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > FINISHED_MEMORY)
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > FINISHED_MEMORY)
         {
             finished.pop_front();
         }
@@ -66,19 +86,17 @@ impl Agent {
     }
 
     /// Notes that `grant` is over on this node, whatever became of it.
-    pub fn note_finished(&self, grant: u64) {
-        let now = Instant::now();
+    pub fn note_finished(&self, grant: u64, now: Instant) {
         self.recent(now).push_back((now, grant));
     }
 
     /// Grants over lately, for the next heartbeat.
-    pub fn finished(&self) -> Vec<u64> {
-        self.recent(Instant::now()).iter().map(|(_, id)| *id).collect()
+    pub fn finished(&self, now: Instant) -> Vec<u64> {
+        self.recent(now).iter().map(|(_, id)| *id).collect()
     }
 
     /// What the next heartbeat reports.
-    pub fn running(&self) -> Vec<RunningGrant> {
-        let now = Instant::now();
+    pub fn running(&self, now: Instant) -> Vec<RunningGrant> {
         self.running
             .lock()
             .expect("agent lock")
@@ -89,7 +107,10 @@ impl Agent {
                 function: r.grant.function.clone(),
                 reserved: r.grant.reserved,
                 memory_mb: r.grant.memory_mb,
-                remaining_ms: r.timeout.saturating_sub(now.duration_since(r.started)).as_millis() as u64,
+                remaining_ms: r
+                    .timeout
+                    .saturating_sub(now.saturating_duration_since(r.started))
+                    .as_millis() as u64,
             })
             .collect()
     }

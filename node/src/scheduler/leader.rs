@@ -3,17 +3,22 @@
 //! rebuilds it from the nodes' reports before it grants anything.
 //!
 //! A grant is held until its node releases it, until a report of that node
-//! shows it no longer runs (once it could no longer start), or — when the
-//! node went silent — until it could no longer be running at all (lease +
-//! the function's timeout). So a node cut off from the leader keeps its
-//! share of the quota while its invocations may still run.
+//! shows it no longer runs (a report built after the grant could no longer
+//! start: see [`super::clock`]), or — when the node went silent — until it
+//! could no longer be running at all (lease + the function's timeout). So a
+//! node cut off from the leader keeps its share of the quota while its
+//! invocations may still run.
+//!
+//! Pure: the time, the quotas (read from the state machine by the caller)
+//! and the random source are arguments; nothing here does IO.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use floe_raft_store::{state_machine, NodeId, StateReader};
+use floe_raft_store::NodeId;
 
+use super::clock::Clock;
 use super::placement::{self, Ask, NodeLoad, Placement};
 use super::quota::{self, Limits, Usage};
 use super::{Grant, GrantAsk, GrantReply, LoadReport, LoadView, NodeView, Release};
@@ -28,7 +33,8 @@ const FINISHED_TOMBSTONE: Duration = Duration::from_secs(30);
 
 pub struct Scheduler {
     config: SchedulerConfig,
-    reader: StateReader,
+    /// This node's clock, which stamps its grants and answers.
+    clock: Clock,
     state: Mutex<State>,
 }
 
@@ -59,7 +65,8 @@ struct GrantEntry {
     function: String,
     reserved: bool,
     memory_mb: u64,
-    /// After this, a report that does not list it means it never started or has ended.
+    /// A report built after this that does not list it means it never
+    /// started or has ended: its node no longer starts it by then.
     start_by: Instant,
     /// After this, it cannot be running any more, whatever its node says.
     expires: Instant,
@@ -72,10 +79,10 @@ pub struct Members<'a> {
 }
 
 impl State {
-    fn new(term: u64) -> State {
+    fn new(term: u64, now: Instant) -> State {
         State {
             term,
-            since: Instant::now(),
+            since: now,
             nodes: HashMap::new(),
             grants: HashMap::new(),
             finished: HashMap::new(),
@@ -113,38 +120,45 @@ impl State {
 }
 
 impl Scheduler {
-    pub fn new(config: SchedulerConfig, reader: StateReader) -> Scheduler {
+    pub fn new(config: SchedulerConfig, clock: Clock) -> Scheduler {
         Scheduler {
             config,
-            reader,
-            state: Mutex::new(State::new(0)),
+            clock,
+            state: Mutex::new(State::new(0, clock.epoch)),
         }
     }
 
     /// The state of `term`; a newer term starts over (this node just became leader).
-    fn state(&self, term: u64) -> Option<std::sync::MutexGuard<'_, State>> {
+    fn state(&self, term: u64, now: Instant) -> Option<std::sync::MutexGuard<'_, State>> {
         let mut state = self.state.lock().expect("scheduler lock");
         if term > state.term {
             tracing::info!(
                 term,
                 "scheduler: leading a new term, rebuilding the load view from reports"
             );
-            *state = State::new(term);
+            *state = State::new(term, now);
         }
         (state.term == term).then_some(state)
     }
 
     /// Takes a node's report: its load, and which grants it runs.
-    pub fn heartbeat(&self, term: u64, report: LoadReport) {
-        let Some(mut state) = self.state(term) else { return };
-        let now = Instant::now();
+    pub fn heartbeat(&self, term: u64, report: LoadReport, now: Instant) {
+        let Some(mut state) = self.state(term, now) else { return };
         state.expire(now);
         let running: HashSet<u64> = report.running.iter().map(|g| g.id).collect();
         let node = report.node;
+        // How old the report may be: it was built after the node had this
+        // leader's answer stamped `seen` (a report the network held back must
+        // not free grants that started after it was built). Without one, it
+        // says nothing about what does not run.
+        let built_after = report
+            .seen
+            .filter(|(seen_term, _)| *seen_term == term)
+            .map(|(_, ms)| self.clock.instant(ms).min(now));
         let over: Vec<u64> = state
             .grants
             .iter()
-            .filter(|(id, g)| g.node == node && !running.contains(id) && now >= g.start_by)
+            .filter(|(id, g)| g.node == node && !running.contains(id) && built_after.is_some_and(|b| b >= g.start_by))
             .map(|(id, _)| *id)
             .collect();
         for id in over.into_iter().chain(report.finished.iter().copied()) {
@@ -197,11 +211,19 @@ impl Scheduler {
     }
 
     /// Decides one invocation: refuse it over quota, or grant it a node.
-    pub fn grant(&self, term: u64, ask: &GrantAsk, members: &Members) -> GrantReply {
-        let Some(mut state) = self.state(term) else {
+    /// `limits` are the quotas of the ask's region ([`GrantAsk::region`]) as the state machine holds them.
+    pub fn grant(
+        &self,
+        term: u64,
+        ask: &GrantAsk,
+        members: &Members,
+        limits: Limits,
+        now: Instant,
+        rng: &mut impl rand::Rng,
+    ) -> GrantReply {
+        let Some(mut state) = self.state(term, now) else {
             return GrantReply::NotReady(format!("not the leader of term {term}"));
         };
-        let now = Instant::now();
         state.expire(now);
         let reported = members
             .addresses
@@ -220,17 +242,8 @@ impl Scheduler {
         if fresh_voters * 2 <= members.voters.len() {
             return GrantReply::NotReady("the leader has not heard from a majority of the voters".into());
         }
-        let region = ask.region.clone().unwrap_or_else(|| ask.entry_region.clone());
-        let limits = match self.limits(&region, &ask.key.function) {
-            Ok(limits) => limits,
-            Err(e) => return GrantReply::NotReady(format!("cannot read the quotas: {e}")),
-        };
-        let admitted = if crate::failpoint::active("quota-off") {
-            Ok(())
-        } else {
-            quota::admit(state.usage(&region, &ask.key.function), limits)
-        };
-        if let Err(reason) = admitted {
+        let region = ask.region().to_string();
+        if let Err(reason) = quota::admit(state.usage(&region, &ask.key.function), limits) {
             let message = match reason {
                 quota::ThrottleReason::ConcurrentInvocationLimitExceeded => {
                     format!(
@@ -270,7 +283,7 @@ impl Scheduler {
             key: &ask.key,
             memory_mb: ask.memory_mb,
         };
-        let Some(placement) = placement::place(&loads, &place_ask, &mut rand::rng()) else {
+        let Some(placement) = placement::place(&loads, &place_ask, rng) else {
             return GrantReply::NoCapacity(format!(
                 "no live node of region {region} has {} MB free for {}",
                 ask.memory_mb, ask.key.function
@@ -283,7 +296,7 @@ impl Scheduler {
                 *idle = idle.saturating_sub(1);
             }
         }
-        let id = rand::random::<u64>();
+        let id = rng.random::<u64>();
         state.issued += 1;
         let seq = state.issued;
         let lease = self.config.grant_lease;
@@ -309,52 +322,47 @@ impl Scheduler {
             reserved: limits.reserved.is_some(),
             memory_mb: ask.memory_mb,
             lease_ms: lease.as_millis() as u64,
+            granted_at_ms: self.clock.ms(now),
             seq,
             warm,
         })
     }
 
-    fn limits(&self, region: &str, function: &str) -> Result<Limits, floe_raft_store::StoreError> {
-        Ok(Limits {
-            quota: state_machine::region_quota(&self.reader, region)?,
-            reserved_total: state_machine::reserved_total(&self.reader)?,
-            reserved: state_machine::get_function(&self.reader, function)?.and_then(|f| f.reserved_concurrency),
-        })
-    }
-
     /// Gives a grant back; its sandbox is idle again if it stayed warm.
-    pub fn release(&self, release: &Release) {
-        let Some(mut state) = self.state(release.term) else {
-            return;
+    /// True when the grant was still held (a slot of the quota is free again).
+    pub fn release(&self, release: &Release, now: Instant) -> bool {
+        let Some(mut state) = self.state(release.term, now) else {
+            return false;
         };
-        if state.finish(release.grant, Instant::now()).is_some() && release.warm {
+        let held = state.finish(release.grant, now).is_some();
+        if held && release.warm {
             if let Some(node) = state.nodes.get_mut(&release.node) {
                 *node.idle.entry(release.key.clone()).or_default() += 1;
             }
         }
+        held
     }
 
     /// The grants held in `term`, and how many were made in it so far (a
     /// heartbeat's answer: voters drop the other shadows made before it).
-    pub fn live_grants(&self, term: u64) -> (Vec<u64>, u64) {
-        self.state(term)
+    pub fn live_grants(&self, term: u64, now: Instant) -> (Vec<u64>, u64) {
+        self.state(term, now)
             .map(|state| (state.grants.keys().copied().collect(), state.issued))
             .unwrap_or_default()
     }
 
     /// Forgets a grant that could not be recorded on a majority (it was never handed out).
-    pub fn withdraw(&self, term: u64, grant: u64) {
-        if let Some(mut state) = self.state(term) {
+    pub fn withdraw(&self, term: u64, grant: u64, now: Instant) {
+        if let Some(mut state) = self.state(term, now) {
             state.grants.remove(&grant);
         }
     }
 
     /// The view for `floe cluster status`.
-    pub fn view(&self, term: u64) -> LoadView {
-        let Some(mut state) = self.state(term) else {
+    pub fn view(&self, term: u64, now: Instant) -> LoadView {
+        let Some(mut state) = self.state(term, now) else {
             return LoadView::default();
         };
-        let now = Instant::now();
         state.expire(now);
         let mut running: BTreeMap<String, u32> = BTreeMap::new();
         for grant in state.grants.values() {

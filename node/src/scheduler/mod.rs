@@ -10,13 +10,21 @@
 //! - [`leader`]: the leader's soft state: load view, grants, term;
 //! - [`agent`]: the node side: heartbeats, grants it runs, releases;
 //! - [`shadow`]: grants recorded on a majority of voters before they are used,
-//!   so that the next leader knows of them.
+//!   so that the next leader knows of them;
+//! - [`clock`]: leaders' clocks as other nodes read them, so a grant's lease
+//!   ends at the same moment for the leader and for the node running it;
+//! - [`node`]: all of the above as one node holds them, whatever its role:
+//!   the pure core the service wraps with IO, and what the harness drives.
 //!
 //! The messages below travel bincode-encoded in the internal `Scheduler`
 //! gRPC service, like openraft's.
 
 pub mod agent;
+pub mod clock;
+#[cfg(test)]
+mod harness;
 pub mod leader;
+pub mod node;
 pub mod placement;
 pub mod quota;
 pub mod shadow;
@@ -44,6 +52,11 @@ pub struct LoadReport {
     /// Grants this node gave back in the last few seconds: a new leader
     /// drops their shadows at once instead of waiting out their lease.
     pub finished: Vec<u64>,
+    /// `(term, leader clock)` of the newest heartbeat answer this node had
+    /// when it built the report: the report is no older than that, so the
+    /// leader of that term may conclude from it that a grant which could no
+    /// longer start by then never will.
+    pub seen: Option<(u64, u64)>,
 }
 
 /// A grant as a leader records it on the other voters before anyone may use
@@ -83,6 +96,8 @@ pub struct HeartbeatReply {
     pub live_grants: Vec<u64>,
     /// How many grants the leader had made in `term` when it answered.
     pub issued: u64,
+    /// The leader's clock when it answered ([`clock`]).
+    pub now_ms: u64,
 }
 
 /// A request to start one invocation.
@@ -95,6 +110,13 @@ pub struct GrantAsk {
     pub key: SandboxKey,
     pub memory_mb: u64,
     pub timeout_s: u64,
+}
+
+impl GrantAsk {
+    /// The region whose quota it counts against.
+    pub fn region(&self) -> &str {
+        self.region.as_deref().unwrap_or(&self.entry_region)
+    }
 }
 
 /// Permission to start one invocation on one node.
@@ -112,6 +134,9 @@ pub struct Grant {
     pub memory_mb: u64,
     /// The invocation must start within this long of the grant request.
     pub lease_ms: u64,
+    /// The leader's clock when it granted: the lease ends at `granted_at_ms +
+    /// lease_ms` of that clock, wherever the grant is by then ([`clock`]).
+    pub granted_at_ms: u64,
     /// Its place in the order the leader granted in this term.
     pub seq: u64,
     /// True when the chosen node had an idle warm sandbox of the version.

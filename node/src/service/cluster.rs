@@ -323,7 +323,12 @@ impl Service {
             usage,
             load,
             node_id: cluster.id,
-            leader: cluster.leader(),
+            // From the same snapshot as the term: a leader read later (after
+            // the awaits above) may belong to another term.
+            leader: metrics.current_leader.and_then(|id| {
+                let address = membership.get_node(&id)?.addr.clone();
+                Some((id, address))
+            }),
             term: metrics.current_term,
             last_log_index: metrics.last_log_index.unwrap_or(0),
             applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),

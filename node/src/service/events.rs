@@ -126,14 +126,24 @@ impl Service {
         // memory, not committed: only their age matters, which they carry.
         let backoff: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
         let permits = Arc::new(tokio::sync::Semaphore::new(self.config.scheduler.event_concurrency));
+        // The term this node leads and since when (for the `dispatcher-stalls` failpoint).
+        let mut leading: Option<(u64, std::time::Instant)> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 _ = self.events_queued.notified() => {}
             }
-            if self.leading_term().is_none() {
+            let Some(term) = self.leading_term() else {
                 backoff.lock().expect("backoff lock").clear();
+                leading = None;
+                continue;
+            };
+            let since = match leading {
+                Some((leading_term, since)) if leading_term == term => since,
+                _ => leading.insert((term, std::time::Instant::now())).1,
+            };
+            if crate::failpoint::active("dispatcher-stalls") && since.elapsed() < Duration::from_secs(30) {
                 continue;
             }
             let busy = in_flight.lock().expect("in-flight lock").len();
@@ -225,7 +235,10 @@ impl Service {
                         log_tail: false,
                         payload: Bytes::from(event.payload.clone()),
                     };
-                    match self.run_placed(run, Some(event.region.clone())).await {
+                    match self
+                        .run_when_a_slot_frees(&event, run, scheduler.event_throttle_delay)
+                        .await
+                    {
                         Ok(result) if result.function_error.is_some() => {
                             failed(recorded(&result.payload), result.executed_version)
                         }
@@ -267,6 +280,34 @@ impl Service {
             })
             .await?;
         Ok(None)
+    }
+
+    /// Runs an event where the leader places it; while its region is full,
+    /// waits for a slot to free — the leader wakes one waiting event per
+    /// release, so a backlog drains at the rate the quota allows, not at
+    /// the rate of a polling delay — or for `delay`, while it is young
+    /// enough and this node leads.
+    async fn run_when_a_slot_frees(
+        &self,
+        event: &EventRecord,
+        run: Run,
+        delay: Duration,
+    ) -> Result<InvokeResult, ServiceError> {
+        loop {
+            let result = self.run_placed(run.clone(), Some(event.region.clone())).await;
+            let throttled = matches!(
+                result,
+                Err(ServiceError::TooManyRequests { .. } | ServiceError::Throttled(_))
+            );
+            let age_after_wait = now_ms() - event.accepted_ms + delay.as_millis() as i64;
+            if !throttled || age_after_wait > i64::from(event.max_event_age_s) * 1000 || self.leading_term().is_none() {
+                return result;
+            }
+            tokio::select! {
+                _ = self.slot_freed.notified() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
     }
 
     pub async fn put_event_invoke_config(
@@ -328,6 +369,13 @@ impl Service {
         validate::function_name(function)?;
         self.read_barrier(Consistency::Linearizable).await?;
         Ok(state_machine::list_failed_events(&self.reader, function)?)
+    }
+
+    /// `function`'s events still queued, soonest due first.
+    pub async fn list_queued_events(&self, function: &str) -> Result<Vec<EventRecord>, ServiceError> {
+        validate::function_name(function)?;
+        self.read_barrier(Consistency::Linearizable).await?;
+        Ok(state_machine::list_queued_events(&self.reader, function)?)
     }
 
     /// Puts failed events back in the queue (all of the function's when `ids` is empty).

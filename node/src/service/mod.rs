@@ -20,8 +20,8 @@ use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::executor::Executor;
 use crate::packages::Packages;
-use crate::scheduler::agent::Agent;
-use crate::scheduler::leader::Scheduler;
+use crate::scheduler::clock::Clock;
+use crate::scheduler::node::NodeScheduling;
 
 /// Why an operation failed, in terms an API can map to a status code.
 /// Serializable: a node that ran a forwarded invocation sends it back as is.
@@ -88,15 +88,38 @@ impl From<StoreError> for ServiceError {
     }
 }
 
+/// The inverse of `api::error::into_status`, for answers of other nodes:
+/// what a peer reported keeps its meaning here (an outcome unknown stays
+/// unknown, a 429 keeps its reason).
 impl From<tonic::Status> for ServiceError {
     fn from(status: tonic::Status) -> Self {
+        use crate::api::error::{NO_CAPACITY, REASON_HEADER};
+        use crate::scheduler::ThrottleReason;
         let message = status.message().to_string();
         match status.code() {
             tonic::Code::InvalidArgument => ServiceError::InvalidArgument(message),
             tonic::Code::NotFound => ServiceError::NotFound(message),
             tonic::Code::AlreadyExists => ServiceError::AlreadyExists(message),
             tonic::Code::FailedPrecondition => ServiceError::FailedPrecondition(message),
-            tonic::Code::ResourceExhausted => ServiceError::PayloadTooLarge(message),
+            tonic::Code::ResourceExhausted => {
+                match status.metadata().get(REASON_HEADER).and_then(|v| v.to_str().ok()) {
+                    Some(NO_CAPACITY) => ServiceError::Throttled(message),
+                    Some("ConcurrentInvocationLimitExceeded") => ServiceError::TooManyRequests {
+                        reason: ThrottleReason::ConcurrentInvocationLimitExceeded,
+                        message,
+                    },
+                    Some("ReservedFunctionConcurrentInvocationLimitExceeded") => ServiceError::TooManyRequests {
+                        reason: ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded,
+                        message,
+                    },
+                    _ => ServiceError::PayloadTooLarge(message),
+                }
+            }
+            tonic::Code::Unauthenticated => ServiceError::Unauthenticated {
+                code: "UnrecognizedClientException".into(),
+                message,
+            },
+            tonic::Code::Unknown => ServiceError::OutcomeUnknown(message),
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ServiceError::Unavailable(message),
             _ => ServiceError::Internal(message),
         }
@@ -126,14 +149,14 @@ pub struct Service {
     pub peers: Arc<Peers>,
     pub packages: Packages,
     pub executor: Arc<Executor>,
-    /// The scheduler's state while this node leads (empty otherwise).
-    pub scheduler: Scheduler,
-    /// The grants this node runs.
-    pub agent: Arc<Agent>,
-    /// Grants leaders recorded here before using them.
-    pub shadows: crate::scheduler::shadow::Shadows,
+    /// Scheduling as this node holds it: the leader's soft state while it
+    /// leads, the grants it runs, the shadows it keeps, leaders' clocks.
+    pub scheduling: NodeScheduling,
     /// Wakes the event dispatcher when this node accepts an event.
     pub events_queued: tokio::sync::Notify,
+    /// On the leader: wakes one event waiting for its region's quota each
+    /// time a grant is given back.
+    pub slot_freed: tokio::sync::Notify,
     cluster: OnceLock<Arc<Cluster>>,
     pending_store: Mutex<Option<PendingStore>>,
     /// Serialises membership changes on the leader (ids are allocated one at a time).
@@ -150,10 +173,14 @@ impl Service {
         executor: Arc<Executor>,
     ) -> Service {
         Service {
-            scheduler: Scheduler::new(config.scheduler.clone(), reader.clone()),
-            agent: Arc::default(),
-            shadows: Default::default(),
+            scheduling: NodeScheduling::new(
+                config.scheduler.clone(),
+                Clock {
+                    epoch: std::time::Instant::now(),
+                },
+            ),
             events_queued: tokio::sync::Notify::new(),
+            slot_freed: tokio::sync::Notify::new(),
             config,
             address,
             reader,

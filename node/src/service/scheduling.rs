@@ -14,14 +14,17 @@ use super::invoke::{InvokeResult, Resolved};
 use super::{Service, ServiceError};
 use crate::executor::{Invocation, SandboxKey, LOG_TAIL_BYTES};
 use crate::scheduler::leader::Members;
-use crate::scheduler::{
-    Grant, GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release, RunningGrant, ShadowGrant,
-};
+use crate::scheduler::node::{shadow_of, Load};
+use crate::scheduler::quota::Limits;
+use crate::scheduler::{Grant, GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release, ShadowGrant};
+use floe_raft_store::state_machine;
 
 /// How long a grant request or a heartbeat may wait for the leader's answer.
 const LEADER_RPC_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long after an election nodes report the grants they finished lately.
 const FINISHED_REPORTING: Duration = Duration::from_secs(5);
+/// How late the `forwarded-invocations-arrive-late` failpoint delivers forwarded invocations.
+const LATE_ARRIVAL: Duration = Duration::from_secs(6);
 /// Beyond its lease and its function's timeout, what a forwarded invocation
 /// may take (package fetch, sandbox start, the answer's trip back).
 const EXECUTE_SLACK: Duration = Duration::from_secs(10);
@@ -64,7 +67,7 @@ impl Service {
         match self.record_on_majority(grant, ask).await {
             Ok(()) => reply,
             Err(message) => {
-                self.scheduler.withdraw(grant.term, grant.id);
+                self.scheduling.withdraw(grant.term, grant.id, Instant::now());
                 GrantReply::NotReady(message)
             }
         }
@@ -83,21 +86,7 @@ impl Service {
         if needed == 0 {
             return Ok(());
         }
-        let shadow = ShadowGrant {
-            term: grant.term,
-            seq: grant.seq,
-            node: grant.node,
-            grant: RunningGrant {
-                id: grant.id,
-                region: grant.region.clone(),
-                function: grant.function.clone(),
-                reserved: grant.reserved,
-                memory_mb: grant.memory_mb,
-                remaining_ms: (Duration::from_millis(grant.lease_ms) + Duration::from_secs(ask.timeout_s)).as_millis()
-                    as u64,
-            },
-        };
-        let data = codec::encode(&shadow)?;
+        let data = codec::encode(&shadow_of(grant, ask.timeout_s))?;
         let mut calls: futures::stream::FuturesUnordered<_> = others
             .iter()
             .map(|address| {
@@ -128,14 +117,9 @@ impl Service {
     /// Records a leader's grant here (the `Shadow` RPC), unless this node knows a newer term.
     pub fn record_shadow(&self, shadow: ShadowGrant) -> Result<(), ServiceError> {
         let current = self.cluster()?.current_term();
-        if shadow.term < current {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "a grant of term {} is stale: this node is in term {current}",
-                shadow.term
-            )));
-        }
-        self.shadows.record(shadow);
-        Ok(())
+        self.scheduling
+            .record_shadow(shadow, current, Instant::now())
+            .map_err(ServiceError::FailedPrecondition)
     }
 
     /// Decides a grant, on the leader.
@@ -143,15 +127,33 @@ impl Service {
         let (Some(term), Some(cluster)) = (self.leading_term(), self.started_cluster()) else {
             return GrantReply::NotReady("this node is not the leader".into());
         };
+        let limits = match self.limits(ask.region(), &ask.key.function) {
+            Ok(limits) => limits,
+            Err(e) => return GrantReply::NotReady(format!("cannot read the quotas: {e}")),
+        };
         let (voters, addresses) = cluster.membership();
-        self.scheduler.grant(
-            term,
-            ask,
-            &Members {
-                voters: &voters,
-                addresses: &addresses,
-            },
-        )
+        let members = Members {
+            voters: &voters,
+            addresses: &addresses,
+        };
+        self.scheduling
+            .grant(term, ask, &members, limits, Instant::now(), &mut rand::rng())
+    }
+
+    /// The quotas an invocation of `function` in `region` runs under.
+    fn limits(&self, region: &str, function: &str) -> Result<Limits, floe_raft_store::StoreError> {
+        if crate::failpoint::active("quota-off") {
+            return Ok(Limits {
+                quota: u32::MAX,
+                reserved_total: 0,
+                reserved: None,
+            });
+        }
+        Ok(Limits {
+            quota: state_machine::region_quota(&self.reader, region)?,
+            reserved_total: state_machine::reserved_total(&self.reader)?,
+            reserved: state_machine::get_function(&self.reader, function)?.and_then(|f| f.reserved_concurrency),
+        })
     }
 
     /// Asks the leader for a grant, waiting (up to `raft.leader_wait`) through
@@ -179,7 +181,11 @@ impl Service {
                 None => None,
             };
             match reply {
-                Some(GrantReply::Granted(grant)) => return Ok(grant),
+                Some(GrantReply::Granted(grant)) => {
+                    // A reading of the leader's clock: the grant's lease can be read here.
+                    self.scheduling.received(&grant, Instant::now());
+                    return Ok(grant);
+                }
                 Some(GrantReply::Throttled { reason, message }) => {
                     return Err(ServiceError::TooManyRequests { reason, message })
                 }
@@ -237,14 +243,15 @@ impl Service {
             .execute(request)
             .await
             .map_err(|status| {
+                let why = crate::cluster::describe(&status);
                 if crate::cluster::is_connect_error(&status) {
-                    ServiceError::Unavailable(format!("node {} is unreachable: {}", grant.node, status.message()))
+                    ServiceError::Unavailable(format!("node {} is unreachable: {why}", grant.node))
                 } else {
                     // It may have run: the caller must not retry blindly.
+                    tracing::warn!(node = grant.node, error = %why, "a forwarded invocation failed mid-call");
                     ServiceError::OutcomeUnknown(format!(
-                        "node {} failed while running the invocation: {}",
-                        grant.node,
-                        status.message()
+                        "node {} failed while running the invocation: {why}",
+                        grant.node
                     ))
                 }
             })?
@@ -260,6 +267,12 @@ impl Service {
     pub async fn execute_forwarded(&self, execution: Execution) -> Result<Execution, ServiceError> {
         let header: ExecuteHeader = codec::decode(&execution.header)
             .map_err(|e| ServiceError::InvalidArgument(format!("undecodable execution: {e}")))?;
+        if crate::failpoint::active("forwarded-invocations-arrive-late") {
+            // As a link cut and healed would: TCP delivers the request seconds late.
+            tokio::time::sleep(LATE_ARRIVAL).await;
+        }
+        // What the entry node had left of the lease; `start` also reads the
+        // lease on the leader's clock, which a late arrival cannot stretch.
         let start_by = Instant::now() + Duration::from_millis(header.start_within_ms);
         let mut run = header.run;
         run.payload = Bytes::from(execution.payload);
@@ -274,7 +287,7 @@ impl Service {
         let key = run.resolved.key();
         let outcome = self.execute_granted(&grant, run, start_by).await;
         let warm = outcome.as_ref().is_ok_and(|(_, warm)| *warm);
-        self.agent.note_finished(grant.id);
+        self.scheduling.finished(grant.id, Instant::now());
         self.release(Release {
             grant: grant.id,
             term: grant.term,
@@ -294,15 +307,19 @@ impl Service {
         let resolved = &run.resolved;
         self.ensure_package(&resolved.code).await?;
         let code_dir = self.packages.extracted(&resolved.code.sha256)?;
-        // A node cut off from the leader stops starting invocations once their grants lapse.
-        if Instant::now() > start_by {
-            return Err(ServiceError::Unavailable(format!(
-                "the grant for this invocation lapsed before it could start on node {}",
-                grant.node
-            )));
-        }
+        // A node cut off from the leader stops starting invocations once their
+        // grants lapse; a grant that arrives late (a link held it back) lapses
+        // when the leader's clock says so, not later.
         let timeout = Duration::from_secs(u64::from(resolved.config.timeout_s));
-        let _running = self.agent.start(grant, timeout);
+        let _running = self
+            .scheduling
+            .start(grant, start_by, timeout, Instant::now())
+            .map_err(|_| {
+                ServiceError::Unavailable(format!(
+                    "the grant for this invocation lapsed before it could start on node {}",
+                    grant.node
+                ))
+            })?;
         let invocation = Invocation {
             key: resolved.key(),
             config: resolved.config.clone(),
@@ -338,7 +355,7 @@ impl Service {
             return;
         };
         match cluster.leader() {
-            Some((leader, _)) if leader == cluster.id => self.scheduler.release(&release),
+            Some((leader, _)) if leader == cluster.id => self.release_here(&release),
             Some((_, address)) => {
                 let peers = self.peers.clone();
                 tokio::spawn(async move {
@@ -356,21 +373,29 @@ impl Service {
         }
     }
 
-    /// This node's load report.
+    /// Takes a grant back, on the leader (the `Release` RPC, or this node's
+    /// own), and wakes an event waiting for the slot.
+    pub fn release_here(&self, release: &Release) {
+        if self.scheduling.release(release, Instant::now()) {
+            self.slot_freed.notify_one();
+        }
+    }
+
+    /// This node's load report, for the leader of its current term.
     pub fn load_report(&self) -> Option<LoadReport> {
         let cluster = self.started_cluster()?;
         let (capacity_mb, free_mb, idle) = self.executor.load();
-        Some(LoadReport {
-            node: cluster.id,
+        let load = Load {
             region: self.config.region.clone(),
             sandbox_mode: self.executor.isolation.describe(),
             capacity_mb,
             free_mb,
             idle,
-            running: self.agent.running(),
-            shadows: self.shadows.list(),
-            finished: self.agent.finished(),
-        })
+        };
+        Some(
+            self.scheduling
+                .report(cluster.id, cluster.current_term(), load, Instant::now()),
+        )
     }
 
     /// Takes a report, on the leader; `None` when this node does not lead.
@@ -379,15 +404,7 @@ impl Service {
         if let Some(cluster) = self.started_cluster() {
             cluster.heard_from(report.node);
         }
-        self.scheduler.heartbeat(term, report);
-        // The leader's own shadows (of earlier leaders' grants) are not pruned
-        // here: the first reports of a new term must not erase what it alone knows.
-        let (live_grants, issued) = self.scheduler.live_grants(term);
-        Some(HeartbeatReply {
-            term,
-            live_grants,
-            issued,
-        })
+        Some(self.scheduling.heartbeat_here(term, report, Instant::now()))
     }
 
     /// Sends this node's load to the leader every `scheduler.heartbeat_interval`, until `shutdown`.
@@ -433,15 +450,14 @@ impl Service {
         request.set_timeout(LEADER_RPC_TIMEOUT.min(self.config.scheduler.node_timeout));
         let reply = client.heartbeat(request).await.map_err(|e| e.message().to_string())?;
         let reply: HeartbeatReply = codec::decode(&reply.into_inner().data)?;
-        self.shadows
-            .prune(&reply.live_grants.into_iter().collect(), reply.term, reply.issued);
+        self.scheduling.take_answer(reply, Instant::now());
         Ok(())
     }
 
     /// The leader's load view (asked of the leader when this node is not it).
     pub async fn load_view(&self) -> Option<LoadView> {
         if let Some(term) = self.leading_term() {
-            return Some(self.scheduler.view(term));
+            return Some(self.scheduling.view(term, Instant::now()));
         }
         let (_, address) = self.started_cluster()?.leader()?;
         let mut client = self.peers.scheduler(&address).ok()?;

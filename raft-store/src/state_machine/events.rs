@@ -60,6 +60,16 @@ pub fn get_event(kv: &(impl KvRead + ?Sized), id: &str) -> Result<Option<EventRe
     get_json(kv, &keys::event(id))
 }
 
+/// The events of `function` still queued, soonest due first.
+pub fn list_queued_events(kv: &(impl KvRead + ?Sized), function: &str) -> Result<Vec<EventRecord>, StoreError> {
+    let mut events: Vec<EventRecord> = scan_json::<EventRecord>(kv, keys::EVENTS)?
+        .into_iter()
+        .filter(|event| event.function == function)
+        .collect();
+    events.sort_by(|a, b| (a.due_ms, &a.id).cmp(&(b.due_ms, &b.id)));
+    Ok(events)
+}
+
 /// The failed-event store's events of `function`, oldest failure first.
 pub fn list_failed_events(kv: &(impl KvRead + ?Sized), function: &str) -> Result<Vec<FailedEvent>, StoreError> {
     let mut events: Vec<FailedEvent> = scan_json(kv, &keys::failed_events_of(function))?;

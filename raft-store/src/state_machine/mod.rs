@@ -14,7 +14,9 @@ pub mod kv;
 pub use aliases::{get_alias, list_aliases};
 pub use auth::{get_access_key, list_access_keys};
 pub use cluster::{list_nodes, list_region_quotas, region_quota, reserved_total};
-pub use events::{effective_event_invoke_config, get_event, get_event_invoke_config, list_failed_events};
+pub use events::{
+    effective_event_invoke_config, get_event, get_event_invoke_config, list_failed_events, list_queued_events,
+};
 pub use functions::{get_function, get_version, list_functions, list_versions};
 
 use std::collections::BTreeMap;
