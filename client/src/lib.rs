@@ -94,8 +94,15 @@ fn channel(address: &str) -> Result<Channel, Error> {
 
 /// True when the call can be sent again: nothing was done.
 fn retriable(status: &tonic::Status) -> bool {
-    // Unavailable: connection failed, or the node had no leader and wrote nothing.
-    status.code() == tonic::Code::Unavailable
+    match status.code() {
+        // The connection failed, or the node had no leader and wrote nothing.
+        tonic::Code::Unavailable => true,
+        // hyper's "canceled": the request was still queued on a connection
+        // that closed (a node shutting down), so it never left. A node that
+        // cancels a call it received says more ("h2 protocol error: …").
+        tonic::Code::Cancelled => status.message() == "operation was canceled",
+        _ => false,
+    }
 }
 
 impl Client {
@@ -567,5 +574,25 @@ impl Client {
         })
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retriable;
+
+    #[test]
+    fn only_calls_that_did_nothing_are_retried() {
+        assert!(retriable(&tonic::Status::unavailable("no leader")));
+        // Queued on a connection that closed: never sent.
+        assert!(retriable(&tonic::Status::cancelled("operation was canceled")));
+        // Cancelled by the node while it ran: maybe done.
+        assert!(!retriable(&tonic::Status::cancelled(
+            "h2 protocol error: stream error received: operation was canceled"
+        )));
+        assert!(!retriable(&tonic::Status::unknown(
+            "the leader failed during the write"
+        )));
+        assert!(!retriable(&tonic::Status::resource_exhausted("Rate Exceeded")));
     }
 }

@@ -525,30 +525,15 @@ where
 }
 
 /// One grant asked of the leader and given back; returns the grant's round trip.
+/// One grant round trip at the leader (timed), then its release.
 async fn grant_once(
     client: &mut floe_proto::internal::scheduler_client::SchedulerClient<tonic::transport::Channel>,
     ask: &floe_node::scheduler::GrantAsk,
 ) -> anyhow::Result<Duration> {
-    use floe_node::scheduler::{GrantReply, Release};
-    use floe_proto::internal::Payload;
-    use floe_raft_store::codec;
-    let data = codec::encode(ask).map_err(anyhow::Error::msg)?;
     let started = Instant::now();
-    let reply = client.grant(Payload { data }).await?.into_inner();
+    let grant = chaos_tests::grant(client, ask).await?;
     let elapsed = started.elapsed();
-    let grant = match codec::decode::<GrantReply>(&reply.data).map_err(anyhow::Error::msg)? {
-        GrantReply::Granted(grant) => grant,
-        other => bail!("not granted: {other:?}"),
-    };
-    let release = Release {
-        grant: grant.id,
-        term: grant.term,
-        node: grant.node,
-        key: ask.key.clone(),
-        warm: grant.warm,
-    };
-    let data = codec::encode(&release).map_err(anyhow::Error::msg)?;
-    client.release(Payload { data }).await?;
+    chaos_tests::release(client, ask, &grant).await?;
     Ok(elapsed)
 }
 

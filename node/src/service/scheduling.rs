@@ -87,20 +87,27 @@ impl Service {
             return Ok(());
         }
         let data = codec::encode(&shadow_of(grant, ask.timeout_s))?;
-        let mut calls: futures::stream::FuturesUnordered<_> = others
-            .iter()
-            .map(|address| {
-                let data = data.clone();
-                async move {
-                    let mut client = self.peers.scheduler(address).map_err(|e| e.to_string())?;
+        // Each call runs to its end in a task of its own, also once a majority
+        // answered: a call dropped midway is a stream reset, and h2 closes a
+        // connection (GOAWAY "too_many_internal_resets") once 1,024 answers
+        // arrived for calls it reset — failing every call then on it.
+        let (answers, mut answered) = tokio::sync::mpsc::channel(others.len().max(1));
+        for address in others {
+            let (data, answers, peers) = (data.clone(), answers.clone(), self.peers.clone());
+            tokio::spawn(async move {
+                let result = async {
+                    let mut client = peers.scheduler(&address).map_err(|e| e.to_string())?;
                     let mut request = tonic::Request::new(Payload { data });
                     request.set_timeout(LEADER_RPC_TIMEOUT);
                     client.shadow(request).await.map_err(|e| e.message().to_string())
                 }
-            })
-            .collect();
+                .await;
+                let _ = answers.send(result).await;
+            });
+        }
+        drop(answers);
         let (mut acks, mut last) = (0, String::new());
-        while let Some(result) = futures::StreamExt::next(&mut calls).await {
+        while let Some(result) = answered.recv().await {
             match result {
                 Ok(_) => acks += 1,
                 Err(e) => last = e,
