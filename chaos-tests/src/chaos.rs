@@ -88,9 +88,9 @@ fn drain_bound() -> DrainBound {
         // The longest retry delay (2 × 1 s) and one throttle backoff (≤ 0.75 s).
         waits_s: 2.0 * EVENT_RETRY_DELAY_S + 0.75,
         // The probe sleeps 20 ms and reports three times over TCP; with the
-        // grant, the sandbox round trip and the gap until the next waiting
-        // event asks, a slot turns over in about 60 ms (measured: see
-        // README); four times that.
+        // grant, the sandbox round trip and the wake-up of the next waiting
+        // event, a slot turns over in well under 100 ms on these machines:
+        // a quarter of a second leaves room for a loaded machine.
         per_event_s: 0.25,
     }
 }

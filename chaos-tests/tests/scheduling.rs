@@ -602,3 +602,45 @@ async fn a_forwarded_invocation_that_arrives_after_its_lease_does_not_start() {
     assert_eq!(ran, vec![json!("on-time")]);
     assert!(recorder.max_overlap() <= 1);
 }
+
+/// Events that wait for their quota do not hold up the events of others:
+/// a function that may run nothing (reserved concurrency 0) has more events
+/// queued than the leader dispatches at once, and another function's
+/// events still run at once. (A throttled event waits once for a free slot,
+/// then goes back to the queue's backoff and gives its dispatch permit up.)
+#[tokio::test(flavor = "multi_thread")]
+async fn events_over_one_quota_do_not_hold_up_the_others() {
+    let config = format!(
+        "{}\n",
+        config().replace("[scheduler]\n", "[scheduler]\nevent_concurrency = 8\n")
+    );
+    let mut cluster = TestCluster::start_with(3, &config).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let recorder = Recorder::start().await;
+    deploy(&client, "stopped", &recorder).await;
+    deploy(&client, "running", &recorder).await;
+    client.put_function_concurrency("stopped", Some(0)).await.unwrap();
+    for i in 0..40 {
+        client
+            .invoke_with(event("stopped", json!({"id": format!("s{i}")})))
+            .await
+            .unwrap();
+    }
+    // Long enough for every dispatch permit to be taken by "stopped".
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..5 {
+        client
+            .invoke_with(event("running", json!({"id": format!("r{i}")})))
+            .await
+            .unwrap();
+    }
+    wait_for("the other function's events", Duration::from_secs(10), || {
+        let ran = recorder.records().iter().filter(|r| r["function"] == "running").count();
+        async move { ran == 5 }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    assert!(recorder.records().iter().all(|r| r["function"] != "stopped"));
+    let queued = client.list_queued_events("stopped").await.unwrap();
+    assert_eq!(queued.len(), 40, "they wait for their quota, queued");
+}

@@ -7,7 +7,8 @@
 //! event and committing its outcome leaves it queued, and the next leader
 //! runs it again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -120,11 +121,19 @@ impl Service {
     }
 
     /// Runs due events while this node leads; until `shutdown`.
+    ///
+    /// An event that could not run waits in memory (nothing is committed:
+    /// only its age matters, which it carries) until its time to try again.
+    /// One throttled by a quota also waits in line for a slot: each grant
+    /// given back on this leader lets the longest-waiting one try at once,
+    /// so a backlog drains at the rate the quota allows, not at the rate of
+    /// the throttle delay, and waiting events hold no dispatch permit.
     pub async fn run_dispatcher(self: Arc<Self>, shutdown: CancellationToken) {
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
-        // Events that could not run (throttled, no node), by the time to try again. Kept in
-        // memory, not committed: only their age matters, which they carry.
+        // Events that could not run, by the time to try again.
         let backoff: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+        // Of those, the ones over a quota, longest waiting first.
+        let throttled: Arc<Mutex<VecDeque<String>>> = Arc::default();
         let permits = Arc::new(tokio::sync::Semaphore::new(self.config.scheduler.event_concurrency));
         // The term this node leads and since when (for the `dispatcher-stalls` failpoint).
         let mut leading: Option<(u64, std::time::Instant)> = None;
@@ -133,12 +142,29 @@ impl Service {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 _ = self.events_queued.notified() => {}
+                _ = self.freed_slots.notified() => {}
             }
             let Some(term) = self.leading_term() else {
                 backoff.lock().expect("backoff lock").clear();
+                throttled.lock().expect("throttled lock").clear();
+                self.freed_slots.take();
                 leading = None;
                 continue;
             };
+            // One throttled event may try again per slot given back since the last round.
+            let freed = self.freed_slots.take();
+            if freed > 0 {
+                let mut throttled = throttled.lock().expect("throttled lock");
+                let mut backoff = backoff.lock().expect("backoff lock");
+                let mut woken = 0;
+                while woken < freed {
+                    let Some(id) = throttled.pop_front() else { break };
+                    if let Some(at) = backoff.get_mut(&id) {
+                        *at = 0;
+                        woken += 1;
+                    }
+                }
+            }
             let since = match leading {
                 Some((leading_term, since)) if leading_term == term => since,
                 _ => leading.insert((term, std::time::Instant::now())).1,
@@ -182,12 +208,16 @@ impl Service {
                 let service = self.clone();
                 let in_flight = in_flight.clone();
                 let backoff = backoff.clone();
+                let throttled = throttled.clone();
                 tokio::spawn(async move {
                     match service.dispatch(&id).await {
-                        Ok(Some(retry_at)) => {
-                            backoff.lock().expect("backoff lock").insert(id.clone(), retry_at);
+                        Ok(Dispatched::Later { at, over_quota }) => {
+                            backoff.lock().expect("backoff lock").insert(id.clone(), at);
+                            if over_quota {
+                                throttled.lock().expect("throttled lock").push_back(id.clone());
+                            }
                         }
-                        Ok(None) => {
+                        Ok(Dispatched::Done) => {
                             backoff.lock().expect("backoff lock").remove(&id);
                         }
                         Err(e) => tracing::debug!(error = %e, event = %id, "event dispatch failed; it stays queued"),
@@ -200,10 +230,10 @@ impl Service {
     }
 
     /// Runs one event once and commits what came of it; or, when it could
-    /// not run and is young enough to wait, returns when to try again.
-    async fn dispatch(&self, id: &str) -> Result<Option<i64>, ServiceError> {
+    /// not run and is young enough to wait, says when to try again.
+    async fn dispatch(&self, id: &str) -> Result<Dispatched, ServiceError> {
         let Some(event) = state_machine::get_event(&self.reader, id)? else {
-            return Ok(None);
+            return Ok(Dispatched::Done);
         };
         let scheduler = &self.config.scheduler;
         let jitter = rand::rng().random_range(0..=scheduler.event_throttle_delay.as_millis() as i64 / 2);
@@ -217,6 +247,7 @@ impl Service {
             executed_version,
             retry_in_ms,
         };
+        let mut over_quota = false;
         let outcome = if now_ms() - event.accepted_ms > i64::from(event.max_event_age_s) * 1000 {
             not_run("the event is older than its maximum age".into())
         } else {
@@ -235,10 +266,7 @@ impl Service {
                         log_tail: false,
                         payload: Bytes::from(event.payload.clone()),
                     };
-                    match self
-                        .run_when_a_slot_frees(&event, run, scheduler.event_throttle_delay)
-                        .await
-                    {
+                    match self.run_placed(run, Some(event.region.clone())).await {
                         Ok(result) if result.function_error.is_some() => {
                             failed(recorded(&result.payload), result.executed_version)
                         }
@@ -251,15 +279,16 @@ impl Service {
                             },
                             executed_version: result.executed_version,
                         },
+                        Err(e @ (ServiceError::TooManyRequests { .. } | ServiceError::Throttled(_))) => {
+                            over_quota = true;
+                            not_run(e.to_string())
+                        }
                         // Unknown: the node it was sent to failed or was cut off mid-call. The
                         // function may or may not have run; running it again (at least once)
                         // is better than spending one of its attempts on floe's own failure.
-                        Err(
-                            e @ (ServiceError::TooManyRequests { .. }
-                            | ServiceError::Throttled(_)
-                            | ServiceError::Unavailable(_)
-                            | ServiceError::OutcomeUnknown(_)),
-                        ) => not_run(e.to_string()),
+                        Err(e @ (ServiceError::Unavailable(_) | ServiceError::OutcomeUnknown(_))) => {
+                            not_run(e.to_string())
+                        }
                         Err(e) => failed(error_document("ServiceException", &e.to_string()), String::new()),
                     }
                 }
@@ -268,7 +297,10 @@ impl Service {
         let now = now_ms();
         if let AttemptOutcome::NotRun { retry_in_ms, .. } = &outcome {
             if now + retry_in_ms - event.accepted_ms <= i64::from(event.max_event_age_s) * 1000 {
-                return Ok(Some(now + retry_in_ms));
+                return Ok(Dispatched::Later {
+                    at: now + retry_in_ms,
+                    over_quota,
+                });
             }
         }
         self.cluster()?
@@ -279,35 +311,7 @@ impl Service {
                 now_ms: now,
             })
             .await?;
-        Ok(None)
-    }
-
-    /// Runs an event where the leader places it; while its region is full,
-    /// waits for a slot to free — the leader wakes one waiting event per
-    /// release, so a backlog drains at the rate the quota allows, not at
-    /// the rate of a polling delay — or for `delay`, while it is young
-    /// enough and this node leads.
-    async fn run_when_a_slot_frees(
-        &self,
-        event: &EventRecord,
-        run: Run,
-        delay: Duration,
-    ) -> Result<InvokeResult, ServiceError> {
-        loop {
-            let result = self.run_placed(run.clone(), Some(event.region.clone())).await;
-            let throttled = matches!(
-                result,
-                Err(ServiceError::TooManyRequests { .. } | ServiceError::Throttled(_))
-            );
-            let age_after_wait = now_ms() - event.accepted_ms + delay.as_millis() as i64;
-            if !throttled || age_after_wait > i64::from(event.max_event_age_s) * 1000 || self.leading_term().is_none() {
-                return result;
-            }
-            tokio::select! {
-                _ = self.slot_freed.notified() => {}
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
+        Ok(Dispatched::Done)
     }
 
     pub async fn put_event_invoke_config(
@@ -398,6 +402,38 @@ impl Service {
             ids,
         };
         Ok(count_of(self.cluster()?.propose(command).await?))
+    }
+}
+
+/// What became of one dispatch of an event.
+enum Dispatched {
+    /// Its outcome is committed (or it was no longer queued).
+    Done,
+    /// It did not run; it may try again at `at` (ms), or — over a quota —
+    /// as soon as a slot frees.
+    Later { at: i64, over_quota: bool },
+}
+
+/// Grants given back on the leader, counted, for the dispatcher: each lets
+/// one event waiting for its quota try again at once.
+#[derive(Default)]
+pub struct FreedSlots {
+    count: AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl FreedSlots {
+    pub fn freed(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    fn take(&self) -> usize {
+        self.count.swap(0, Ordering::SeqCst)
     }
 }
 

@@ -154,9 +154,9 @@ pub struct Service {
     pub scheduling: NodeScheduling,
     /// Wakes the event dispatcher when this node accepts an event.
     pub events_queued: tokio::sync::Notify,
-    /// On the leader: wakes one event waiting for its region's quota each
-    /// time a grant is given back.
-    pub slot_freed: tokio::sync::Notify,
+    /// On the leader: grants given back, each of which lets one event
+    /// waiting for its quota try again (see `run_dispatcher`).
+    pub freed_slots: events::FreedSlots,
     cluster: OnceLock<Arc<Cluster>>,
     pending_store: Mutex<Option<PendingStore>>,
     /// Serialises membership changes on the leader (ids are allocated one at a time).
@@ -180,7 +180,7 @@ impl Service {
                 },
             ),
             events_queued: tokio::sync::Notify::new(),
-            slot_freed: tokio::sync::Notify::new(),
+            freed_slots: Default::default(),
             config,
             address,
             reader,

@@ -381,10 +381,10 @@ impl Service {
     }
 
     /// Takes a grant back, on the leader (the `Release` RPC, or this node's
-    /// own), and wakes an event waiting for the slot.
+    /// own), and lets an event waiting for the slot try again.
     pub fn release_here(&self, release: &Release) {
         if self.scheduling.release(release, Instant::now()) {
-            self.slot_freed.notify_one();
+            self.freed_slots.freed();
         }
     }
 
