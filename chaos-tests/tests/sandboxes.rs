@@ -260,3 +260,85 @@ async fn process_mode_runs_functions_and_says_they_are_not_isolated() {
         "runs from the node's copy: {task_root}"
     );
 }
+
+/// Processes whose command line names `text` (a node's data dir: its
+/// sandboxes bind their code from there).
+fn processes_naming(text: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(text))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// A node killed with kill -9 leaves no sandbox behind, also when its idle
+/// sandboxes are frozen (a frozen process cannot take the signal that
+/// bubblewrap's --die-with-parent sends): its reaper kills them. If the
+/// reaper is gone too, the node's next start kills them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_node_leaves_no_sandbox_behind() {
+    let mut cluster = TestCluster::start(1).await.unwrap();
+    let client = cluster.client_of(0).await.unwrap();
+    let status = client.cluster_status().await.unwrap();
+    let data_dir = cluster.data_dir(0).display().to_string();
+    python(&client, "idle", "def handler(event, context):\n    return 1\n", 128).await;
+    let sandboxes = || processes_naming(&format!("{data_dir}/packages/code/"));
+
+    // Twice: first the reaper cleans up after kill -9; then, with the reaper
+    // killed as well, the restarted node does.
+    for round in ["reaper", "restart"] {
+        invoke(&client, "idle", json!({})).await;
+        // Idle long enough to be frozen, where the node has a freezer.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = sandboxes();
+        assert!(!before.is_empty(), "{round}: the sandbox runs");
+        let reaper: Vec<i32> = processes_naming("__sandbox-reaper");
+        let pid = cluster.nodes[0].pid().expect("running") as i32;
+        let own_reaper: Vec<i32> = reaper
+            .into_iter()
+            .filter(|r| {
+                std::fs::read_to_string(format!("/proc/{r}/stat")).is_ok_and(|stat| {
+                    stat.rsplit(')').next().unwrap_or("").split_whitespace().nth(1) == Some(&pid.to_string())
+                })
+            })
+            .collect();
+        if round == "restart" {
+            if status.nodes[0].sandbox_mode.contains("cgroup") {
+                assert_eq!(own_reaper.len(), 1, "the node runs one reaper");
+            }
+            for r in &own_reaper {
+                unsafe { libc::kill(*r, libc::SIGKILL) };
+            }
+        }
+        cluster.kill(0);
+        if round == "restart" {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cluster.restart(0).await.unwrap();
+        }
+        wait_for(
+            &format!("{round}: the killed node's sandboxes to go"),
+            Duration::from_secs(10),
+            || {
+                let left: Vec<i32> = before.iter().copied().filter(|p| alive(*p)).collect();
+                async move { left.is_empty() }
+            },
+        )
+        .await
+        .unwrap();
+        if round == "reaper" {
+            cluster.restart(0).await.unwrap();
+        }
+    }
+}

@@ -109,6 +109,10 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(floe_node::executor::sandbox::slot::WAITER_COMMAND) {
         floe_node::executor::sandbox::slot::run_waiter(&args[2..]);
     }
+    // … and as the reaper of its sandboxes (see `executor/sandbox/cgroup.rs`).
+    if args.get(1).map(String::as_str) == Some(floe_node::executor::sandbox::cgroup::REAPER_COMMAND) {
+        floe_node::executor::sandbox::cgroup::run_reaper(&args[2..]);
+    }
     let flags = Flags::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&flags.log).unwrap_or_else(|_| "info".into()))

@@ -102,10 +102,9 @@ impl Cgroups {
         })
     }
 
-    /// Removes groups left by an earlier run of the node (after a crash); a
-    /// group that still holds a process is left alone.
-    pub fn remove_leftovers(&self) {
-        let roots: Vec<&PathBuf> = match self {
+    /// The node's own group in each hierarchy (one for v2, four for v1).
+    fn roots(&self) -> Vec<&PathBuf> {
+        match self {
             Cgroups::V2 { root } => vec![root],
             Cgroups::V1 {
                 memory,
@@ -113,14 +112,70 @@ impl Cgroups {
                 cpu,
                 freezer,
             } => vec![memory, pids, cpu, freezer],
-        };
-        for root in roots {
-            for entry in fs::read_dir(root).into_iter().flatten().flatten() {
-                if entry.file_name().to_string_lossy().starts_with("sandbox-") {
-                    let _ = fs::remove_dir(entry.path());
-                }
-            }
         }
+    }
+
+    /// Kills the sandboxes whose group name starts with `prefix` and removes
+    /// their groups. Frozen processes cannot take a signal, so a node killed
+    /// while sandboxes idle frozen leaves them behind for ever unless someone
+    /// thaws and kills them: the next start of the node (leftovers of every
+    /// earlier incarnation), or its reaper (see [`run_reaper`]).
+    pub fn kill_sandboxes(&self, prefix: &str, except: Option<&str>) -> usize {
+        let names: std::collections::BTreeSet<String> = self
+            .roots()
+            .iter()
+            .flat_map(|root| fs::read_dir(root).into_iter().flatten().flatten())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(prefix) && except.is_none_or(|except| !name.starts_with(except)))
+            .collect();
+        for name in &names {
+            let dirs: Vec<PathBuf> = self.roots().iter().map(|root| root.join(name)).collect();
+            let version = if matches!(self, Cgroups::V2 { .. }) { 2 } else { 1 };
+            // Dropping the group kills what is inside and removes it.
+            drop(SandboxGroup { dirs, version });
+        }
+        names.len()
+    }
+
+    /// The arguments that describe these groups to a reaper.
+    fn into_args(&self) -> Vec<String> {
+        let mut args = vec![self.version().to_string()];
+        args.extend(self.roots().iter().map(|root| root.display().to_string()));
+        args
+    }
+
+    fn from_args(args: &[String]) -> Option<Cgroups> {
+        match args {
+            [version, root] if version == "v2" => Some(Cgroups::V2 { root: root.into() }),
+            [version, memory, pids, cpu, freezer] if version == "v1" => Some(Cgroups::V1 {
+                memory: memory.into(),
+                pids: pids.into(),
+                cpu: cpu.into(),
+                freezer: freezer.into(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Starts this node's reaper: a small process that waits for the node
+    /// to exit, however it exits (kill -9 included), then kills the
+    /// sandboxes of this incarnation (`sandbox-{incarnation}-…`). Dropping
+    /// the returned handle closes the pipe it waits on.
+    pub fn start_reaper(&self, incarnation: &str) -> std::io::Result<Reaper> {
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .arg(REAPER_COMMAND)
+            .arg(incarnation)
+            .args(self.into_args())
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let pipe = child.stdin.take();
+        Ok(Reaper {
+            _pipe: pipe,
+            _child: child,
+        })
     }
 
     pub fn version(&self) -> &'static str {
@@ -148,6 +203,41 @@ impl Cgroups {
         group.set_limits(limits)?;
         Ok(group)
     }
+}
+
+/// The hidden `floed` subcommand a reaper runs as.
+pub const REAPER_COMMAND: &str = "__sandbox-reaper";
+
+/// A running reaper; its pipe closes when the node's process ends.
+#[derive(Debug)]
+pub struct Reaper {
+    _pipe: Option<std::process::ChildStdin>,
+    _child: std::process::Child,
+}
+
+/// The reaper itself, in the `floed __sandbox-reaper` process. Arguments:
+/// the incarnation, then the groups (`v2 ROOT` or `v1 MEMORY PIDS CPU FREEZER`).
+pub fn run_reaper(args: &[String]) -> ! {
+    use std::io::Read;
+    let (Some(incarnation), Some(cgroups)) = (args.first(), args.get(1..).and_then(Cgroups::from_args)) else {
+        eprintln!("floe sandbox reaper: usage: {REAPER_COMMAND} INCARNATION v2 ROOT | v1 MEMORY PIDS CPU FREEZER");
+        std::process::exit(2)
+    };
+    // Signals of the node's terminal (Ctrl-C) are for the node: the reaper
+    // must outlive it.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
+    // Blocks until the node's end of the pipe closes: it exited.
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    let killed = cgroups.kill_sandboxes(&format!("sandbox-{incarnation}-"), None);
+    if killed > 0 {
+        eprintln!("floe sandbox reaper: the node exited; killed its {killed} remaining sandboxes");
+    }
+    // Let the removal threads finish.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::process::exit(0)
 }
 
 fn write_knob(dir: &Path, file: &str, value: String) -> anyhow::Result<()> {

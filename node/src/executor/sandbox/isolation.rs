@@ -11,6 +11,13 @@ use sha2::Digest;
 use super::cgroup::Cgroups;
 use crate::config::{ExecutorConfig, NetworkMode, SandboxMode};
 
+/// This run of the node: a prefix of its sandboxes' group names, so that
+/// its reaper kills only its own, and the next run only those of earlier ones.
+pub fn incarnation() -> &'static str {
+    static INCARNATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INCARNATION.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
+}
+
 /// Where a sandbox sees its code and floe's bootstraps.
 pub const TASK_ROOT: &str = "/var/task";
 pub const RUNTIME_DIR: &str = "/var/runtime";
@@ -23,6 +30,8 @@ pub struct Isolation {
     /// A private network namespace per sandbox (bubblewrap and root only).
     pub private_network: bool,
     pub cgroups: Option<Cgroups>,
+    /// Kills this run's sandboxes once the node's process ends, however it ends.
+    pub reaper: Option<std::sync::Arc<super::cgroup::Reaper>>,
     /// Size of each sandbox's private /tmp.
     pub tmp_bytes: u64,
     pub pids_limit: u32,
@@ -78,7 +87,10 @@ impl Isolation {
         let instance = format!("floe-{}", &hex::encode(digest)[..12]);
         let cgroups = match Cgroups::detect(&instance) {
             Ok(cgroups) => {
-                cgroups.remove_leftovers();
+                let killed = cgroups.kill_sandboxes("sandbox-", Some(&format!("sandbox-{}-", incarnation())));
+                if killed > 0 {
+                    tracing::warn!(killed, "killed sandboxes left by an earlier run of this node");
+                }
                 Some(cgroups)
             }
             Err(e) => {
@@ -86,10 +98,21 @@ impl Isolation {
                 None
             }
         };
+        let reaper = match &cgroups {
+            Some(cgroups) => match cgroups.start_reaper(incarnation()) {
+                Ok(reaper) => Some(std::sync::Arc::new(reaper)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start the sandbox reaper: sandboxes frozen when this node is killed will stay");
+                    None
+                }
+            },
+            None => None,
+        };
         let isolation = Isolation {
             bwrap,
             private_network,
             cgroups,
+            reaper,
             tmp_bytes: config.tmp_size.as_u64(),
             pids_limit: config.pids_limit,
             read_only,

@@ -73,7 +73,11 @@ impl Slot {
                     pids: isolation.pids_limit,
                     cpu_weight: 100,
                 };
-                let name = format!("sandbox-{}", uuid::Uuid::new_v4().simple());
+                let name = format!(
+                    "sandbox-{}-{}",
+                    super::isolation::incarnation(),
+                    uuid::Uuid::new_v4().simple()
+                );
                 Some(cgroups.create(&name, limits).map_err(std::io::Error::other)?)
             }
             None => None,
