@@ -116,10 +116,7 @@ mod tests {
                 let hold = hold.clone();
                 tokio::spawn(async move {
                     let mut buffer = vec![0u8; 64 * 1024];
-                    loop {
-                        let Ok(n) = server_read.read(&mut buffer).await else {
-                            break;
-                        };
+                    while let Ok(n) = server_read.read(&mut buffer).await {
                         while hold.load(Ordering::SeqCst) {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }

@@ -138,7 +138,7 @@ impl Cgroups {
     }
 
     /// The arguments that describe these groups to a reaper.
-    fn into_args(&self) -> Vec<String> {
+    fn to_args(&self) -> Vec<String> {
         let mut args = vec![self.version().to_string()];
         args.extend(self.roots().iter().map(|root| root.display().to_string()));
         args
@@ -165,7 +165,7 @@ impl Cgroups {
         let mut child = std::process::Command::new(std::env::current_exe()?)
             .arg(REAPER_COMMAND)
             .arg(incarnation)
-            .args(self.into_args())
+            .args(self.to_args())
             .env_clear()
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
