@@ -2,6 +2,8 @@
 //!
 //! Read in this order:
 //! - [`config`]: what a node is told;
+//! - [`error`]: the one error type, its stable codes and gRPC statuses;
+//! - [`shared`]: the clock and the sandbox key, which every layer uses;
 //! - [`service`]: every operation, once (functions, invoke, cluster);
 //! - [`api`]: adapters from wire protocols to the service;
 //! - [`cluster`]: Raft wiring, forwarding to the leader, node-to-node RPCs;
@@ -16,11 +18,13 @@
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod error;
 pub mod executor;
 pub mod failpoint;
 pub mod packages;
 pub mod scheduler;
 pub mod service;
+pub mod shared;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,12 +40,10 @@ use floe_proto::MAX_MESSAGE_BYTES;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::grpc::PublicApi;
-use crate::cluster::server::InternalApi;
+use crate::api::internal::InternalApi;
 use crate::config::NodeConfig;
 use crate::service::{PendingStore, Service};
 
-/// The file in the data dir that holds this node's id once it has one.
-const NODE_ID_FILE: &str = "node_id";
 /// The file in the data dir where a running node writes its gRPC address.
 pub const ADDRESS_FILE: &str = "floed.addr";
 /// The file in the data dir where a running node writes its REST API address.
@@ -53,22 +55,6 @@ fn write_atomically(data_dir: &Path, name: &str, text: &str) -> anyhow::Result<(
     let staging = data_dir.join(format!("{name}.tmp"));
     std::fs::write(&staging, text)?;
     std::fs::rename(&staging, data_dir.join(name))?;
-    Ok(())
-}
-
-pub fn read_node_id(data_dir: &Path) -> anyhow::Result<Option<u64>> {
-    match std::fs::read_to_string(data_dir.join(NODE_ID_FILE)) {
-        Ok(text) => Ok(Some(text.trim().parse().context("parse node_id file")?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).context("read node_id file"),
-    }
-}
-
-pub fn write_node_id(data_dir: &Path, id: u64) -> anyhow::Result<()> {
-    let staging = data_dir.join(format!("{NODE_ID_FILE}.tmp"));
-    std::fs::write(&staging, format!("{id}\n"))?;
-    std::fs::File::open(&staging)?.sync_all()?;
-    std::fs::rename(staging, data_dir.join(NODE_ID_FILE))?;
     Ok(())
 }
 
@@ -163,7 +149,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         );
     }
 
-    match read_node_id(&data_dir)? {
+    match service::cluster::read_node_id(&data_dir)? {
         Some(id) => {
             let cluster = service.start_raft(id).await?;
             // A first node that crashed between writing its id and initialising.
@@ -190,13 +176,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             tracing::info!("waiting to be added with `floe cluster add {address}`")
         }
         None => {
-            write_node_id(&data_dir, service::cluster::FIRST_NODE_ID)?;
+            service::cluster::write_node_id(&data_dir, service::cluster::FIRST_NODE_ID)?;
             service.bootstrap().await.context("bootstrap a new cluster")?;
             tracing::info!("started a new single-node cluster as node 1");
         }
     }
 
-    if read_node_id(&data_dir)? == Some(service::cluster::FIRST_NODE_ID) {
+    if service::cluster::read_node_id(&data_dir)? == Some(service::cluster::FIRST_NODE_ID) {
         tokio::spawn(service.clone().ensure_first_access_key_task(shutdown.clone()));
     }
     let evictor = tokio::spawn(executor.clone().run_evictor(shutdown.clone()));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use floe_raft_store::model::CodeRef;
 use sha2::{Digest, Sha256};
 
-use crate::service::ServiceError;
+use crate::error::NodeError;
 
 /// Lambda's limits for a directly uploaded package.
 pub const MAX_ZIPPED_BYTES: usize = 50 * 1024 * 1024;
@@ -27,12 +27,12 @@ pub struct Packages {
     code: PathBuf,
 }
 
-fn invalid(message: impl Into<String>) -> ServiceError {
-    ServiceError::InvalidArgument(message.into())
+fn invalid(message: impl Into<String>) -> NodeError {
+    NodeError::InvalidArgument(message.into())
 }
 
-fn internal(context: &str, error: impl std::fmt::Display) -> ServiceError {
-    ServiceError::Internal(format!("{context}: {error}"))
+fn internal(context: &str, error: impl std::fmt::Display) -> NodeError {
+    NodeError::Internal(format!("{context}: {error}"))
 }
 
 impl Packages {
@@ -55,14 +55,14 @@ impl Packages {
         floe_raft_store::validate::sha256(sha256).is_ok() && self.blob_path(sha256).exists()
     }
 
-    pub fn get(&self, sha256: &str) -> Result<Vec<u8>, ServiceError> {
+    pub fn get(&self, sha256: &str) -> Result<Vec<u8>, NodeError> {
         floe_raft_store::validate::sha256(sha256)?;
         fs::read(self.blob_path(sha256))
-            .map_err(|_| ServiceError::NotFound(format!("package {sha256} is not on this node")))
+            .map_err(|_| NodeError::NotFound(format!("package {sha256} is not on this node")))
     }
 
     /// Checks a zip and stores it; returns its content address.
-    pub fn put(&self, zip_file: &[u8]) -> Result<CodeRef, ServiceError> {
+    pub fn put(&self, zip_file: &[u8]) -> Result<CodeRef, NodeError> {
         check_zip(zip_file)?;
         let sha256 = hex::encode(Sha256::digest(zip_file));
         let path = self.blob_path(&sha256);
@@ -76,7 +76,7 @@ impl Packages {
     }
 
     /// The extracted tree of a stored package, extracting it on first use.
-    pub fn extracted(&self, sha256: &str) -> Result<PathBuf, ServiceError> {
+    pub fn extracted(&self, sha256: &str) -> Result<PathBuf, NodeError> {
         let target = self.code.join(sha256);
         if target.exists() {
             return Ok(target);
@@ -157,9 +157,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Refuses what must never be stored: oversize, too many entries, unsafe
 /// names, links, and archives whose declared sizes add up past the limit.
-pub fn check_zip(zip_file: &[u8]) -> Result<(), ServiceError> {
+pub fn check_zip(zip_file: &[u8]) -> Result<(), NodeError> {
     if zip_file.len() > MAX_ZIPPED_BYTES {
-        return Err(ServiceError::PayloadTooLarge(format!(
+        return Err(NodeError::PayloadTooLarge(format!(
             "the package is {} bytes: the limit is {MAX_ZIPPED_BYTES} bytes zipped",
             zip_file.len()
         )));
@@ -197,7 +197,7 @@ pub fn check_zip(zip_file: &[u8]) -> Result<(), ServiceError> {
 }
 
 /// Extracts into a new directory, counting real bytes (declared sizes can lie).
-fn extract(zip_file: &[u8], into: &Path) -> Result<(), ServiceError> {
+fn extract(zip_file: &[u8], into: &Path) -> Result<(), NodeError> {
     check_zip(zip_file)?;
     let mut archive =
         zip::ZipArchive::new(std::io::Cursor::new(zip_file)).map_err(|e| invalid(format!("bad zip: {e}")))?;

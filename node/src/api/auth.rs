@@ -10,7 +10,8 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 
-use crate::service::{Service, ServiceError};
+use crate::error::NodeError;
+use crate::service::Service;
 
 /// Public gRPC services start with this path prefix.
 const PUBLIC_PREFIX: &str = "/floe.v1.";
@@ -40,14 +41,14 @@ pub struct Authenticated<S> {
 type GrpcRequest = http::Request<tonic::body::Body>;
 type GrpcResponse = http::Response<tonic::body::Body>;
 
-fn refused(error: ServiceError) -> GrpcResponse {
+fn refused(error: NodeError) -> GrpcResponse {
     let message = match &error {
-        ServiceError::Unauthenticated { code, message } => format!("{code}: {message}"),
+        NodeError::Unauthenticated { code, message } => format!("{code}: {message}"),
         other => other.to_string(),
     };
     let status = match error {
-        ServiceError::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
-        other => super::error::into_status(other),
+        NodeError::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
+        other => crate::error::into_status(other),
     };
     status.into_http()
 }
@@ -86,7 +87,7 @@ where
             let bytes = match limited.collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) => {
-                    return Ok(refused(ServiceError::PayloadTooLarge(format!(
+                    return Ok(refused(NodeError::PayloadTooLarge(format!(
                         "cannot read the request: {e}"
                     ))))
                 }

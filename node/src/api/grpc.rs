@@ -10,11 +10,11 @@ use floe_proto::v1::functions_server::Functions;
 use floe_raft_store::model::{self, AliasRecord, FunctionRecord, VersionRecord, LATEST};
 use tonic::{Request, Response, Status};
 
-use super::error::into_status;
-use crate::executor::logs::LogRecord;
+use crate::error::into_status;
 use crate::service::events::EventConfigChange;
 use crate::service::functions::{alias_routing, AliasUpdate, FunctionUpdate};
 use crate::service::invoke::{InvocationType, InvokeOptions};
+use crate::service::logs::LogRecord;
 use crate::service::{Consistency, Service};
 
 #[derive(Clone)]

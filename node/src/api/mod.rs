@@ -1,7 +1,9 @@
 //! Adapters from wire protocols to the service layer. Each converts its
-//! request types to service calls and `ServiceError` to its own statuses.
+//! request types to service calls and `NodeError` to its own statuses:
+//! `grpc` (the public `floe.v1` API), `rest` (Lambda's REST API), `auth`
+//! (signatures on both), `internal` (node-to-node, `floe.internal.v1`).
 
 pub mod auth;
-pub mod error;
 pub mod grpc;
+pub mod internal;
 pub mod rest;

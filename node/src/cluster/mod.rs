@@ -10,7 +10,6 @@ pub mod append_stream;
 pub mod network;
 pub mod peers;
 pub mod proposer;
-pub mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use floe_raft_store::{codec, Command, CommandResult, NodeId, Raft, Response, Sta
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
 
 use crate::config::RaftConfig;
-use crate::service::ServiceError;
+use crate::error::NodeError;
 use network::Network;
 use peers::Peers;
 
@@ -106,7 +105,7 @@ impl Cluster {
     /// pause): an Unavailable to give at once, before anything is appended,
     /// so that a client tries another node (where a new leader is being
     /// elected) instead of waiting on a write that cannot commit here.
-    pub fn cut_off(&self) -> Option<ServiceError> {
+    pub fn cut_off(&self) -> Option<NodeError> {
         let receiver = self.raft.metrics();
         let metrics = receiver.borrow();
         let membership = metrics.membership_config.membership();
@@ -133,7 +132,7 @@ impl Cluster {
             .filter(|v| *v == self.id || contact.seen.get(v).is_some_and(fresh))
             .count();
         (heard * 2 <= voters).then(|| {
-            ServiceError::Unavailable(format!(
+            NodeError::Unavailable(format!(
                 "node {} leads but has not heard from a majority for {:?}: try another node",
                 self.id, self.quorum_timeout
             ))
@@ -179,12 +178,12 @@ impl Cluster {
     }
 
     /// Commits a command through the leader and returns the state machine's answer.
-    pub async fn propose(&self, command: Command) -> Result<Response, ServiceError> {
+    pub async fn propose(&self, command: Command) -> Result<Response, NodeError> {
         let result = self.propose_raw(command).await?;
-        result.map_err(ServiceError::from)
+        result.map_err(NodeError::from)
     }
 
-    async fn propose_raw(&self, command: Command) -> Result<CommandResult, ServiceError> {
+    async fn propose_raw(&self, command: Command) -> Result<CommandResult, NodeError> {
         let deadline = Instant::now() + self.leader_wait;
         loop {
             match self.leader() {
@@ -197,7 +196,7 @@ impl Cluster {
                         // Lost leadership before appending: nothing was written, so retrying is safe.
                         Err(proposer::WriteError::NotLeader) => {}
                         Err(proposer::WriteError::Failed(e)) => {
-                            return Err(ServiceError::Unavailable(format!("write failed: {e}")))
+                            return Err(NodeError::Unavailable(format!("write failed: {e}")))
                         }
                     }
                 }
@@ -212,7 +211,7 @@ impl Cluster {
                 None => {}
             }
             if Instant::now() >= deadline {
-                return Err(ServiceError::Unavailable(format!(
+                return Err(NodeError::Unavailable(format!(
                     "no leader accepted the write within {:?}",
                     self.leader_wait
                 )));
@@ -239,19 +238,19 @@ impl Cluster {
     }
 
     async fn forward(&self, address: &str, command: &Command) -> Result<proposer::Written, Forward> {
-        let data = codec::encode(command).map_err(|e| Forward::Failed(ServiceError::Internal(e)))?;
+        let data = codec::encode(command).map_err(|e| Forward::Failed(NodeError::Internal(e)))?;
         let mut client = self.peers.peer(address).map_err(|e| Forward::Failed(e.into()))?;
         match client.propose(Payload { data }).await {
             Ok(reply) => {
                 let (index, result): (u64, CommandResult) =
-                    codec::decode(&reply.into_inner().data).map_err(|e| Forward::Failed(ServiceError::Internal(e)))?;
+                    codec::decode(&reply.into_inner().data).map_err(|e| Forward::Failed(NodeError::Internal(e)))?;
                 Ok(proposer::Written { result, index })
             }
             // The target was not (or no longer) the leader and wrote nothing.
             Err(status) if status.code() == tonic::Code::FailedPrecondition => Err(Forward::Retry),
             // The connection never opened: nothing was sent.
             Err(status) if is_connect_error(&status) => Err(Forward::Retry),
-            Err(status) => Err(Forward::Failed(ServiceError::OutcomeUnknown(format!(
+            Err(status) => Err(Forward::Failed(NodeError::OutcomeUnknown(format!(
                 "the leader at {address} failed during the write, which may or may not have been applied: {}",
                 status.message()
             )))),
@@ -260,7 +259,7 @@ impl Cluster {
 
     /// Makes the local state machine at least as new as every write
     /// acknowledged before this call (read index through the leader).
-    pub async fn read_barrier(&self) -> Result<(), ServiceError> {
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
         let deadline = Instant::now() + self.leader_wait;
         loop {
             let index = match self.leader() {
@@ -285,13 +284,11 @@ impl Cluster {
                     .await
                 {
                     Ok(_) => Ok(()),
-                    Err(e) => Err(ServiceError::Unavailable(format!(
-                        "state machine did not catch up: {e}"
-                    ))),
+                    Err(e) => Err(NodeError::Unavailable(format!("state machine did not catch up: {e}"))),
                 };
             }
             if Instant::now() >= deadline {
-                return Err(ServiceError::Unavailable(format!(
+                return Err(NodeError::Unavailable(format!(
                     "no leader confirmed a linearizable read within {:?}; ask for a stale read to read this node's state",
                     self.leader_wait
                 )));
@@ -317,43 +314,43 @@ impl Cluster {
     }
 
     /// On the leader: adds a node as a learner, waits for it to catch up, then makes it a voter.
-    pub async fn add_voter(&self, id: NodeId, address: &str) -> Result<(), ServiceError> {
+    pub async fn add_voter(&self, id: NodeId, address: &str) -> Result<(), NodeError> {
         let (voters, nodes) = self.membership();
         if !nodes.contains_key(&id) {
             self.raft
                 .add_learner(id, BasicNode::new(address), true)
                 .await
-                .map_err(|e| ServiceError::Unavailable(format!("add learner {id}: {e}")))?;
+                .map_err(|e| NodeError::Unavailable(format!("add learner {id}: {e}")))?;
         }
         if !voters.contains(&id) {
             self.raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                 .await
-                .map_err(|e| ServiceError::Unavailable(format!("promote node {id}: {e}")))?;
+                .map_err(|e| NodeError::Unavailable(format!("promote node {id}: {e}")))?;
         }
         Ok(())
     }
 
     /// On the leader: removes a node from the voters and from the cluster.
-    pub async fn remove_member(&self, id: NodeId) -> Result<(), ServiceError> {
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), NodeError> {
         let (voters, nodes) = self.membership();
         if !nodes.contains_key(&id) {
-            return Err(ServiceError::NotFound(format!("node {id} is not a member")));
+            return Err(NodeError::NotFound(format!("node {id} is not a member")));
         }
         if voters.contains(&id) && voters.len() == 1 {
-            return Err(ServiceError::FailedPrecondition(format!("node {id} is the only voter")));
+            return Err(NodeError::FailedPrecondition(format!("node {id} is the only voter")));
         }
         let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
         self.raft
             .change_membership(ChangeMembers::ReplaceAllVoters(remaining), false)
             .await
-            .map_err(|e| ServiceError::Unavailable(format!("remove node {id}: {e}")))?;
+            .map_err(|e| NodeError::Unavailable(format!("remove node {id}: {e}")))?;
         // A former voter stays a learner after the voter change; drop it entirely.
         if self.membership().1.contains_key(&id) {
             self.raft
                 .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
                 .await
-                .map_err(|e| ServiceError::Unavailable(format!("remove node {id}: {e}")))?;
+                .map_err(|e| NodeError::Unavailable(format!("remove node {id}: {e}")))?;
         }
         Ok(())
     }
@@ -378,7 +375,7 @@ impl Cluster {
 
 enum Forward {
     Retry,
-    Failed(ServiceError),
+    Failed(NodeError),
 }
 
 /// True when the request never reached the peer (connection refused or timed out while connecting).

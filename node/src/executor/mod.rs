@@ -29,7 +29,8 @@ use sandbox::slot::Slot;
 use sandbox::{Failure, Launch, Sandbox};
 
 use crate::config::ExecutorConfig;
-use crate::service::ServiceError;
+use crate::error::NodeError;
+use crate::shared::{now_ms, SandboxKey};
 
 /// Lambda's limit on synchronous request and response payloads.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -41,15 +42,6 @@ pub const LOG_TAIL_BYTES: usize = 4 * 1024;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("bootstrap/python.py");
 const NODE_BOOTSTRAP: &str = include_str!("bootstrap/node.js");
-
-/// Which sandboxes can serve an invocation: same function, version and
-/// revision (so a changed `$LATEST` never reuses an old sandbox).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct SandboxKey {
-    pub function: String,
-    pub version: String,
-    pub revision_id: String,
-}
 
 /// Everything needed to run one invocation.
 #[derive(Debug, Clone)]
@@ -284,14 +276,14 @@ impl Executor {
         }
     }
 
-    fn launch(&self, invocation: &Invocation) -> Result<Launch, ServiceError> {
+    fn launch(&self, invocation: &Invocation) -> Result<Launch, NodeError> {
         let config = &invocation.config;
         let runtime = config.runtime.as_str();
         let task_root = self.isolation.task_root(&invocation.code_dir);
         let runtime_dir = self.isolation.runtime_dir(&self.bootstrap_dir);
         let interpreter = |family: &str| {
             self.interpreters.get(family).ok_or_else(|| {
-                ServiceError::FailedPrecondition(format!(
+                NodeError::FailedPrecondition(format!(
                     "runtime {runtime} is not available on this node (no {family} interpreter)"
                 ))
             })
@@ -320,7 +312,7 @@ impl Executor {
                 false,
             )
         } else {
-            return Err(ServiceError::FailedPrecondition(format!(
+            return Err(NodeError::FailedPrecondition(format!(
                 "runtime {runtime} is not supported by this node"
             )));
         };
@@ -388,7 +380,7 @@ impl Executor {
     }
 
     /// Takes a warm sandbox of this key, or reserves memory for a new one.
-    fn checkout(&self, key: &SandboxKey, memory_mb: u32) -> Result<Checkout, ServiceError> {
+    fn checkout(&self, key: &SandboxKey, memory_mb: u32) -> Result<Checkout, NodeError> {
         // Reservations only grow under the pool lock, so the check and the add are one step.
         let mut pool = self.pool.lock().expect("pool lock");
         pool.evict_stale_revisions(key);
@@ -398,7 +390,7 @@ impl Executor {
         let needed = u64::from(memory_mb);
         while self.reserved_mb.load(Ordering::SeqCst) + needed > self.memory_capacity_mb {
             if !pool.evict_least_recently_used() {
-                return Err(ServiceError::Throttled(format!(
+                return Err(NodeError::Throttled(format!(
                     "this node's sandbox memory is full ({} of {} MB in use)",
                     self.reserved_mb.load(Ordering::SeqCst),
                     self.memory_capacity_mb
@@ -413,7 +405,7 @@ impl Executor {
     }
 
     /// Runs an invocation in a warm sandbox of its version, or a new one.
-    pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, ServiceError> {
+    pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, NodeError> {
         let memory_mb = invocation.config.memory_mb;
         let (mut sandbox, cold_start) = match self.checkout(&invocation.key, memory_mb)? {
             Checkout::Warm(mut sandbox) => {
@@ -436,7 +428,7 @@ impl Executor {
         let event = Event {
             request_id: invocation.request_id.clone(),
             payload: invocation.payload.clone(),
-            deadline_ms: crate::service::functions::now_ms() + timeout.as_millis() as i64,
+            deadline_ms: now_ms() + timeout.as_millis() as i64,
             invoked_function_arn: invocation.invoked_function_arn.clone(),
             client_context: invocation.client_context.clone(),
         };
@@ -528,8 +520,8 @@ impl Executor {
     }
 }
 
-fn cannot_start(error: std::io::Error) -> ServiceError {
-    ServiceError::FailedPrecondition(format!("cannot start the sandbox: {error}"))
+fn cannot_start(error: std::io::Error) -> NodeError {
+    NodeError::FailedPrecondition(format!("cannot start the sandbox: {error}"))
 }
 
 fn error_document(error_type: &str, message: &str) -> Bytes {
@@ -538,7 +530,7 @@ fn error_document(error_type: &str, message: &str) -> Bytes {
 
 /// `YYYY/MM/DD` of today (UTC), as Lambda's log stream names start.
 fn log_stream_day() -> String {
-    let days = crate::service::functions::now_ms().div_euclid(86_400_000);
+    let days = now_ms().div_euclid(86_400_000);
     let (year, month, day) = floe_raft_store::time::civil_from_days(days);
     format!("{year:04}/{month:02}/{day:02}")
 }

@@ -15,10 +15,11 @@ use super::agent::{Lapsed, RunningGuard};
 use super::clock::Clock;
 use super::leader::Members;
 use super::node::{Load, NodeScheduling};
-use super::quota::{Limits, ThrottleReason};
+use super::quota::Limits;
 use super::{Grant, GrantAsk, GrantReply, LoadReport, Release};
 use crate::config::SchedulerConfig;
-use crate::executor::SandboxKey;
+use crate::error::ThrottleReason;
+use crate::shared::SandboxKey;
 
 const QUOTA: u32 = 3;
 const TIMEOUT_S: u64 = 10;

@@ -23,7 +23,7 @@ use super::placement::{self, Ask, NodeLoad, Placement};
 use super::quota::{self, Limits, Usage};
 use super::{Grant, GrantAsk, GrantReply, LoadReport, LoadView, NodeView, Release};
 use crate::config::SchedulerConfig;
-use crate::executor::SandboxKey;
+use crate::shared::SandboxKey;
 
 /// Slack for clocks that run at slightly different speeds and for messages in flight.
 const MARGIN: Duration = Duration::from_secs(1);
@@ -245,13 +245,13 @@ impl Scheduler {
         let region = ask.region().to_string();
         if let Err(reason) = quota::admit(state.usage(&region, &ask.key.function), limits) {
             let message = match reason {
-                quota::ThrottleReason::ConcurrentInvocationLimitExceeded => {
+                crate::error::ThrottleReason::ConcurrentInvocationLimitExceeded => {
                     format!(
                         "Rate Exceeded: region {region} runs its quota of {} invocations",
                         limits.quota
                     )
                 }
-                quota::ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded => format!(
+                crate::error::ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded => format!(
                     "Rate Exceeded: function {} runs its reserved concurrency of {}",
                     ask.key.function,
                     limits.reserved.unwrap_or(0)

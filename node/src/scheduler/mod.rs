@@ -32,8 +32,8 @@ pub mod shadow;
 use floe_raft_store::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::executor::SandboxKey;
-pub use quota::ThrottleReason;
+use crate::error::ThrottleReason;
+use crate::shared::SandboxKey;
 
 /// A node's load, sent to the leader every `scheduler.heartbeat_interval`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use super::quota::Limits;
 use super::shadow::Shadows;
 use super::{Grant, GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release, RunningGrant, ShadowGrant};
 use crate::config::SchedulerConfig;
-use crate::executor::SandboxKey;
+use crate::shared::SandboxKey;
 use floe_raft_store::NodeId;
 
 /// What a node's heartbeat says about its sandboxes (the executor's part of a [`LoadReport`]).

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use floe_raft_store::NodeId;
 use rand::seq::IndexedRandom;
 
-use crate::executor::SandboxKey;
+use crate::shared::SandboxKey;
 
 /// One node as the leader sees it, borrowed from its view (nothing is copied per decision).
 #[derive(Debug, Clone)]

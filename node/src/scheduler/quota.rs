@@ -6,7 +6,7 @@
 //! run R, because functions without a reservation share only what the
 //! reservations leave (`quota - reserved_total`). Reserving 0 stops a function.
 
-use serde::{Deserialize, Serialize};
+use crate::error::ThrottleReason;
 
 /// Invocations running now, as counted by the leader.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,24 +26,6 @@ pub struct Limits {
     pub reserved_total: u32,
     /// The asking function's reservation.
     pub reserved: Option<u32>,
-}
-
-/// Why an invocation was refused: Lambda's `Reason` of a 429.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ThrottleReason {
-    ConcurrentInvocationLimitExceeded,
-    ReservedFunctionConcurrentInvocationLimitExceeded,
-}
-
-impl ThrottleReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ThrottleReason::ConcurrentInvocationLimitExceeded => "ConcurrentInvocationLimitExceeded",
-            ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded => {
-                "ReservedFunctionConcurrentInvocationLimitExceeded"
-            }
-        }
-    }
 }
 
 /// Whether one more invocation may start.

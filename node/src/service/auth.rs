@@ -15,8 +15,9 @@ use floe_raft_store::{state_machine, validate, Command, Response};
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
 
-use super::{Consistency, Service, ServiceError};
+use super::{Consistency, Service};
 use crate::config::AuthMode;
+use crate::error::NodeError;
 
 /// The file in a data dir where the first node writes the first access key.
 pub const CREDENTIALS_FILE: &str = "credentials";
@@ -48,9 +49,9 @@ fn new_secret() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 64)
 }
 
-impl From<SignatureError> for ServiceError {
+impl From<SignatureError> for NodeError {
     fn from(error: SignatureError) -> Self {
-        ServiceError::Unauthenticated {
+        NodeError::Unauthenticated {
             code: error.code().to_string(),
             message: error.to_string(),
         }
@@ -64,7 +65,7 @@ impl Service {
     }
 
     /// Creates a key with a random id and secret; the secret is returned once.
-    pub async fn create_access_key(&self, description: &str) -> Result<(AccessKeyRecord, String), ServiceError> {
+    pub async fn create_access_key(&self, description: &str) -> Result<(AccessKeyRecord, String), NodeError> {
         let secret = new_secret();
         let key = self
             .import_access_key(&new_access_key_id(), &secret, description)
@@ -72,14 +73,9 @@ impl Service {
         Ok((key, secret))
     }
 
-    async fn import_access_key(
-        &self,
-        id: &str,
-        secret: &str,
-        description: &str,
-    ) -> Result<AccessKeyRecord, ServiceError> {
+    async fn import_access_key(&self, id: &str, secret: &str, description: &str) -> Result<AccessKeyRecord, NodeError> {
         if secret.len() < sigv4::MIN_SECRET_LEN {
-            return Err(ServiceError::InvalidArgument(format!(
+            return Err(NodeError::InvalidArgument(format!(
                 "secret access keys must have at least {} characters",
                 sigv4::MIN_SECRET_LEN
             )));
@@ -90,20 +86,20 @@ impl Service {
             id: id.to_string(),
             secret_digest: hex::encode(sigv4::secret_digest(secret)),
             description: description.to_string(),
-            created_ms: super::functions::now_ms(),
+            created_ms: crate::shared::now_ms(),
         };
         match self.cluster()?.propose(Command::CreateAccessKey(key)).await? {
             Response::AccessKey(key) => Ok(key),
-            other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
+            other => Err(NodeError::Internal(format!("unexpected response {other:?}"))),
         }
     }
 
-    pub async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, ServiceError> {
+    pub async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, NodeError> {
         self.read_barrier(Consistency::Linearizable).await?;
         Ok(state_machine::list_access_keys(&self.reader)?)
     }
 
-    pub async fn delete_access_key(&self, id: &str) -> Result<(), ServiceError> {
+    pub async fn delete_access_key(&self, id: &str) -> Result<(), NodeError> {
         self.cluster()?
             .propose(Command::DeleteAccessKey { id: id.to_string() })
             .await?;
@@ -113,7 +109,7 @@ impl Service {
     /// The key a request claims to be signed with. `None` when authentication
     /// is off. A key this node has not seen yet (created a moment ago through
     /// another node) is looked up again after a read barrier.
-    pub async fn signing_key(&self, headers: &http::HeaderMap) -> Result<Option<SigningKey>, ServiceError> {
+    pub async fn signing_key(&self, headers: &http::HeaderMap) -> Result<Option<SigningKey>, NodeError> {
         if !self.auth_required() {
             return Ok(None);
         }
@@ -132,7 +128,7 @@ impl Service {
         let key = key.ok_or(SignatureError::UnknownKey)?;
         let mut digest = [0u8; 32];
         hex::decode_to_slice(&key.secret_digest, &mut digest)
-            .map_err(|_| ServiceError::Internal(format!("access key {} has a corrupt digest", key.id)))?;
+            .map_err(|_| NodeError::Internal(format!("access key {} has a corrupt digest", key.id)))?;
         Ok(Some(SigningKey { authorization, digest }))
     }
 
@@ -165,7 +161,7 @@ impl Service {
         }
     }
 
-    async fn first_access_key(&self, path: &Path) -> Result<bool, ServiceError> {
+    async fn first_access_key(&self, path: &Path) -> Result<bool, NodeError> {
         if !self.list_access_keys().await?.is_empty() {
             return Ok(false);
         }
@@ -175,7 +171,7 @@ impl Service {
             _ => (new_access_key_id(), new_secret()),
         };
         // The file first: a key that exists but was never written down would lock everyone out.
-        write_credentials(path, &id, &secret).map_err(|e| ServiceError::Internal(format!("{e:#}")))?;
+        write_credentials(path, &id, &secret).map_err(|e| NodeError::Internal(format!("{e:#}")))?;
         self.import_access_key(&id, &secret, "created by the first node")
             .await?;
         Ok(true)

@@ -1,16 +1,41 @@
 //! Membership and status: bootstrap, join, add, remove, quotas.
 
+use std::path::Path;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use floe_proto::internal::{AssignIdRequest, HelloRequest};
 use floe_raft_store::model::NodeRecord;
 use floe_raft_store::{state_machine, validate, Command, NodeId, Response};
 use openraft::BasicNode;
 
-use super::{Service, ServiceError};
+use super::Service;
+use crate::error::NodeError;
 
 /// The id of the node that starts a new cluster.
 pub const FIRST_NODE_ID: NodeId = 1;
+
+/// The file in the data dir that holds this node's id once it has one.
+const NODE_ID_FILE: &str = "node_id";
+
+/// This node's id, once it has one (`None` before it bootstraps or joins).
+pub fn read_node_id(data_dir: &Path) -> anyhow::Result<Option<u64>> {
+    match std::fs::read_to_string(data_dir.join(NODE_ID_FILE)) {
+        Ok(text) => Ok(Some(text.trim().parse().context("parse node_id file")?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("read node_id file"),
+    }
+}
+
+/// Records this node's id in its data dir, durably.
+pub fn write_node_id(data_dir: &Path, id: u64) -> anyhow::Result<()> {
+    let staging = data_dir.join(format!("{NODE_ID_FILE}.tmp"));
+    std::fs::write(&staging, format!("{id}\n"))?;
+    std::fs::File::open(&staging)?.sync_all()?;
+    std::fs::rename(staging, data_dir.join(NODE_ID_FILE))?;
+    Ok(())
+}
 
 /// A snapshot of the cluster as this node sees it.
 #[derive(Debug, Clone)]
@@ -120,12 +145,12 @@ impl Service {
     /// Adds the waiting node at `address`: registers it (allocating its id),
     /// tells it its id, then makes it a learner and a voter. Runs on the
     /// leader; other nodes forward it there.
-    pub async fn add_node(&self, address: &str) -> Result<NodeId, ServiceError> {
+    pub async fn add_node(&self, address: &str) -> Result<NodeId, NodeError> {
         let cluster = self.cluster()?;
         if !cluster.is_leader() {
             let (_, leader) = cluster
                 .leader()
-                .ok_or_else(|| ServiceError::Unavailable("no leader to add the node".into()))?;
+                .ok_or_else(|| NodeError::Unavailable("no leader to add the node".into()))?;
             let reply = self
                 .peers
                 .peer(&leader)?
@@ -142,7 +167,7 @@ impl Service {
             .hello(HelloRequest {})
             .await
             .map_err(|status| {
-                ServiceError::Unavailable(format!("cannot reach the new node at {address}: {}", status.message()))
+                NodeError::Unavailable(format!("cannot reach the new node at {address}: {}", status.message()))
             })?
             .into_inner();
         let registered = state_machine::list_nodes(&self.reader)?;
@@ -150,13 +175,13 @@ impl Service {
             // Registered by an earlier attempt that did not finish: go on with that id.
             Some(node) if hello.node_id == 0 || hello.node_id == node.id => node.id,
             Some(node) => {
-                return Err(ServiceError::AlreadyExists(format!(
+                return Err(NodeError::AlreadyExists(format!(
                     "address {address} belongs to node {}, but the node there says it is node {}",
                     node.id, hello.node_id
                 )))
             }
             None if hello.node_id != 0 => {
-                return Err(ServiceError::FailedPrecondition(format!(
+                return Err(NodeError::FailedPrecondition(format!(
                     "the node at {address} already belongs to a cluster (as node {}): start it with an empty data dir",
                     hello.node_id
                 )))
@@ -170,7 +195,7 @@ impl Service {
                 .await?
             {
                 Response::Node(node) => node.id,
-                other => return Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
+                other => return Err(NodeError::Internal(format!("unexpected response {other:?}"))),
             },
         };
         if hello.node_id == 0 {
@@ -178,20 +203,42 @@ impl Service {
                 .peer(address)?
                 .assign_id(AssignIdRequest { node_id: id })
                 .await
-                .map_err(|status| ServiceError::Unavailable(format!("assign id to {address}: {}", status.message())))?;
+                .map_err(|status| NodeError::Unavailable(format!("assign id to {address}: {}", status.message())))?;
         }
         cluster.add_voter(id, address).await?;
         tracing::info!(node_id = id, %address, "node added");
         Ok(id)
     }
 
+    /// Applies a command another node forwarded, if this node leads
+    /// (`FailedPrecondition`, nothing written, otherwise: the sender looks
+    /// for the leader again). Answers the entry's index and its result.
+    pub async fn propose_forwarded(
+        &self,
+        command: Command,
+    ) -> Result<(u64, floe_raft_store::CommandResult), NodeError> {
+        use crate::cluster::proposer::WriteError;
+        let cluster = self.cluster()?;
+        match cluster.proposer.write(command).await {
+            Ok(written) => {
+                // The forwarding node answers its client once it has applied
+                // the entry itself: send it the commit index now rather than
+                // with the next entries (see vendor/openraft/FLOE-PATCH.md).
+                let _ = cluster.raft.trigger().heartbeat().await;
+                Ok((written.index, written.result))
+            }
+            Err(WriteError::NotLeader) => Err(NodeError::FailedPrecondition("not the leader".into())),
+            Err(WriteError::Failed(e)) => Err(NodeError::Unavailable(format!("write failed: {e}"))),
+        }
+    }
+
     /// Removes a member from Raft and from the registry.
-    pub async fn remove_node(&self, id: NodeId) -> Result<(), ServiceError> {
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), NodeError> {
         let cluster = self.cluster()?;
         if !cluster.is_leader() {
             let (_, leader) = cluster
                 .leader()
-                .ok_or_else(|| ServiceError::Unavailable("no leader to remove the node".into()))?;
+                .ok_or_else(|| NodeError::Unavailable("no leader to remove the node".into()))?;
             self.peers
                 .peer(&leader)?
                 .remove_node(floe_proto::v1::RemoveNodeRequest { node_id: id })
@@ -201,13 +248,13 @@ impl Service {
         let _one_at_a_time = self.membership_lock.lock().await;
         cluster.remove_member(id).await?;
         match cluster.propose(Command::RemoveNode { id }).await {
-            Ok(_) | Err(ServiceError::NotFound(_)) => Ok(()),
+            Ok(_) | Err(NodeError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// Lambda's account settings, for this node's region.
-    pub async fn account_settings(&self) -> Result<AccountSettings, ServiceError> {
+    pub async fn account_settings(&self) -> Result<AccountSettings, NodeError> {
         self.read_barrier(super::Consistency::Linearizable).await?;
         let concurrency = state_machine::region_quota(&self.reader, &self.config.region)?;
         let reserved = state_machine::reserved_total(&self.reader)?;
@@ -228,7 +275,7 @@ impl Service {
         })
     }
 
-    pub async fn set_region_quota(&self, region: &str, concurrency: u32) -> Result<(), ServiceError> {
+    pub async fn set_region_quota(&self, region: &str, concurrency: u32) -> Result<(), NodeError> {
         validate::region(region)?;
         self.cluster()?
             .propose(Command::SetRegionQuota {
@@ -240,7 +287,7 @@ impl Service {
     }
 
     /// The cluster as this node sees it (the leader also knows each member's progress).
-    pub async fn cluster_view(&self) -> Result<ClusterView, ServiceError> {
+    pub async fn cluster_view(&self) -> Result<ClusterView, NodeError> {
         let cluster = self.cluster()?;
         let metrics = cluster.metrics();
         let registry: Vec<NodeRecord> = state_machine::list_nodes(&self.reader)?;

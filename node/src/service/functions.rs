@@ -3,14 +3,9 @@
 use floe_raft_store::model::{AliasRecord, AliasRouting, FunctionConfig, FunctionRecord, VersionRecord};
 use floe_raft_store::{state_machine, validate, ApplyError, Command, Response};
 
-use super::{Consistency, Service, ServiceError};
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use super::{Consistency, Service};
+use crate::error::NodeError;
+use crate::shared::now_ms;
 
 pub fn new_revision_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -31,12 +26,12 @@ pub struct FunctionUpdate {
 
 /// An alias's routing from the wire: an additional version (a number, not
 /// `$LATEST`) and its weight; an empty version means no routing.
-pub fn alias_routing(additional_version: &str, weight: f64) -> Result<Option<AliasRouting>, ServiceError> {
+pub fn alias_routing(additional_version: &str, weight: f64) -> Result<Option<AliasRouting>, NodeError> {
     if additional_version.is_empty() {
         return Ok(None);
     }
     let additional_version = validate::parse_version(additional_version)?
-        .ok_or_else(|| ServiceError::InvalidArgument("routing cannot name $LATEST as the additional version".into()))?;
+        .ok_or_else(|| NodeError::InvalidArgument("routing cannot name $LATEST as the additional version".into()))?;
     Ok(Some(AliasRouting {
         additional_version,
         weight,
@@ -52,17 +47,17 @@ pub struct AliasUpdate {
     pub expected_revision_id: Option<String>,
 }
 
-fn expect_function(response: Response) -> Result<FunctionRecord, ServiceError> {
+fn expect_function(response: Response) -> Result<FunctionRecord, NodeError> {
     match response {
         Response::Function(record) => Ok(record),
-        other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
+        other => Err(NodeError::Internal(format!("unexpected response {other:?}"))),
     }
 }
 
-fn expect_alias(response: Response) -> Result<AliasRecord, ServiceError> {
+fn expect_alias(response: Response) -> Result<AliasRecord, NodeError> {
     match response {
         Response::Alias(record) => Ok(record),
-        other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
+        other => Err(NodeError::Internal(format!("unexpected response {other:?}"))),
     }
 }
 
@@ -72,7 +67,7 @@ impl Service {
         name: &str,
         config: FunctionConfig,
         zip_file: &[u8],
-    ) -> Result<FunctionRecord, ServiceError> {
+    ) -> Result<FunctionRecord, NodeError> {
         validate::function_name(name)?;
         validate::function_config(&config)?;
         let code = self.store_package(zip_file).await?;
@@ -86,7 +81,7 @@ impl Service {
         expect_function(self.cluster()?.propose(command).await?)
     }
 
-    pub async fn get_function(&self, name: &str, consistency: Consistency) -> Result<FunctionRecord, ServiceError> {
+    pub async fn get_function(&self, name: &str, consistency: Consistency) -> Result<FunctionRecord, NodeError> {
         validate::function_name(name)?;
         self.read_barrier(consistency).await?;
         state_machine::get_function(&self.reader, name)?
@@ -99,7 +94,7 @@ impl Service {
         &self,
         name: &str,
         qualifier: &str,
-    ) -> Result<(FunctionRecord, Option<VersionRecord>), ServiceError> {
+    ) -> Result<(FunctionRecord, Option<VersionRecord>), NodeError> {
         let function = self.get_function(name, Consistency::Linearizable).await?;
         let version = if qualifier.is_empty() || qualifier == floe_raft_store::model::LATEST {
             return Ok((function, None));
@@ -125,7 +120,7 @@ impl Service {
         Ok((function, Some(record)))
     }
 
-    pub async fn list_functions(&self, consistency: Consistency) -> Result<Vec<FunctionRecord>, ServiceError> {
+    pub async fn list_functions(&self, consistency: Consistency) -> Result<Vec<FunctionRecord>, NodeError> {
         self.read_barrier(consistency).await?;
         Ok(state_machine::list_functions(&self.reader)?)
     }
@@ -133,7 +128,7 @@ impl Service {
     /// Merges the update into the current `$LATEST`. Without a caller's
     /// expected revision, a concurrent change makes it merge again rather
     /// than overwrite the other change.
-    pub async fn update_function(&self, name: &str, update: FunctionUpdate) -> Result<FunctionRecord, ServiceError> {
+    pub async fn update_function(&self, name: &str, update: FunctionUpdate) -> Result<FunctionRecord, NodeError> {
         let code = match &update.zip_file {
             Some(zip) => Some(self.store_package(zip).await?),
             None => None,
@@ -167,7 +162,7 @@ impl Service {
             merge!(environment);
             merge!(description);
             if !changed && code.is_none() {
-                return Err(ServiceError::InvalidArgument("the update changes nothing".into()));
+                return Err(NodeError::InvalidArgument("the update changes nothing".into()));
             }
             let command = Command::UpdateFunction {
                 name: name.to_string(),
@@ -178,13 +173,13 @@ impl Service {
                 now_ms: now_ms(),
             };
             match self.cluster()?.propose(command).await {
-                Err(ServiceError::RevisionMismatch(_)) if update.expected_revision_id.is_none() => continue,
+                Err(NodeError::RevisionMismatch(_)) if update.expected_revision_id.is_none() => continue,
                 result => return expect_function(result?),
             }
         }
     }
 
-    pub async fn delete_function(&self, name: &str) -> Result<(), ServiceError> {
+    pub async fn delete_function(&self, name: &str) -> Result<(), NodeError> {
         validate::function_name(name)?;
         self.cluster()?
             .propose(Command::DeleteFunction { name: name.to_string() })
@@ -196,7 +191,7 @@ impl Service {
         &self,
         name: &str,
         reserved: Option<u32>,
-    ) -> Result<FunctionRecord, ServiceError> {
+    ) -> Result<FunctionRecord, NodeError> {
         validate::function_name(name)?;
         let command = Command::PutFunctionConcurrency {
             name: name.to_string(),
@@ -210,7 +205,7 @@ impl Service {
         name: &str,
         description: &str,
         expected_revision_id: Option<String>,
-    ) -> Result<VersionRecord, ServiceError> {
+    ) -> Result<VersionRecord, NodeError> {
         validate::function_name(name)?;
         let command = Command::PublishVersion {
             name: name.to_string(),
@@ -220,7 +215,7 @@ impl Service {
         };
         match self.cluster()?.propose(command).await? {
             Response::Version(version) => Ok(version),
-            other => Err(ServiceError::Internal(format!("unexpected response {other:?}"))),
+            other => Err(NodeError::Internal(format!("unexpected response {other:?}"))),
         }
     }
 
@@ -229,7 +224,7 @@ impl Service {
         &self,
         name: &str,
         consistency: Consistency,
-    ) -> Result<(FunctionRecord, Vec<VersionRecord>), ServiceError> {
+    ) -> Result<(FunctionRecord, Vec<VersionRecord>), NodeError> {
         let function = self.get_function(name, consistency).await?;
         let versions = state_machine::list_versions(&self.reader, name)?;
         Ok((function, versions))
@@ -242,7 +237,7 @@ impl Service {
         version: &str,
         routing: Option<AliasRouting>,
         description: &str,
-    ) -> Result<AliasRecord, ServiceError> {
+    ) -> Result<AliasRecord, NodeError> {
         validate::function_name(function)?;
         validate::alias_name(name)?;
         let command = Command::CreateAlias {
@@ -261,7 +256,7 @@ impl Service {
         function: &str,
         name: &str,
         update: AliasUpdate,
-    ) -> Result<AliasRecord, ServiceError> {
+    ) -> Result<AliasRecord, NodeError> {
         validate::function_name(function)?;
         validate::alias_name(name)?;
         let command = Command::UpdateAlias {
@@ -281,7 +276,7 @@ impl Service {
         function: &str,
         name: &str,
         consistency: Consistency,
-    ) -> Result<AliasRecord, ServiceError> {
+    ) -> Result<AliasRecord, NodeError> {
         validate::function_name(function)?;
         validate::alias_name(name)?;
         self.read_barrier(consistency).await?;
@@ -294,16 +289,12 @@ impl Service {
         })
     }
 
-    pub async fn list_aliases(
-        &self,
-        function: &str,
-        consistency: Consistency,
-    ) -> Result<Vec<AliasRecord>, ServiceError> {
+    pub async fn list_aliases(&self, function: &str, consistency: Consistency) -> Result<Vec<AliasRecord>, NodeError> {
         self.get_function(function, consistency).await?;
         Ok(state_machine::list_aliases(&self.reader, function)?)
     }
 
-    pub async fn delete_alias(&self, function: &str, name: &str) -> Result<(), ServiceError> {
+    pub async fn delete_alias(&self, function: &str, name: &str) -> Result<(), NodeError> {
         validate::function_name(function)?;
         validate::alias_name(name)?;
         let command = Command::DeleteAlias {

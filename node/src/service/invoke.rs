@@ -8,7 +8,8 @@ use floe_raft_store::{state_machine, validate, ApplyError};
 use rand::Rng;
 
 use super::scheduling::Run;
-use super::{Consistency, Service, ServiceError};
+use super::{Consistency, Service};
+use crate::error::NodeError;
 use crate::executor::logs::LogRecord;
 use crate::executor::MAX_PAYLOAD_BYTES;
 
@@ -81,7 +82,7 @@ pub struct InvokeResult {
 impl Service {
     /// Resolves `function` and `qualifier` ("", `$LATEST`, a number or an
     /// alias) to a version; an alias with routing picks by weight.
-    pub async fn resolve(&self, function: &str, qualifier: &str) -> Result<Resolved, ServiceError> {
+    pub async fn resolve(&self, function: &str, qualifier: &str) -> Result<Resolved, NodeError> {
         validate::function_name(function)?;
         self.read_barrier(Consistency::Linearizable).await?;
         let record =
@@ -96,7 +97,7 @@ impl Service {
             code: record.code.clone(),
             qualifier: qualifier.to_string(),
         };
-        let numbered = |number: u64, qualifier: &str| -> Result<Resolved, ServiceError> {
+        let numbered = |number: u64, qualifier: &str| -> Result<Resolved, NodeError> {
             let version = state_machine::get_version(&self.reader, function, number)?.ok_or_else(|| {
                 ApplyError::VersionNotFound {
                     function: function.to_string(),
@@ -141,19 +142,19 @@ impl Service {
         qualifier: &str,
         payload: Bytes,
         options: InvokeOptions,
-    ) -> Result<InvokeResult, ServiceError> {
+    ) -> Result<InvokeResult, NodeError> {
         let limit = match options.invocation_type {
             InvocationType::Event => MAX_EVENT_PAYLOAD_BYTES,
             _ => MAX_PAYLOAD_BYTES,
         };
         if payload.len() > limit {
-            return Err(ServiceError::PayloadTooLarge(format!(
+            return Err(NodeError::PayloadTooLarge(format!(
                 "the request payload is {} bytes: the limit is {limit} bytes",
                 payload.len()
             )));
         }
         if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
-            return Err(ServiceError::InvalidArgument(
+            return Err(NodeError::InvalidArgument(
                 "the request payload is not valid JSON".into(),
             ));
         }
@@ -204,7 +205,7 @@ impl Service {
     /// Stores an invocation's log off the caller's path.
     pub(super) fn keep_log(&self, node_id: u64, resolved: &Resolved, request_id: &str, text: String) {
         let record = LogRecord {
-            time_ms: super::functions::now_ms(),
+            time_ms: crate::shared::now_ms(),
             node_id,
             function: resolved.function.clone(),
             version: resolved.version.clone(),

@@ -3,26 +3,23 @@
 
 use floe_proto::v1::GetLogsRequest;
 
-use super::{Service, ServiceError};
-use crate::executor::logs::LogRecord;
+use super::Service;
+use crate::error::NodeError;
+/// One invocation's log, as every adapter returns it.
+pub use crate::executor::logs::LogRecord;
 
 /// Records returned when the caller sets no limit.
 const DEFAULT_LIMIT: usize = 1000;
 
 impl Service {
     /// This node's records of `function` newer than `since_ms`.
-    pub fn local_logs(&self, function: &str, since_ms: i64, limit: usize) -> Result<Vec<LogRecord>, ServiceError> {
+    pub fn local_logs(&self, function: &str, since_ms: i64, limit: usize) -> Result<Vec<LogRecord>, NodeError> {
         floe_raft_store::validate::function_name(function)?;
         Ok(self.executor.logs.read(function, since_ms, limit))
     }
 
     /// Every reachable node's records of `function`, oldest first.
-    pub async fn cluster_logs(
-        &self,
-        function: &str,
-        since_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<LogRecord>, ServiceError> {
+    pub async fn cluster_logs(&self, function: &str, since_ms: i64, limit: u32) -> Result<Vec<LogRecord>, NodeError> {
         let limit = if limit == 0 { DEFAULT_LIMIT } else { limit as usize };
         let cluster = self.cluster()?;
         let mut records = self.local_logs(function, since_ms, limit)?;

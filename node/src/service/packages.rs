@@ -5,11 +5,12 @@
 use floe_proto::internal::{GetPackageRequest, Package};
 use floe_raft_store::model::CodeRef;
 
-use super::{Service, ServiceError};
+use super::Service;
+use crate::error::NodeError;
 
 impl Service {
     /// Validates and stores a zip package, then copies it to a majority of members.
-    pub async fn store_package(&self, zip_file: &[u8]) -> Result<CodeRef, ServiceError> {
+    pub async fn store_package(&self, zip_file: &[u8]) -> Result<CodeRef, NodeError> {
         let code = self.packages.put(zip_file)?;
         let cluster = self.cluster()?;
         let (voters, nodes) = cluster.membership();
@@ -38,7 +39,7 @@ impl Service {
             }
         }
         if holders < needed {
-            return Err(ServiceError::Unavailable(format!(
+            return Err(NodeError::Unavailable(format!(
                 "the package reached {holders} of the {needed} nodes it must reach: {}",
                 failures.join("; ")
             )));
@@ -77,7 +78,7 @@ impl Service {
     }
 
     /// Every package a function's `$LATEST` or a version names, per this node's state.
-    fn referenced_packages(&self) -> Result<std::collections::HashSet<String>, ServiceError> {
+    fn referenced_packages(&self) -> Result<std::collections::HashSet<String>, NodeError> {
         let mut referenced = std::collections::HashSet::new();
         for function in floe_raft_store::state_machine::list_functions(&self.reader)? {
             for version in floe_raft_store::state_machine::list_versions(&self.reader, &function.name)? {
@@ -89,7 +90,7 @@ impl Service {
     }
 
     /// Makes sure this node holds a package, fetching it from a peer if needed.
-    pub async fn ensure_package(&self, code: &CodeRef) -> Result<(), ServiceError> {
+    pub async fn ensure_package(&self, code: &CodeRef) -> Result<(), NodeError> {
         if self.packages.has(&code.sha256) {
             return Ok(());
         }
@@ -114,7 +115,7 @@ impl Service {
                 }
             }
         }
-        Err(ServiceError::Unavailable(format!(
+        Err(NodeError::Unavailable(format!(
             "package {} is on no reachable node",
             code.sha256
         )))

@@ -11,12 +11,16 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::invoke::{InvokeResult, Resolved};
-use super::{Service, ServiceError};
-use crate::executor::{Invocation, SandboxKey, LOG_TAIL_BYTES};
+use super::Service;
+use crate::error::NodeError;
+use crate::executor::{Invocation, LOG_TAIL_BYTES};
 use crate::scheduler::leader::Members;
 use crate::scheduler::node::{shadow_of, Load};
 use crate::scheduler::quota::Limits;
-use crate::scheduler::{Grant, GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release, ShadowGrant};
+use crate::scheduler::{Grant, GrantReply, HeartbeatReply, LoadView};
+use crate::shared::SandboxKey;
+// The messages of the internal `Scheduler` service, which these calls take.
+pub use crate::scheduler::{GrantAsk, LoadReport, Release, ShadowGrant};
 use floe_raft_store::state_machine;
 
 /// How long a grant request or a heartbeat may wait for the leader's answer.
@@ -122,11 +126,11 @@ impl Service {
     }
 
     /// Records a leader's grant here (the `Shadow` RPC), unless this node knows a newer term.
-    pub fn record_shadow(&self, shadow: ShadowGrant) -> Result<(), ServiceError> {
+    pub fn record_shadow(&self, shadow: ShadowGrant) -> Result<(), NodeError> {
         let current = self.cluster()?.current_term();
         self.scheduling
             .record_shadow(shadow, current, Instant::now())
-            .map_err(ServiceError::FailedPrecondition)
+            .map_err(NodeError::FailedPrecondition)
     }
 
     /// Decides a grant, on the leader.
@@ -165,7 +169,7 @@ impl Service {
 
     /// Asks the leader for a grant, waiting (up to `raft.leader_wait`) through
     /// elections and a new leader's rebuild.
-    pub async fn request_grant(&self, ask: &GrantAsk) -> Result<Grant, ServiceError> {
+    pub async fn request_grant(&self, ask: &GrantAsk) -> Result<Grant, NodeError> {
         let cluster = self.cluster()?;
         let wait = self.config.raft.leader_wait;
         let deadline = Instant::now() + wait;
@@ -194,14 +198,14 @@ impl Service {
                     return Ok(grant);
                 }
                 Some(GrantReply::Throttled { reason, message }) => {
-                    return Err(ServiceError::TooManyRequests { reason, message })
+                    return Err(NodeError::TooManyRequests { reason, message })
                 }
-                Some(GrantReply::NoCapacity(message)) => return Err(ServiceError::Throttled(message)),
+                Some(GrantReply::NoCapacity(message)) => return Err(NodeError::Throttled(message)),
                 Some(GrantReply::NotReady(message)) => last = message,
                 None => {}
             }
             if Instant::now() >= deadline {
-                return Err(ServiceError::Unavailable(format!(
+                return Err(NodeError::Unavailable(format!(
                     "no leader granted the invocation within {wait:?}: {last}"
                 )));
             }
@@ -219,7 +223,7 @@ impl Service {
     }
 
     /// Runs `run` where the leader places it, within the region's quota.
-    pub async fn run_placed(&self, run: Run, region: Option<String>) -> Result<InvokeResult, ServiceError> {
+    pub async fn run_placed(&self, run: Run, region: Option<String>) -> Result<InvokeResult, NodeError> {
         let cluster = self.cluster()?;
         let config = &run.resolved.config;
         let ask = GrantAsk {
@@ -241,7 +245,7 @@ impl Service {
             run,
         };
         let payload = header.run.payload.to_vec();
-        let header = codec::encode(&header).map_err(ServiceError::Internal)?;
+        let header = codec::encode(&header).map_err(NodeError::Internal)?;
         let mut client = self.peers.scheduler(&grant.address)?;
         let mut request = tonic::Request::new(Execution { header, payload });
         // Never wait longer than the invocation could take: a node cut off mid-call must not hold the caller.
@@ -252,28 +256,27 @@ impl Service {
             .map_err(|status| {
                 let why = crate::cluster::describe(&status);
                 if crate::cluster::is_connect_error(&status) {
-                    ServiceError::Unavailable(format!("node {} is unreachable: {why}", grant.node))
+                    NodeError::Unavailable(format!("node {} is unreachable: {why}", grant.node))
                 } else {
                     // It may have run: the caller must not retry blindly.
                     tracing::warn!(node = grant.node, error = %why, "a forwarded invocation failed mid-call");
-                    ServiceError::OutcomeUnknown(format!(
+                    NodeError::OutcomeUnknown(format!(
                         "node {} failed while running the invocation: {why}",
                         grant.node
                     ))
                 }
             })?
             .into_inner();
-        let result: Result<InvokeResult, ServiceError> =
-            codec::decode(&reply.header).map_err(ServiceError::Internal)?;
+        let result: Result<InvokeResult, NodeError> = codec::decode(&reply.header).map_err(NodeError::Internal)?;
         let mut result = result?;
         result.payload = Bytes::from(reply.payload);
         Ok(result)
     }
 
     /// Runs a forwarded invocation (the `Execute` RPC).
-    pub async fn execute_forwarded(&self, execution: Execution) -> Result<Execution, ServiceError> {
+    pub async fn execute_forwarded(&self, execution: Execution) -> Result<Execution, NodeError> {
         let header: ExecuteHeader = codec::decode(&execution.header)
-            .map_err(|e| ServiceError::InvalidArgument(format!("undecodable execution: {e}")))?;
+            .map_err(|e| NodeError::InvalidArgument(format!("undecodable execution: {e}")))?;
         if crate::failpoint::active("forwarded-invocations-arrive-late") {
             // As a link cut and healed would: TCP delivers the request seconds late.
             tokio::time::sleep(LATE_ARRIVAL).await;
@@ -285,12 +288,12 @@ impl Service {
         run.payload = Bytes::from(execution.payload);
         let result = self.execute(header.grant, run, start_by).await;
         let payload = result.as_ref().map(|r| r.payload.to_vec()).unwrap_or_default();
-        let header = codec::encode(&result).map_err(ServiceError::Internal)?;
+        let header = codec::encode(&result).map_err(NodeError::Internal)?;
         Ok(Execution { header, payload })
     }
 
     /// Runs a granted invocation on this node and gives the grant back.
-    async fn execute(&self, grant: Grant, run: Run, start_by: Instant) -> Result<InvokeResult, ServiceError> {
+    async fn execute(&self, grant: Grant, run: Run, start_by: Instant) -> Result<InvokeResult, NodeError> {
         let key = run.resolved.key();
         let outcome = self.execute_granted(&grant, run, start_by).await;
         let warm = outcome.as_ref().is_ok_and(|(_, warm)| *warm);
@@ -310,7 +313,7 @@ impl Service {
         grant: &Grant,
         run: Run,
         start_by: Instant,
-    ) -> Result<(InvokeResult, bool), ServiceError> {
+    ) -> Result<(InvokeResult, bool), NodeError> {
         let resolved = &run.resolved;
         self.ensure_package(&resolved.code).await?;
         let code_dir = self.packages.extracted(&resolved.code.sha256)?;
@@ -322,7 +325,7 @@ impl Service {
             .scheduling
             .start(grant, start_by, timeout, Instant::now())
             .map_err(|_| {
-                ServiceError::Unavailable(format!(
+                NodeError::Unavailable(format!(
                     "the grant for this invocation lapsed before it could start on node {}",
                     grant.node
                 ))

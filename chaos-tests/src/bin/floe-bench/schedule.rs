@@ -43,7 +43,7 @@ pub async fn schedule(
     let ask = floe_node::scheduler::GrantAsk {
         entry_region: "local".into(),
         region: None,
-        key: floe_node::executor::SandboxKey {
+        key: floe_node::shared::SandboxKey {
             function: "noop".into(),
             version: "$LATEST".into(),
             revision_id: info.revision_id.clone(),

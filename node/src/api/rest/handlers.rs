@@ -545,8 +545,8 @@ async fn account_settings(State(service): Api) -> Answer {
         json!({
             "AccountLimit": {
                 "TotalCodeSize": settings.code_storage_limit,
-                "CodeSizeUnzipped": crate::packages::MAX_UNZIPPED_BYTES,
-                "CodeSizeZipped": crate::packages::MAX_ZIPPED_BYTES,
+                "CodeSizeUnzipped": crate::service::limits::MAX_UNZIPPED_BYTES,
+                "CodeSizeZipped": crate::service::limits::MAX_ZIPPED_BYTES,
                 "ConcurrentExecutions": settings.concurrency,
                 "UnreservedConcurrentExecutions": settings.unreserved,
             },

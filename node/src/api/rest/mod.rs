@@ -19,13 +19,15 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::error::NO_CAPACITY;
-use crate::service::{Service, ServiceError};
+use crate::error::NodeError;
+use crate::error::NO_CAPACITY;
+use crate::service::{limits, Service};
 
 /// Invoke's limit (Lambda's 6 MB), and the message Lambda gives past it.
-pub const INVOKE_BODY_LIMIT: usize = 6 * 1024 * 1024;
-/// CreateFunction and UpdateFunctionCode: a 50 MB zip, base64-encoded, in JSON.
-pub const CODE_BODY_LIMIT: usize = 70 * 1024 * 1024;
+pub const INVOKE_BODY_LIMIT: usize = limits::MAX_INVOKE_PAYLOAD_BYTES;
+/// CreateFunction and UpdateFunctionCode: the largest zip, base64-encoded
+/// (4/3 of its size), in JSON with the function's configuration (70 MB).
+pub const CODE_BODY_LIMIT: usize = limits::MAX_ZIPPED_BYTES / 5 * 7;
 /// Every other operation.
 pub const OTHER_BODY_LIMIT: usize = 1024 * 1024;
 /// Request line and headers together.
@@ -56,31 +58,31 @@ impl LambdaError {
     }
 }
 
-impl From<ServiceError> for LambdaError {
-    fn from(error: ServiceError) -> Self {
+impl From<NodeError> for LambdaError {
+    fn from(error: NodeError) -> Self {
         let message = error.to_string();
         let (status, code) = match &error {
-            ServiceError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "InvalidParameterValueException"),
-            ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
-            ServiceError::AlreadyExists(_) | ServiceError::FailedPrecondition(_) => {
+            NodeError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "InvalidParameterValueException"),
+            NodeError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
+            NodeError::AlreadyExists(_) | NodeError::FailedPrecondition(_) => {
                 (StatusCode::CONFLICT, "ResourceConflictException")
             }
-            ServiceError::RevisionMismatch(_) => (StatusCode::PRECONDITION_FAILED, "PreconditionFailedException"),
+            NodeError::RevisionMismatch(_) => (StatusCode::PRECONDITION_FAILED, "PreconditionFailedException"),
             // What Lambda answers (botocore's model names RequestTooLargeException, which Lambda does not send).
-            ServiceError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException"),
-            ServiceError::Throttled(_) | ServiceError::TooManyRequests { .. } => {
+            NodeError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException"),
+            NodeError::Throttled(_) | NodeError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
             }
-            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceException"),
-            ServiceError::OutcomeUnknown(_) | ServiceError::Internal(_) => {
+            NodeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceException"),
+            NodeError::OutcomeUnknown(_) | NodeError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException")
             }
-            ServiceError::Unauthenticated { code, .. } => (StatusCode::FORBIDDEN, code.as_str()),
+            NodeError::Unauthenticated { code, .. } => (StatusCode::FORBIDDEN, code.as_str()),
         };
         let code = code.to_string();
         let reason = match error {
-            ServiceError::Throttled(_) => Some(NO_CAPACITY.to_string()),
-            ServiceError::TooManyRequests { reason, .. } => Some(reason.as_str().to_string()),
+            NodeError::Throttled(_) => Some(NO_CAPACITY.to_string()),
+            NodeError::TooManyRequests { reason, .. } => Some(reason.as_str().to_string()),
             _ => None,
         };
         LambdaError {
@@ -204,7 +206,7 @@ async fn authenticate(State(service): State<Arc<Service>>, request: Request, nex
             payload_hash: &payload_hash,
         };
         if let Err(e) = key.verify(floe_proto::sigv4::REST_SERVICE, &signed) {
-            return LambdaError::from(ServiceError::from(e)).into_response();
+            return LambdaError::from(NodeError::from(e)).into_response();
         }
     }
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))

@@ -1,10 +1,9 @@
-//! The receiving side of node-to-node traffic: openraft's RPCs, proposals
-//! forwarded to the leader, read-index requests, joining, packages, and the
-//! scheduler's RPCs.
+//! The internal adapter: the receiving side of node-to-node traffic —
+//! openraft's RPCs, proposals forwarded to the leader, read-index requests,
+//! joining, packages, and the scheduler's RPCs. Served to peers only.
 
 use std::sync::Arc;
 
-use crate::cluster::proposer::WriteError;
 use floe_proto::internal::peer_server::Peer;
 use floe_proto::internal::raft_server::Raft as RaftService;
 use floe_proto::internal::scheduler_server::Scheduler as SchedulerService;
@@ -17,7 +16,7 @@ use futures::StreamExt;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::api::error::into_status;
+use crate::error::into_status;
 use crate::service::Service;
 
 /// Both internal services over one shared [`Service`].
@@ -91,18 +90,8 @@ impl Peer for InternalApi {
     /// (nothing written) otherwise, so the sender looks for the leader again.
     async fn propose(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let command: Command = decode(request.get_ref())?;
-        let cluster = self.service.cluster().map_err(into_status)?;
-        match cluster.proposer.write(command).await {
-            Ok(written) => {
-                // The forwarding node answers its client once it has applied
-                // the entry itself: send it the commit index now rather than
-                // with the next entries (see vendor/openraft/FLOE-PATCH.md).
-                let _ = cluster.raft.trigger().heartbeat().await;
-                encode(&(written.index, written.result))
-            }
-            Err(WriteError::NotLeader) => Err(Status::failed_precondition("not the leader")),
-            Err(WriteError::Failed(e)) => Err(Status::unavailable(format!("write failed: {e}"))),
-        }
+        let (index, result) = self.service.propose_forwarded(command).await.map_err(into_status)?;
+        encode(&(index, result))
     }
 
     async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
@@ -137,7 +126,8 @@ impl Peer for InternalApi {
                 )))
             };
         }
-        crate::write_node_id(&self.service.config.data_dir, id).map_err(|e| Status::internal(e.to_string()))?;
+        crate::service::cluster::write_node_id(&self.service.config.data_dir, id)
+            .map_err(|e| Status::internal(e.to_string()))?;
         self.service
             .start_raft(id)
             .await
@@ -207,7 +197,7 @@ impl Peer for InternalApi {
 #[tonic::async_trait]
 impl SchedulerService for InternalApi {
     async fn heartbeat(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let report: crate::scheduler::LoadReport = decode(request.get_ref())?;
+        let report: crate::service::scheduling::LoadReport = decode(request.get_ref())?;
         match self.service.heartbeat_here(report) {
             Some(reply) => encode(&reply),
             None => Err(Status::failed_precondition("not the leader")),
@@ -215,18 +205,18 @@ impl SchedulerService for InternalApi {
     }
 
     async fn grant(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let ask: crate::scheduler::GrantAsk = decode(request.get_ref())?;
+        let ask: crate::service::scheduling::GrantAsk = decode(request.get_ref())?;
         encode(&self.service.grant_on_leader(&ask).await)
     }
 
     async fn shadow(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let shadow: crate::scheduler::ShadowGrant = decode(request.get_ref())?;
+        let shadow: crate::service::scheduling::ShadowGrant = decode(request.get_ref())?;
         self.service.record_shadow(shadow).map_err(into_status)?;
         encode(&())
     }
 
     async fn release(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let release: crate::scheduler::Release = decode(request.get_ref())?;
+        let release: crate::service::scheduling::Release = decode(request.get_ref())?;
         self.service.release_here(&release);
         encode(&())
     }
