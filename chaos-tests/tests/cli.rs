@@ -127,6 +127,10 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
     assert!(seen, "floe logs -f printed the new invocation ({followed})");
     let status = ok(&endpoint, &["cluster", "status"]);
     assert!(status.contains("leader"), "{status}");
+    // The answering node's background workers, by name.
+    for worker in ["heartbeats running", "event-dispatcher running", "sandbox-evictor running"] {
+        assert!(status.contains(worker), "{worker}: {status}");
+    }
 
     // Events: accepted with a request id, run, and (failing, without retries) kept for replay.
     let stdout = ok(&endpoint, &["function", "concurrency", "greeter", "0"]);

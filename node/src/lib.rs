@@ -4,6 +4,7 @@
 //! - [`config`]: what a node is told;
 //! - [`error`]: the one error type, its stable codes and gRPC statuses;
 //! - [`shared`]: the clock and the sandbox key, which every layer uses;
+//! - [`workers`]: background work, named and tracked;
 //! - [`service`]: every operation, once (functions, invoke, cluster);
 //! - [`api`]: adapters from wire protocols to the service;
 //! - [`cluster`]: Raft wiring, forwarding to the leader, node-to-node RPCs;
@@ -25,6 +26,7 @@ pub mod packages;
 pub mod scheduler;
 pub mod service;
 pub mod shared;
+pub mod workers;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -163,13 +165,14 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             tracing::info!(node_id = id, "restarted from the data dir");
         }
         None if !config.join.is_empty() => {
-            let service = service.clone();
+            let service_for_join = service.clone();
             let join = config.join.clone();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(e) = service.join(&join, &shutdown).await {
-                    tracing::error!(error = %format!("{e:#}"), "could not join the cluster");
-                }
+            service.workers.spawn("join", async move {
+                service_for_join
+                    .join(&join, &shutdown)
+                    .await
+                    .context("could not join the cluster")
             });
         }
         None if config.no_bootstrap => {
@@ -183,26 +186,54 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     }
 
     if service::cluster::read_node_id(&data_dir)? == Some(service::cluster::FIRST_NODE_ID) {
-        tokio::spawn(service.clone().ensure_first_access_key_task(shutdown.clone()));
+        let task = service.clone().ensure_first_access_key_task(shutdown.clone());
+        service.workers.spawn("first-access-key", async move {
+            task.await;
+            Ok(())
+        });
     }
-    let evictor = tokio::spawn(executor.clone().run_evictor(shutdown.clone()));
-    let preparer = tokio::spawn(executor.clone().run_slot_preparer(shutdown.clone()));
-    let collector = tokio::spawn(service.clone().run_package_collector(
-        config.packages.gc_interval,
-        config.packages.gc_grace,
-        shutdown.clone(),
-    ));
-    let heartbeats = tokio::spawn(service.clone().run_heartbeats(shutdown.clone()));
-    let dispatcher = tokio::spawn(service.clone().run_dispatcher(shutdown.clone()));
+    let workers = &service.workers;
+    let stop = || shutdown.clone();
+    let (evicting, preparing) = (
+        executor.clone().run_evictor(stop()),
+        executor.clone().run_slot_preparer(stop()),
+    );
+    workers.spawn("sandbox-evictor", async move {
+        evicting.await;
+        Ok(())
+    });
+    workers.spawn("slot-preparer", async move {
+        preparing.await;
+        Ok(())
+    });
+    let collecting =
+        service
+            .clone()
+            .run_package_collector(config.packages.gc_interval, config.packages.gc_grace, stop());
+    workers.spawn("package-collector", async move {
+        collecting.await;
+        Ok(())
+    });
+    let heartbeats = service.clone().run_heartbeats(stop());
+    workers.spawn("heartbeats", async move {
+        heartbeats.await;
+        Ok(())
+    });
+    let dispatching = service.clone().run_dispatcher(stop());
+    workers.spawn("event-dispatcher", async move {
+        dispatching.await;
+        Ok(())
+    });
+
     shutdown.cancelled().await;
+    // The shutdown order: stop accepting and let in-flight requests finish
+    // (the servers' graceful shutdown: invocations drain); then every worker
+    // and task stops (the evictor's last act stops the idle sandboxes); then
+    // Raft; RocksDB closes when the last handle drops.
     tracing::info!("shutting down");
     server.await.context("gRPC server task")?.context("gRPC server")?;
     let _ = rest.await;
-    let _ = evictor.await;
-    let _ = preparer.await;
-    let _ = collector.await;
-    let _ = heartbeats.await;
-    let _ = dispatcher.await;
+    service.workers.stopped().await;
     if let Some(cluster) = service.started_cluster() {
         cluster.stop().await;
     }

@@ -563,6 +563,14 @@ impl Cluster for PublicApi {
                 .into_iter()
                 .map(|(region, running, quota)| pb::RegionUsage { region, running, quota })
                 .collect(),
+            workers: view
+                .workers
+                .into_iter()
+                .map(|(name, state)| pb::WorkerStatus {
+                    name,
+                    state: state.to_string(),
+                })
+                .collect(),
         })
     }
 

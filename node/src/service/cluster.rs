@@ -51,6 +51,8 @@ pub struct ClusterView {
     pub quotas: Vec<(String, u32)>,
     /// `(region, running, quota)` for every region of a member or with a quota.
     pub usage: Vec<(String, u32, u32)>,
+    /// This node's background workers and their states.
+    pub workers: Vec<(String, crate::workers::WorkerState)>,
     /// The leader's load view, when the leader answered.
     pub load: Option<crate::scheduler::LoadView>,
 }
@@ -368,6 +370,7 @@ impl Service {
         }
         Ok(ClusterView {
             usage,
+            workers: self.workers.states(),
             load,
             node_id: cluster.id,
             // From the same snapshot as the term: a leader read later (after

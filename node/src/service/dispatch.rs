@@ -213,7 +213,7 @@ impl Service {
                     break;
                 };
                 let (service, in_flight, waiting) = (self.clone(), in_flight.clone(), waiting.clone());
-                tokio::spawn(async move {
+                self.workers.spawn_task(async move {
                     match service.dispatch(&id).await {
                         Ok(Dispatched::Later { at, function, why }) => {
                             waiting.lock().expect("waiting lock").later(&id, function, at, why)

@@ -54,6 +54,8 @@ pub struct Service {
     pub scheduling: NodeScheduling,
     /// Wakes the event dispatcher when this node accepts an event.
     pub events_queued: tokio::sync::Notify,
+    /// Every background loop and off-path task of this node.
+    pub workers: crate::workers::Workers,
     /// On the leader: grants given back, each of which lets one event
     /// waiting for its quota try again (see `run_dispatcher`).
     pub freed_slots: dispatch::FreedSlots,
@@ -81,6 +83,7 @@ impl Service {
             ),
             events_queued: tokio::sync::Notify::new(),
             freed_slots: Default::default(),
+            workers: Default::default(),
             config,
             address,
             reader,

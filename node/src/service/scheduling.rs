@@ -98,7 +98,7 @@ impl Service {
         let (answers, mut answered) = tokio::sync::mpsc::channel(others.len().max(1));
         for address in others {
             let (data, answers, peers) = (data.clone(), answers.clone(), self.peers.clone());
-            tokio::spawn(async move {
+            self.workers.spawn_task(async move {
                 let result = async {
                     let mut client = peers.scheduler(&address).map_err(|e| e.to_string())?;
                     let mut request = tonic::Request::new(Payload { data });
@@ -368,7 +368,7 @@ impl Service {
             Some((leader, _)) if leader == cluster.id => self.release_here(&release),
             Some((_, address)) => {
                 let peers = self.peers.clone();
-                tokio::spawn(async move {
+                self.workers.spawn_task(async move {
                     let Ok(data) = codec::encode(&release) else { return };
                     let Ok(mut client) = peers.scheduler(&address) else {
                         return;

@@ -80,7 +80,8 @@ pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Re
                     "{}",
                     serde_json::json!({"node_id": status.node_id, "leader_id": status.leader_id, "term": status.term,
                             "last_log_index": status.last_log_index, "applied_index": status.applied_index, "nodes": nodes,
-                            "regions": status.usage.iter().map(|u| serde_json::json!({"region": u.region, "running": u.running, "quota": u.quota})).collect::<Vec<_>>()})
+                            "regions": status.usage.iter().map(|u| serde_json::json!({"region": u.region, "running": u.running, "quota": u.quota})).collect::<Vec<_>>(),
+                        "workers": status.workers.iter().map(|w| serde_json::json!({"name": w.name, "state": w.state})).collect::<Vec<_>>()})
                 );
             } else {
                 let mut table = table();
@@ -139,6 +140,12 @@ pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Re
                         usage.region, usage.running, usage.quota
                     );
                 }
+                let workers: Vec<String> = status
+                    .workers
+                    .iter()
+                    .map(|w| format!("{} {}", w.name, w.state))
+                    .collect();
+                println!("workers of node {}: {}", status.node_id, workers.join(", "));
             }
         }
         ClusterCommand::Add { address } => {
