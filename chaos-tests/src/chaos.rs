@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub drain: Option<Duration>,
     /// Where to copy every node's whole log when a check fails.
     pub logs: Option<std::path::PathBuf>,
+    /// Copy the logs there whatever the checks found.
+    pub keep_logs: bool,
 }
 
 impl RunOptions {
@@ -62,6 +64,7 @@ impl RunOptions {
             failpoints: None,
             drain: None,
             logs: None,
+            keep_logs: false,
         }
     }
 }
@@ -316,6 +319,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<(History, Report)> {
     let report = checker::check(&history);
     if !report.ok() {
         eprintln!("--- node logs ---\n{}", cluster.logs());
+    }
+    if !report.ok() || options.keep_logs {
         if let Some(dir) = &options.logs {
             match cluster.save_logs(dir, &options.scenario) {
                 Ok(()) => eprintln!("whole node logs in {}", dir.display()),
@@ -394,6 +399,12 @@ pub fn summary(options: &RunOptions, history: &History, report: &Report) -> Stri
             None => "-".into(),
         }
     ));
+    if let Some((id, accepted, waited)) = checker::slowest_event(history) {
+        text.push_str(&format!(
+            "slowest event: {id} (request {}), accepted at {accepted:.3}, first ran {waited:.2} s later\n",
+            history.event_request_ids.get(&id).map(String::as_str).unwrap_or("?")
+        ));
+    }
     text.push_str(&format!("sandboxes: {}\n", history.sandbox_modes.join(", ")));
     for finding in &report.findings {
         text.push_str(&format!(

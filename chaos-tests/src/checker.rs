@@ -255,6 +255,22 @@ pub fn fault_drains(history: &History) -> Vec<f64> {
         .collect()
 }
 
+/// The event that waited longest from its accept to its first run: (id,
+/// accepted at, seconds it waited).
+pub fn slowest_event(history: &History) -> Option<(String, f64, f64)> {
+    let first_runs = history.first_runs();
+    history
+        .ops
+        .iter()
+        .filter_map(|op| match (&op.kind, &op.outcome) {
+            (OpKind::Event { id }, Outcome::Ok) => {
+                Some((id.clone(), op.completed, first_runs.get(id.as_str())? - op.completed))
+            }
+            _ => None,
+        })
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+}
+
 /// Synchronous invokes fail only in the ways a caller can act on: a 429
 /// (`RESOURCE_EXHAUSTED`) at any time; and, while a fault is on or the
 /// cluster recovers from it, `UNAVAILABLE` (no leader within the wait, or

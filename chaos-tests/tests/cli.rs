@@ -128,7 +128,11 @@ async fn create_invoke_publish_and_route_an_alias() -> anyhow::Result<()> {
     let status = ok(&endpoint, &["cluster", "status"]);
     assert!(status.contains("leader"), "{status}");
     // The answering node's background workers, by name.
-    for worker in ["heartbeats running", "event-dispatcher running", "sandbox-evictor running"] {
+    for worker in [
+        "heartbeats running",
+        "event-dispatcher running",
+        "sandbox-evictor running",
+    ] {
         assert!(status.contains(worker), "{worker}: {status}");
     }
 

@@ -30,6 +30,9 @@ struct Flags {
     /// When a check fails, copy every node's whole log into this directory.
     #[arg(long)]
     logs: Option<std::path::PathBuf>,
+    /// Copy the logs into --logs DIR whatever the checks found.
+    #[arg(long, requires = "logs")]
+    keep_logs: bool,
 }
 
 #[tokio::main]
@@ -46,6 +49,7 @@ async fn main() -> ExitCode {
         options.quota = flags.quota;
         options.drain = flags.drain;
         options.logs = flags.logs.clone();
+        options.keep_logs = flags.keep_logs;
         match chaos::run(&options).await {
             Ok((history, report)) => {
                 println!("{}", chaos::summary(&options, &history, &report));
