@@ -358,7 +358,8 @@ impl TestCluster {
             .env("FLOE_BOOTSTRAP_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
             .args(&node.extra_args)
             .envs(node.extra_env.iter().map(|(k, v)| (k, v)))
-            .env("FLOE_LOG", "info,openraft=warn")
+            // The dispatcher's debug lines say why an event waited.
+            .env("FLOE_LOG", "info,openraft=warn,floe_node::service::dispatch=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -304,7 +304,8 @@ impl Service {
             }
         };
         let now = now_ms();
-        if let AttemptOutcome::NotRun { retry_in_ms, .. } = &outcome {
+        if let AttemptOutcome::NotRun { retry_in_ms, reason } = &outcome {
+            tracing::debug!(event = %event.id, attempts = event.attempts, ?why, %reason, "event not run");
             if now + retry_in_ms - event.accepted_ms <= i64::from(event.max_event_age_s) * 1000 {
                 return Ok(Dispatched::Later {
                     at: now + retry_in_ms,

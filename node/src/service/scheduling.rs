@@ -244,6 +244,7 @@ impl Service {
             grant: grant.clone(),
             run,
         };
+        let request_id = header.run.request_id.clone();
         let payload = header.run.payload.to_vec();
         let header = codec::encode(&header).map_err(NodeError::Internal)?;
         let mut client = self.peers.scheduler(&grant.address)?;
@@ -259,7 +260,7 @@ impl Service {
                     NodeError::Unavailable(format!("node {} is unreachable: {why}", grant.node))
                 } else {
                     // It may have run: the caller must not retry blindly.
-                    tracing::warn!(node = grant.node, error = %why, "a forwarded invocation failed mid-call");
+                    tracing::warn!(node = grant.node, request = %request_id, error = %why, "a forwarded invocation failed mid-call");
                     NodeError::OutcomeUnknown(format!(
                         "node {} failed while running the invocation: {why}",
                         grant.node
