@@ -9,13 +9,13 @@
 //! Events that could not run wait in memory ([`Waiting`], nothing committed:
 //! only their age matters, which they carry). One over its region's quota
 //! waits in line for a slot: each grant given back on this leader lets the
-//! longest-waiting one try at once, so a backlog drains at the rate the
+//! oldest one try at once, so a backlog drains at the rate the
 //! quota allows, not at the rate of a polling delay. One whose function is
 //! at its reserved concurrency holds its function's events back for a
 //! moment, so that a function that may run nothing cannot take every
 //! dispatch from the others.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,8 +63,14 @@ impl FreedSlots {
 enum Dispatched {
     /// Its outcome is committed (or it was no longer queued).
     Done,
-    /// It did not run; it may try again at `at` (ms).
-    Later { at: i64, function: String, why: NotRun },
+    /// It did not run; it may try again at `at` (ms). `accepted` orders the
+    /// line of events waiting for their quota: oldest first.
+    Later {
+        at: i64,
+        accepted: i64,
+        function: String,
+        why: NotRun,
+    },
 }
 
 /// Why an event did not run.
@@ -83,8 +89,9 @@ enum NotRun {
 struct Waiting {
     /// Event → when it may try again (ms).
     retry_at: HashMap<String, i64>,
-    /// Events over their region's quota, longest waiting first.
-    in_line: VecDeque<String>,
+    /// Events over their region's quota, oldest first (by when they were
+    /// accepted: one throttled again keeps its place).
+    in_line: BTreeSet<(i64, String)>,
     /// Event → its function, for those waiting.
     function_of: HashMap<String, String>,
     /// Functions at their reserved concurrency → until when their events wait.
@@ -96,11 +103,11 @@ impl Waiting {
         self.retry_at.len()
     }
 
-    /// Lets the `freed` longest-waiting events over a quota try at once.
+    /// Lets the `freed` oldest events over a quota try at once.
     fn wake(&mut self, freed: usize) {
         let mut woken = 0;
         while woken < freed {
-            let Some(id) = self.in_line.pop_front() else { break };
+            let Some((_, id)) = self.in_line.pop_first() else { break };
             if let Some(at) = self.retry_at.get_mut(&id) {
                 *at = 0;
                 woken += 1;
@@ -121,10 +128,12 @@ impl Waiting {
         !function_full
     }
 
-    fn later(&mut self, id: &str, function: String, at: i64, why: NotRun) {
+    fn later(&mut self, id: &str, accepted: i64, function: String, at: i64, why: NotRun) {
         self.retry_at.insert(id.to_string(), at);
         match why {
-            NotRun::RegionFull => self.in_line.push_back(id.to_string()),
+            NotRun::RegionFull => {
+                self.in_line.insert((accepted, id.to_string()));
+            }
             NotRun::FunctionFull => {
                 let until = self.full.entry(function.clone()).or_insert(at);
                 *until = (*until).max(at);
@@ -147,7 +156,7 @@ impl Waiting {
     fn prune(&mut self, now: i64) {
         self.full.retain(|_, until| *until > now);
         let retry_at = &self.retry_at;
-        self.in_line.retain(|id| retry_at.contains_key(id));
+        self.in_line.retain(|(_, id)| retry_at.contains_key(id));
     }
 }
 
@@ -215,9 +224,15 @@ impl Service {
                 let (service, in_flight, waiting) = (self.clone(), in_flight.clone(), waiting.clone());
                 self.workers.spawn_task(async move {
                     match service.dispatch(&id).await {
-                        Ok(Dispatched::Later { at, function, why }) => {
-                            waiting.lock().expect("waiting lock").later(&id, function, at, why)
-                        }
+                        Ok(Dispatched::Later {
+                            at,
+                            accepted,
+                            function,
+                            why,
+                        }) => waiting
+                            .lock()
+                            .expect("waiting lock")
+                            .later(&id, accepted, function, at, why),
                         Ok(Dispatched::Done) => waiting.lock().expect("waiting lock").done(&id),
                         Err(e) => tracing::debug!(error = %e, event = %id, "event dispatch failed; it stays queued"),
                     }
@@ -309,6 +324,7 @@ impl Service {
             if now + retry_in_ms - event.accepted_ms <= i64::from(event.max_event_age_s) * 1000 {
                 return Ok(Dispatched::Later {
                     at: now + retry_in_ms,
+                    accepted: event.accepted_ms,
                     function: event.function,
                     why,
                 });
@@ -331,19 +347,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn freed_slots_wake_the_longest_waiting_events_over_a_quota() {
+    fn freed_slots_wake_the_oldest_events_over_a_quota() {
         let mut waiting = Waiting::default();
-        waiting.later("a", "f".into(), 500, NotRun::RegionFull);
-        waiting.later("b", "g".into(), 500, NotRun::RegionFull);
-        waiting.later("c", "g".into(), 500, NotRun::Unavailable);
+        // Throttled in this order, but b was accepted first.
+        waiting.later("a", 20, "f".into(), 500, NotRun::RegionFull);
+        waiting.later("b", 10, "g".into(), 500, NotRun::RegionFull);
+        waiting.later("c", 5, "g".into(), 500, NotRun::Unavailable);
         assert!(!waiting.may_try("a", 100) && !waiting.may_try("b", 100) && !waiting.may_try("c", 100));
         waiting.wake(1);
-        assert!(waiting.may_try("a", 100), "the first in line");
-        assert!(!waiting.may_try("b", 100) && !waiting.may_try("c", 100));
-        // a runs; a second slot frees: b's turn, never c's (not over a quota).
-        waiting.done("a");
+        assert!(waiting.may_try("b", 100), "the oldest first");
+        assert!(!waiting.may_try("a", 100) && !waiting.may_try("c", 100));
+        // b loses the slot to a synchronous call and is throttled again: it
+        // keeps its place at the head of the line.
+        waiting.later("b", 10, "g".into(), 900, NotRun::RegionFull);
+        waiting.wake(1);
+        assert!(waiting.may_try("b", 100) && !waiting.may_try("a", 100));
+        // b runs; more slots free: a's turn, never c's (not over a quota).
+        waiting.done("b");
         waiting.wake(5);
-        assert!(waiting.may_try("b", 100));
+        assert!(waiting.may_try("a", 100));
         assert!(!waiting.may_try("c", 100));
         assert!(waiting.may_try("c", 500), "c tries again at its time");
     }
@@ -351,8 +373,8 @@ mod tests {
     #[test]
     fn a_function_at_its_reservation_holds_back_only_its_own_events() {
         let mut waiting = Waiting::default();
-        waiting.later("s2", "stopped".into(), 50, NotRun::Unavailable);
-        waiting.later("s1", "stopped".into(), 300, NotRun::FunctionFull);
+        waiting.later("s2", 1, "stopped".into(), 50, NotRun::Unavailable);
+        waiting.later("s1", 2, "stopped".into(), 300, NotRun::FunctionFull);
         // s2's own wait is over, but its function is at its reservation; r1
         // (another function's, never dispatched yet) goes first.
         assert!(!waiting.may_try("s2", 100), "held back with its function");
