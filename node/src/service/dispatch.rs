@@ -9,8 +9,8 @@
 //! Events that could not run wait in memory ([`Waiting`], nothing committed:
 //! only their age matters, which they carry). One over its region's quota
 //! waits in line for a slot: each grant given back on this leader lets the
-//! oldest one try at once, so a backlog drains at the rate the
-//! quota allows, not at the rate of a polling delay. One whose function is
+//! oldest one try at once (its own timer is only a fallback), so a backlog
+//! drains at the rate the quota allows, not at the rate of a polling delay. One whose function is
 //! at its reserved concurrency holds its function's events back for a
 //! moment, so that a function that may run nothing cannot take every
 //! dispatch from the others.
@@ -34,6 +34,9 @@ use crate::shared::now_ms;
 
 /// How often the dispatcher looks at the queue when nothing wakes it.
 const ROUND: Duration = Duration::from_millis(50);
+/// An event over its region's quota waits for a freed slot, or this many
+/// throttle delays at the latest.
+const REGION_FULL_FALLBACK: i64 = 4;
 
 /// Grants given back on the leader, counted, for the dispatcher: each lets
 /// one event waiting for its quota try again at once.
@@ -260,9 +263,16 @@ impl Service {
         let mut why = NotRun::Unavailable;
         let mut not_run = |reason: String, kind: NotRun| {
             why = kind;
+            // Over its region's quota it tries again when a slot frees (oldest
+            // first); its own timer is only the fallback, so that freed slots,
+            // not timers, decide which waiting event goes next.
+            let delay = match kind {
+                NotRun::RegionFull => REGION_FULL_FALLBACK * scheduler.event_throttle_delay.as_millis() as i64,
+                NotRun::FunctionFull | NotRun::Unavailable => scheduler.event_throttle_delay.as_millis() as i64,
+            };
             AttemptOutcome::NotRun {
                 reason,
-                retry_in_ms: scheduler.event_throttle_delay.as_millis() as i64 + jitter,
+                retry_in_ms: delay + jitter,
             }
         };
         let outcome = if now_ms() - event.accepted_ms > i64::from(event.max_event_age_s) * 1000 {
