@@ -11,7 +11,8 @@ use clap::Parser;
 #[command(about, long_about)]
 struct Flags {
     /// One of: steady (no faults), leader-kills, random-kills, minority-partition, leader-isolated,
-    /// flapping-links, rolling-restart, leader-pause, slow-lossy-links, disk-full; or all.
+    /// flapping-links, rolling-restart, leader-pause, slow-lossy-links, disk-full; several,
+    /// comma-separated, run one after another; or all.
     #[arg(long)]
     scenario: String,
     /// How long faults go on (the workload runs throughout), e.g. 30s or 10m.
@@ -41,8 +42,12 @@ async fn main() -> ExitCode {
     let scenarios: Vec<&str> = if flags.scenario == "all" {
         SCENARIOS.to_vec()
     } else {
-        vec![flags.scenario.as_str()]
+        flags.scenario.split(',').map(str::trim).collect()
     };
+    if let Some(unknown) = scenarios.iter().find(|s| !SCENARIOS.contains(s)) {
+        eprintln!("chaos: unknown scenario {unknown:?}; one of: {}, or all", SCENARIOS.join(", "));
+        return ExitCode::from(2);
+    }
     let mut broken = false;
     for scenario in scenarios {
         let mut options = RunOptions::new(scenario, flags.duration, flags.seed);

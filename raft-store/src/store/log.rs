@@ -1,120 +1,16 @@
-//! openraft's storage on one RocksDB database with three column families:
-//!
-//! - `logs`: Raft log entries (JSON) keyed by big-endian index;
-//! - `meta`: vote, committed and last-purged log ids, and the current snapshot;
-//! - `state`: the state machine tables (see `keys.rs`) plus the last applied
-//!   log id and membership, written in the same batch as the data.
-//!
-//! Durability: an append and a vote are synced before they are acknowledged.
-//! A leader's append (`append_as_leader`, see `vendor/openraft/FLOE-PATCH.md`)
-//! is written to RocksDB at once — readable, so the leader replicates it while
-//! it goes to disk — and synced by the log syncer thread, which then calls
-//! openraft's flush callback; appends that wait together share one fsync.
-//! A follower's append is synced in place, since its Raft core waits for it.
-//! All column families share one write-ahead log, so the disk never holds an
-//! apply without the log entries before it.
-//! Applies are not synced (the log can replay them), except that a snapshot
-//! first syncs the WAL, so the state machine on disk is never behind a
-//! snapshot whose logs have been purged.
-//!
-//! The newest entries are also kept decoded in memory (`RecentEntries`):
-//! each one is read back right after it is appended, to replicate and apply.
-//!
-//! RocksDB calls block. A follower's synced append blocks the runtime worker
-//! that runs the Raft core, which waits for it anyway (a hand-off to another
-//! thread and back cost more than the wait, measured). Other writes that
-//! wait for an fsync run on `spawn_blocking` or the syncer thread.
+//! The Raft log and vote in the `logs` and `meta` column families: synced
+//! appends, the leader's log syncer thread, and the newest entries kept
+//! decoded in memory (see the module above for the durability rules).
 
-use std::collections::VecDeque;
-use std::fmt::Debug;
-use std::io::Cursor;
-use std::ops::{Bound, RangeBounds};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
-use openraft::{
-    Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership, Vote,
-};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
-use serde::{Deserialize, Serialize};
-
-use crate::command::{CommandResult, Response};
-use crate::state_machine::kv::{KvRead, Overlay, Pairs};
-use crate::{codec, keys, state_machine, NodeId, StoreError, TypeConfig};
-
-const CF_LOGS: &str = "logs";
-const CF_META: &str = "meta";
-const CF_STATE: &str = "state";
-
-type StorageResult<T> = Result<T, StorageError<NodeId>>;
-
-/// Entries just written, with their encoded sizes (for `RecentEntries`).
-type Appended = Vec<(Entry<TypeConfig>, usize)>;
-
-/// Opens (or creates) the store in `path`.
-pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore, StateReader), StoreError> {
-    let mut options = Options::default();
-    options.create_if_missing(true);
-    options.create_missing_column_families(true);
-    let families = [CF_LOGS, CF_META, CF_STATE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    let db = Arc::new(DB::open_cf_descriptors(&options, path, families)?);
-    let syncer = Arc::new(LogSyncer::start(db.clone())?);
-    Ok((
-        LogStore {
-            db: db.clone(),
-            syncer,
-            recent: Default::default(),
-        },
-        StateMachineStore { db: db.clone() },
-        StateReader { db },
-    ))
-}
-
-fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
-    db.cf_handle(name).expect("column families are created in open()")
-}
-
-fn synced() -> WriteOptions {
-    let mut options = WriteOptions::default();
-    options.set_sync(true);
-    options
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))
-}
-
-fn from_json<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(key, e))
-}
-
-fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
-    StorageIOError::read(&e).into()
-}
-
-fn write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
-    StorageIOError::write(&e).into()
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StoreError::Encode(format!("storage task failed: {e}")))?
-}
-
-// ---------------------------------------------------------------- log store
+use super::*;
 
 /// The Raft log and vote.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<DB>,
-    syncer: Arc<LogSyncer>,
+    pub(super) db: Arc<DB>,
+    pub(super) syncer: Arc<LogSyncer>,
     /// Shared by every clone (openraft's log readers are clones).
-    recent: Arc<Mutex<RecentEntries>>,
+    pub(super) recent: Arc<Mutex<RecentEntries>>,
 }
 
 /// The newest log entries, decoded, in memory.
@@ -126,7 +22,7 @@ pub struct LogStore {
 /// appends extend it, truncation and purging cut it before the disk is
 /// changed, and a gap (an append that does not follow on) empties it.
 #[derive(Default)]
-struct RecentEntries {
+pub(super) struct RecentEntries {
     /// Each entry with its encoded size.
     entries: VecDeque<(Entry<TypeConfig>, usize)>,
     /// The sum of those sizes.
@@ -189,13 +85,13 @@ impl RecentEntries {
 /// all. Dropped with the last `LogStore`, it closes its queue and waits for
 /// the thread to finish, so the thread never outlives the store (a RocksDB
 /// handle released on a stray thread while the process exits aborts it).
-struct LogSyncer {
+pub(super) struct LogSyncer {
     waiting: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LogSyncer {
-    fn start(db: Arc<DB>) -> Result<LogSyncer, StoreError> {
+    pub(super) fn start(db: Arc<DB>) -> Result<LogSyncer, StoreError> {
         let (waiting, queue) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
         let thread = std::thread::Builder::new()
             .name("floe-log-sync".into())
@@ -439,257 +335,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(|e| StorageIOError::write_logs(&e).into())
-    }
-}
-
-// ------------------------------------------------------ state machine store
-
-/// Read-only access to the state machine tables, for the node's reads.
-#[derive(Clone)]
-pub struct StateReader {
-    db: Arc<DB>,
-}
-
-impl KvRead for StateReader {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(cf(&self.db, CF_STATE), key)?)
-    }
-
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
-        let mut pairs = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(cf(&self.db, CF_STATE), IteratorMode::From(prefix, Direction::Forward))
-        {
-            let (key, value) = item?;
-            if !key.starts_with(prefix) {
-                break;
-            }
-            pairs.push((key.into_vec(), value.into_vec()));
-        }
-        Ok(pairs)
-    }
-}
-
-impl StateReader {
-    /// The first `limit` keys under `prefix`, in key order.
-    pub fn first_keys(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut keys = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(cf(&self.db, CF_STATE), IteratorMode::From(prefix, Direction::Forward))
-        {
-            let (key, _) = item?;
-            if !key.starts_with(prefix) || keys.len() >= limit {
-                break;
-            }
-            keys.push(key.into_vec());
-        }
-        Ok(keys)
-    }
-}
-
-/// A snapshot as kept in the `meta` column family.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
-    data: Vec<u8>,
-}
-
-/// The snapshot payload: every pair of the `state` column family but Raft's own marks.
-type SnapshotPairs = Pairs;
-
-/// The last applied log id and membership, as the state machine recorded them.
-type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>);
-
-/// The state machine, persisted in the `state` column family.
-#[derive(Clone)]
-pub struct StateMachineStore {
-    db: Arc<DB>,
-}
-
-impl StateMachineStore {
-    fn reader(&self) -> StateReader {
-        StateReader { db: self.db.clone() }
-    }
-
-    fn applied_state_sync(&self) -> Result<AppliedState, StoreError> {
-        let reader = self.reader();
-        let last_applied = match reader.get(keys::LAST_APPLIED)? {
-            Some(bytes) => from_json(keys::LAST_APPLIED, &bytes)?,
-            None => None,
-        };
-        let membership = match reader.get(keys::LAST_MEMBERSHIP)? {
-            Some(bytes) => from_json(keys::LAST_MEMBERSHIP, &bytes)?,
-            None => StoredMembership::default(),
-        };
-        Ok((last_applied, membership))
-    }
-
-    fn current_snapshot_sync(&self) -> Result<Option<StoredSnapshot>, StoreError> {
-        match self.db.get_cf(cf(&self.db, CF_META), keys::SNAPSHOT)? {
-            None => Ok(None),
-            Some(bytes) => codec::decode(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::corrupt(keys::SNAPSHOT, e)),
-        }
-    }
-
-    fn save_snapshot_sync(&self, snapshot: &StoredSnapshot) -> Result<(), StoreError> {
-        let bytes = codec::encode(snapshot).map_err(StoreError::Encode)?;
-        Ok(self
-            .db
-            .put_cf_opt(cf(&self.db, CF_META), keys::SNAPSHOT, bytes, &synced())?)
-    }
-
-    fn build_snapshot_sync(&self) -> Result<StoredSnapshot, StoreError> {
-        // Make every earlier apply durable: logs up to this snapshot may be purged next.
-        self.db.flush_wal(true)?;
-        let view = self.db.snapshot();
-        let mut pairs: SnapshotPairs = Vec::new();
-        let mut last_applied: Option<LogId<NodeId>> = None;
-        let mut membership = StoredMembership::default();
-        for item in view.iterator_cf(cf(&self.db, CF_STATE), IteratorMode::Start) {
-            let (key, value) = item?;
-            match &*key {
-                k if k == keys::LAST_APPLIED => last_applied = from_json(k, &value)?,
-                k if k == keys::LAST_MEMBERSHIP => membership = from_json(k, &value)?,
-                _ => pairs.push((key.into_vec(), value.into_vec())),
-            }
-        }
-        let snapshot_id = match last_applied {
-            Some(log_id) => format!("{}-{}", log_id.leader_id, log_id.index),
-            None => "empty".to_string(),
-        };
-        let snapshot = StoredSnapshot {
-            meta: SnapshotMeta {
-                last_log_id: last_applied,
-                last_membership: membership,
-                snapshot_id,
-            },
-            data: codec::encode(&pairs).map_err(StoreError::Encode)?,
-        };
-        self.save_snapshot_sync(&snapshot)?;
-        Ok(snapshot)
-    }
-
-    fn install_snapshot_sync(&self, snapshot: StoredSnapshot) -> Result<(), StoreError> {
-        let pairs: SnapshotPairs = codec::decode(&snapshot.data).map_err(|e| StoreError::corrupt(keys::SNAPSHOT, e))?;
-        let state = cf(&self.db, CF_STATE);
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(state, [0u8].as_slice(), [0xffu8; 64].as_slice());
-        for (key, value) in pairs {
-            batch.put_cf(state, key, value);
-        }
-        batch.put_cf(state, keys::LAST_APPLIED, to_json(&snapshot.meta.last_log_id)?);
-        batch.put_cf(state, keys::LAST_MEMBERSHIP, to_json(&snapshot.meta.last_membership)?);
-        self.db.write_opt(batch, &synced())?;
-        self.save_snapshot_sync(&snapshot)
-    }
-
-    /// Applies a batch of entries as one atomic RocksDB write.
-    fn apply_sync(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<CommandResult>, StoreError> {
-        let reader = self.reader();
-        let mut batch_view = Overlay::new(&reader as &dyn KvRead);
-        let mut responses = Vec::with_capacity(entries.len());
-        let mut last_applied = None;
-        for entry in entries {
-            last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => responses.push(Ok(Response::None)),
-                EntryPayload::Normal(command) => {
-                    let (result, writes) = state_machine::apply(&batch_view, &command)?;
-                    batch_view.extend(writes);
-                    responses.push(result);
-                }
-                EntryPayload::Membership(membership) => {
-                    let stored = StoredMembership::new(Some(entry.log_id), membership);
-                    batch_view.put_json(keys::LAST_MEMBERSHIP.to_vec(), &stored)?;
-                    responses.push(Ok(Response::None));
-                }
-            }
-        }
-        if let Some(log_id) = last_applied {
-            batch_view.put_json(keys::LAST_APPLIED.to_vec(), &Some(log_id))?;
-        }
-        let state = cf(&self.db, CF_STATE);
-        let mut batch = WriteBatch::default();
-        for (key, value) in batch_view.into_writes() {
-            match value {
-                Some(value) => batch.put_cf(state, key, value),
-                None => batch.delete_cf(state, key),
-            }
-        }
-        self.db.write(batch)?;
-        Ok(responses)
-    }
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
-    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let this = self.clone();
-        let stored = blocking(move || this.build_snapshot_sync())
-            .await
-            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
-        Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(
-        &mut self,
-    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>)> {
-        self.applied_state_sync()
-            .map_err(|e| StorageIOError::read_state_machine(&e).into())
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResult>>
-    where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        // Not synced, so it does not wait on the disk: run it inline.
-        let entries: Vec<_> = entries.into_iter().collect();
-        self.apply_sync(entries)
-            .map_err(|e| StorageIOError::write_state_machine(&e).into())
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> StorageResult<()> {
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot.into_inner(),
-        };
-        let this = self.clone();
-        blocking(move || this.install_snapshot_sync(stored))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
-    }
-
-    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let stored = self
-            .current_snapshot_sync()
-            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, &e)))?;
-        Ok(stored.map(|stored| Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        }))
     }
 }
 
