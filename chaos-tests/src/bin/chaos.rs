@@ -45,7 +45,10 @@ async fn main() -> ExitCode {
         flags.scenario.split(',').map(str::trim).collect()
     };
     if let Some(unknown) = scenarios.iter().find(|s| !SCENARIOS.contains(s)) {
-        eprintln!("chaos: unknown scenario {unknown:?}; one of: {}, or all", SCENARIOS.join(", "));
+        eprintln!(
+            "chaos: unknown scenario {unknown:?}; one of: {}, or all",
+            SCENARIOS.join(", ")
+        );
         return ExitCode::from(2);
     }
     let mut broken = false;

@@ -44,8 +44,8 @@ mod log;
 mod state;
 
 pub use log::LogStore;
-pub use state::{StateMachineStore, StateReader};
 use log::LogSyncer;
+pub use state::{StateMachineStore, StateReader};
 
 use crate::command::{CommandResult, Response};
 use crate::state_machine::kv::{KvRead, Overlay, Pairs};
@@ -112,4 +112,3 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| StoreError::Encode(format!("storage task failed: {e}")))?
 }
-

@@ -251,4 +251,3 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }))
     }
 }
-
