@@ -1,7 +1,7 @@
 //! floe's replicated state machine: how each [`Command`] changes the tables.
 //!
 //! Pure logic over a [`KvRead`] view: no clock, no randomness, no IO but the
-//! view. `store.rs` runs it over RocksDB; the tests below run it over a
+//! view. `store/state.rs` runs it over RocksDB; the tests below run it over a
 //! `BTreeMap`. One file per table.
 
 mod aliases;
