@@ -178,6 +178,36 @@ async fn validation_rules_map_to_grpc_statuses() -> anyhow::Result<()> {
         Code::InvalidArgument,
         "not valid JSON",
     );
+    // The client context is checked by the service, so gRPC refuses what REST refuses.
+    for (context, why) in [
+        ("[1]", "must be a JSON object"),
+        ("{\"open\": ", "must be a JSON object"),
+    ] {
+        refused(
+            client
+                .invoke_with(proto::InvokeRequest {
+                    function: "f".into(),
+                    payload: b"{}".to_vec(),
+                    client_context: context.into(),
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+            why,
+        );
+    }
+    refused(
+        client
+            .invoke_with(proto::InvokeRequest {
+                function: "f".into(),
+                payload: b"{}".to_vec(),
+                client_context: format!("{{\"x\": \"{}\"}}", "a".repeat(4000)),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "the limit is 2685 bytes",
+    );
     refused(
         client.invoke("f", "", vec![b' '; 7 * 1024 * 1024]).await,
         Code::ResourceExhausted,

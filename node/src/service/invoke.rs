@@ -16,6 +16,26 @@ use crate::executor::MAX_PAYLOAD_BYTES;
 /// The limit on an asynchronous invocation's payload (it is stored in the Raft log).
 pub const MAX_EVENT_PAYLOAD_BYTES: usize = 1024 * 1024;
 
+/// A client context, decoded: Lambda takes up to 3,583 bytes of Base64.
+pub const MAX_CLIENT_CONTEXT_BYTES: usize = 3583 / 4 * 3;
+
+/// Lambda's rule for a client context, whichever adapter it came through
+/// (REST decodes its Base64 first): a JSON object of bounded size.
+fn check_client_context(context: &str) -> Result<(), NodeError> {
+    if context.len() > MAX_CLIENT_CONTEXT_BYTES {
+        return Err(NodeError::InvalidArgument(format!(
+            "the client context is {} bytes: the limit is {MAX_CLIENT_CONTEXT_BYTES} bytes",
+            context.len()
+        )));
+    }
+    match serde_json::from_str::<serde_json::Value>(context) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        _ => Err(NodeError::InvalidArgument(
+            "the client context must be a JSON object".into(),
+        )),
+    }
+}
+
 /// The last `max` bytes of `text`, cut at a character boundary.
 pub(super) fn tail(text: &str, max: usize) -> &str {
     let mut start = text.len().saturating_sub(max);
@@ -158,6 +178,9 @@ impl Service {
                 "the request payload is not valid JSON".into(),
             ));
         }
+        if let Some(context) = &options.client_context {
+            check_client_context(context)?;
+        }
         if let Some(region) = &options.region {
             validate::region(region)?;
         }
@@ -218,5 +241,21 @@ impl Service {
                 tracing::warn!(error = %e, function = %record.function, "could not keep an invocation log");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_context_must_be_a_bounded_json_object() {
+        assert!(check_client_context(r#"{"custom": {"who": "test"}}"#).is_ok());
+        for bad in ["", "[1]", "42", "not json", r#"{"open": "#] {
+            let err = check_client_context(bad).unwrap_err();
+            assert!(matches!(err, NodeError::InvalidArgument(_)), "{bad:?}: {err:?}");
+        }
+        let big = format!(r#"{{"custom": {{"x": "{}"}}}}"#, "a".repeat(MAX_CLIENT_CONTEXT_BYTES));
+        assert!(matches!(check_client_context(&big), Err(NodeError::InvalidArgument(_))));
     }
 }
