@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
     } else {
         flags.scenario.split(',').map(str::trim).collect()
     };
+    // Checked before any runs: a typo in the third name should not surface after two 10-minute runs.
     if let Some(unknown) = scenarios.iter().find(|s| !SCENARIOS.contains(s)) {
         eprintln!(
             "chaos: unknown scenario {unknown:?}; one of: {}, or all",

@@ -2,7 +2,21 @@
 //! appends, the leader's log syncer thread, and the newest entries kept
 //! decoded in memory (see the module above for the durability rules).
 
-use super::*;
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use serde::Deserialize;
+
+use super::{blocking, cf, from_json, read_err, synced, to_json, write_err, StorageResult, CF_LOGS, CF_META};
+use crate::{keys, NodeId, StoreError, TypeConfig};
+
+/// Entries just written, with their encoded sizes (for `RecentEntries`).
+type Appended = Vec<(Entry<TypeConfig>, usize)>;
 
 /// The Raft log and vote.
 #[derive(Clone)]
@@ -340,7 +354,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 #[cfg(test)]
 mod tests {
-    use openraft::CommittedLeaderId;
+    use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
 

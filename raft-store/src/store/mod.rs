@@ -25,19 +25,11 @@
 //! thread and back cost more than the wait, measured). Other writes that
 //! wait for an fsync run on `spawn_blocking` or the syncer thread.
 
-use std::collections::VecDeque;
-use std::fmt::Debug;
-use std::io::Cursor;
-use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
-use openraft::{
-    Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership, Vote,
-};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use openraft::{StorageError, StorageIOError};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 mod log;
@@ -47,18 +39,13 @@ pub use log::LogStore;
 use log::LogSyncer;
 pub use state::{StateMachineStore, StateReader};
 
-use crate::command::{CommandResult, Response};
-use crate::state_machine::kv::{KvRead, Overlay, Pairs};
-use crate::{codec, keys, state_machine, NodeId, StoreError, TypeConfig};
+use crate::{NodeId, StoreError};
 
 const CF_LOGS: &str = "logs";
 const CF_META: &str = "meta";
 const CF_STATE: &str = "state";
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
-
-/// Entries just written, with their encoded sizes (for `RecentEntries`).
-type Appended = Vec<(Entry<TypeConfig>, usize)>;
 
 /// Opens (or creates) the store in `path`.
 pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore, StateReader), StoreError> {

@@ -1,7 +1,21 @@
 //! The state machine in the `state` column family: applies, the read-only
 //! view the node reads through, and snapshots (built, installed, kept in `meta`).
 
-use super::*;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
+};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+use super::{blocking, cf, from_json, synced, to_json, StorageResult, CF_META, CF_STATE};
+use crate::command::{CommandResult, Response};
+use crate::state_machine::kv::{KvRead, Overlay, Pairs};
+use crate::{codec, keys, state_machine, NodeId, StoreError, TypeConfig};
 
 /// Read-only access to the state machine tables, for the node's reads.
 #[derive(Clone)]
