@@ -240,6 +240,15 @@ class Lifecycle(unittest.TestCase):
         code = LAMBDA.update_function_code(FunctionName=name, ZipFile=V2)
         self.assertEqual(code["CodeSize"], len(V2))
         self.assertEqual(code["Version"], "$LATEST")
+        # CodeSha256 is a precondition, checked when the write applies: a stale
+        # one publishes nothing; one that is not base64 is refused as such.
+        status, error, response = error_of(
+            lambda: LAMBDA.publish_version(FunctionName=name, CodeSha256=created["CodeSha256"])
+        )
+        self.assertEqual((status, error), (400, "InvalidParameterValueException"))
+        self.assertIn("is different from current CodeSha256", response["Error"]["Message"])
+        status, error, _ = error_of(lambda: LAMBDA.publish_version(FunctionName=name, CodeSha256="not base64!"))
+        self.assertEqual((status, error), (400, "InvalidParameterValueException"))
         v2 = LAMBDA.publish_version(FunctionName=name, CodeSha256=code["CodeSha256"])
         self.assertEqual(v2["Version"], "2")
         versions = LAMBDA.list_versions_by_function(FunctionName=name)["Versions"]
@@ -285,6 +294,27 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(LAMBDA.delete_function(FunctionName=name)["ResponseMetadata"]["HTTPStatusCode"], 204)
         status, code, _ = error_of(lambda: LAMBDA.get_function_configuration(FunctionName=name))
         self.assertEqual((status, code), (404, "ResourceNotFoundException"))
+
+    def test_publish_on_create_and_update(self):
+        name = unique("published")
+        created = create(name, Publish=True)
+        self.assertEqual(created["Version"], "1")
+        self.assertEqual(created["FunctionArn"].rsplit(":", 1)[1], "1")
+        updated = LAMBDA.update_function_code(FunctionName=name, ZipFile=package("def handler(e, c):\n    return 2\n"),
+                                              Publish=True)
+        self.assertEqual(updated["Version"], "2")
+        self.assertNotEqual(updated["CodeSha256"], created["CodeSha256"])
+        versions = LAMBDA.list_versions_by_function(FunctionName=name)["Versions"]
+        self.assertEqual([v["Version"] for v in versions], ["$LATEST", "1", "2"])
+        self.assertEqual(versions[2]["CodeSha256"], updated["CodeSha256"])
+        # A refused update (stale revision) publishes nothing.
+        status, error, _ = error_of(
+            lambda: LAMBDA.update_function_code(FunctionName=name, ZipFile=ECHO, Publish=True, RevisionId="stale")
+        )
+        self.assertEqual((status, error), (412, "PreconditionFailedException"))
+        versions = LAMBDA.list_versions_by_function(FunctionName=name)["Versions"]
+        self.assertEqual([v["Version"] for v in versions], ["$LATEST", "1", "2"])
+        LAMBDA.delete_function(FunctionName=name)
 
     def test_concurrency_settings_and_throttles(self):
         name = unique("reserved")

@@ -280,6 +280,7 @@ impl Client {
             name: name.to_string(),
             description: description.to_string(),
             expected_revision_id: None,
+            expected_code_sha256: None,
         };
         self.call(|c| {
             let request = request.clone();

@@ -14,14 +14,20 @@ use crate::model::{
 /// A replicated write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
+    /// With `publish`, also publishes the new `$LATEST` as version 1, in the
+    /// same entry (Lambda's `Publish=true`): both happen or neither.
     CreateFunction {
         name: String,
         config: FunctionConfig,
         code: CodeRef,
         revision_id: String,
         now_ms: i64,
+        /// Absent from entries written before it existed.
+        #[serde(default)]
+        publish: bool,
     },
-    /// Changes `$LATEST`: the fields that are `Some`.
+    /// Changes `$LATEST`: the fields that are `Some`; with `publish`, then
+    /// publishes it, in the same entry.
     UpdateFunction {
         name: String,
         config: Option<FunctionConfig>,
@@ -29,6 +35,8 @@ pub enum Command {
         expected_revision_id: Option<String>,
         revision_id: String,
         now_ms: i64,
+        #[serde(default)]
+        publish: bool,
     },
     /// Deletes the function with its versions and aliases.
     DeleteFunction {
@@ -39,11 +47,15 @@ pub enum Command {
         reserved_concurrency: Option<u32>,
     },
     /// Freezes `$LATEST` as the next version, unless it equals the latest version.
+    /// `expected_code_sha256` (hex) is Lambda's `CodeSha256` precondition,
+    /// checked here so that no update can slip between check and publish.
     PublishVersion {
         name: String,
         description: String,
         expected_revision_id: Option<String>,
         now_ms: i64,
+        #[serde(default)]
+        expected_code_sha256: Option<String>,
     },
     CreateAlias {
         function: String,
@@ -164,6 +176,11 @@ pub enum Response {
     /// How many events a replay or delete affected.
     Count(u64),
     AccessKey(AccessKeyRecord),
+    /// A create or update with `publish`: `$LATEST` after it, and the version.
+    Published {
+        function: FunctionRecord,
+        version: VersionRecord,
+    },
 }
 
 /// Why a command was refused. A refusal changes nothing.

@@ -126,9 +126,9 @@ impl Functions for PublicApi {
     async fn create_function(&self, request: Request<pb::CreateFunctionRequest>) -> Reply<pb::FunctionInfo> {
         let request = request.into_inner();
         let config = parse_config(request.config)?;
-        let record = self
+        let (record, _) = self
             .service
-            .create_function(&request.name, config, &request.zip_file)
+            .create_function(&request.name, config, &request.zip_file, false)
             .await
             .map_err(into_status)?;
         ok(into_function(record))
@@ -166,8 +166,9 @@ impl Functions for PublicApi {
             description: request.description,
             zip_file: request.zip_file,
             expected_revision_id: request.expected_revision_id,
+            publish: false,
         };
-        let record = self
+        let (record, _) = self
             .service
             .update_function(&request.name, update)
             .await
@@ -200,7 +201,12 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let record = self
             .service
-            .publish_version(&request.name, &request.description, request.expected_revision_id)
+            .publish_version(
+                &request.name,
+                &request.description,
+                request.expected_revision_id,
+                request.expected_code_sha256,
+            )
             .await
             .map_err(into_status)?;
         ok(into_version(record))

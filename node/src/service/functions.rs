@@ -22,6 +22,8 @@ pub struct FunctionUpdate {
     pub description: Option<String>,
     pub zip_file: Option<Vec<u8>>,
     pub expected_revision_id: Option<String>,
+    /// Lambda's `Publish=true`: publish the new `$LATEST` in the same write.
+    pub publish: bool,
 }
 
 /// An alias's routing from the wire: an additional version (a number, not
@@ -54,6 +56,14 @@ fn expect_function(response: Response) -> Result<FunctionRecord, NodeError> {
     }
 }
 
+/// `$LATEST` after a create or update, and the version it published if asked to.
+fn expect_written(response: Response) -> Result<(FunctionRecord, Option<VersionRecord>), NodeError> {
+    match response {
+        Response::Published { function, version } => Ok((function, Some(version))),
+        other => Ok((expect_function(other)?, None)),
+    }
+}
+
 fn expect_alias(response: Response) -> Result<AliasRecord, NodeError> {
     match response {
         Response::Alias(record) => Ok(record),
@@ -62,12 +72,14 @@ fn expect_alias(response: Response) -> Result<AliasRecord, NodeError> {
 }
 
 impl Service {
+    /// Creates the function; with `publish`, also its version 1, in one Raft entry.
     pub async fn create_function(
         &self,
         name: &str,
         config: FunctionConfig,
         zip_file: &[u8],
-    ) -> Result<FunctionRecord, NodeError> {
+        publish: bool,
+    ) -> Result<(FunctionRecord, Option<VersionRecord>), NodeError> {
         validate::function_name(name)?;
         validate::function_config(&config)?;
         let code = self.store_package(zip_file).await?;
@@ -77,8 +89,9 @@ impl Service {
             code,
             revision_id: new_revision_id(),
             now_ms: now_ms(),
+            publish,
         };
-        expect_function(self.cluster()?.propose(command).await?)
+        expect_written(self.cluster()?.propose(command).await?)
     }
 
     pub async fn get_function(&self, name: &str, consistency: Consistency) -> Result<FunctionRecord, NodeError> {
@@ -128,7 +141,11 @@ impl Service {
     /// Merges the update into the current `$LATEST`. Without a caller's
     /// expected revision, a concurrent change makes it merge again rather
     /// than overwrite the other change.
-    pub async fn update_function(&self, name: &str, update: FunctionUpdate) -> Result<FunctionRecord, NodeError> {
+    pub async fn update_function(
+        &self,
+        name: &str,
+        update: FunctionUpdate,
+    ) -> Result<(FunctionRecord, Option<VersionRecord>), NodeError> {
         let code = match &update.zip_file {
             Some(zip) => Some(self.store_package(zip).await?),
             None => None,
@@ -171,10 +188,11 @@ impl Service {
                 expected_revision_id: Some(current.revision_id.clone()),
                 revision_id: new_revision_id(),
                 now_ms: now_ms(),
+                publish: update.publish,
             };
             match self.cluster()?.propose(command).await {
                 Err(NodeError::RevisionMismatch(_)) if update.expected_revision_id.is_none() => continue,
-                result => return expect_function(result?),
+                result => return expect_written(result?),
             }
         }
     }
@@ -200,11 +218,14 @@ impl Service {
         expect_function(self.cluster()?.propose(command).await?)
     }
 
+    /// Publishes `$LATEST`, if its revision and its code's SHA-256 (hex) are
+    /// the ones expected: both preconditions are checked when the entry applies.
     pub async fn publish_version(
         &self,
         name: &str,
         description: &str,
         expected_revision_id: Option<String>,
+        expected_code_sha256: Option<String>,
     ) -> Result<VersionRecord, NodeError> {
         validate::function_name(name)?;
         let command = Command::PublishVersion {
@@ -212,6 +233,7 @@ impl Service {
             description: description.to_string(),
             expected_revision_id,
             now_ms: now_ms(),
+            expected_code_sha256,
         };
         match self.cluster()?.propose(command).await? {
             Response::Version(version) => Ok(version),

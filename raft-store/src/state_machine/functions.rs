@@ -151,6 +151,31 @@ pub(super) fn put_concurrency(kv: &mut Staged, name: &str, reserved: Option<u32>
     Ok(Ok(Response::Function(record)))
 }
 
+/// Completes a create or update that asked to publish: publishes the
+/// `$LATEST` it wrote, over its staged writes. A refused create or update
+/// publishes nothing; the caller discards every staged write when the
+/// publish is refused, so neither happens.
+pub(super) fn publishing(
+    written: CommandResult,
+    wanted: bool,
+    kv: &mut Staged,
+    name: &str,
+    now_ms: i64,
+) -> Result<CommandResult, StoreError> {
+    if !wanted {
+        return Ok(written);
+    }
+    let Ok(Response::Function(_)) = written else {
+        return Ok(written);
+    };
+    let version = match publish(kv, name, "", None, None, now_ms)? {
+        Ok(Response::Version(version)) => version,
+        other => return Ok(other),
+    };
+    let function = refuse!(require(kv, name)?);
+    Ok(Ok(Response::Published { function, version }))
+}
+
 /// Publishing an unchanged `$LATEST` returns the latest version instead of a
 /// new one, as Lambda does.
 pub(super) fn publish(
@@ -158,6 +183,7 @@ pub(super) fn publish(
     name: &str,
     description: &str,
     expected_revision_id: Option<&str>,
+    expected_code_sha256: Option<&str>,
     now_ms: i64,
 ) -> Result<CommandResult, StoreError> {
     refuse!(validate::description(description));
@@ -167,6 +193,16 @@ pub(super) fn publish(
         &record.revision_id,
         expected_revision_id
     ));
+    if let Some(expected) = expected_code_sha256 {
+        if !expected.eq_ignore_ascii_case(&record.code.sha256) {
+            return Ok(Err(ApplyError::InvalidArgument {
+                message: format!(
+                    "CodeSha256 ({expected}) is different from current CodeSha256 in $LATEST ({}). Please try again.",
+                    record.code.sha256
+                ),
+            }));
+        }
+    }
     if record.latest_version > 0 {
         if let Some(latest) = get_version(kv, name, record.latest_version)? {
             if latest.config == record.config && latest.code == record.code {

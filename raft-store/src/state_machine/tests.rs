@@ -33,6 +33,7 @@ fn create(name: &str) -> Command {
         },
         revision_id: "r1".into(),
         now_ms: 1000,
+        publish: false,
     }
 }
 
@@ -47,6 +48,7 @@ fn update_code(name: &str, code: u8, revision: &str) -> Command {
         expected_revision_id: None,
         revision_id: revision.into(),
         now_ms: 2000,
+        publish: false,
     }
 }
 
@@ -56,6 +58,7 @@ fn publish(name: &str) -> Command {
         description: String::new(),
         expected_revision_id: None,
         now_ms: 3000,
+        expected_code_sha256: None,
     }
 }
 
@@ -140,6 +143,7 @@ fn create_function() {
             },
             revision_id: "r".into(),
             now_ms: 0,
+            publish: false,
         }
     };
     check(
@@ -203,6 +207,7 @@ fn create_function() {
             },
             revision_id: "r".into(),
             now_ms: 0,
+            publish: false,
         },
         Expect::Refused("sha256"),
     );
@@ -228,6 +233,7 @@ fn update_function() {
         expected_revision_id: Some(expected.into()),
         revision_id: "r2".into(),
         now_ms: 1,
+        publish: false,
     };
     check(
         &[create("f")],
@@ -249,6 +255,7 @@ fn update_function() {
         expected_revision_id: None,
         revision_id: "r2".into(),
         now_ms: 1,
+        publish: false,
     };
     check(&[create("f")], bad, Expect::Refused("timeout 1000 s"));
 }
@@ -308,8 +315,129 @@ fn publish_version() {
         description: String::new(),
         expected_revision_id: Some("old".into()),
         now_ms: 0,
+        expected_code_sha256: None,
     };
     check(&[create("f")], conditional, Expect::Refused("RevisionMismatch"));
+}
+
+/// Lambda's `CodeSha256` precondition, checked in apply: the version is the
+/// code the caller saw, or nothing is published.
+#[test]
+fn publish_with_expected_code() {
+    let expecting = |code: u8| Command::PublishVersion {
+        name: "f".into(),
+        description: String::new(),
+        expected_revision_id: None,
+        now_ms: 3000,
+        expected_code_sha256: Some(sha(code)),
+    };
+    check(
+        &[create("f")],
+        expecting(1),
+        Expect::Ok(|r| matches!(r, Response::Version(v) if v.version == 1 && v.code.sha256 == sha(1))),
+    );
+    // The code changed after the caller looked: refused, nothing written.
+    check(
+        &[create("f"), update_code("f", 2, "r2")],
+        expecting(1),
+        Expect::Refused("is different from current CodeSha256"),
+    );
+}
+
+fn with_publish(command: Command) -> Command {
+    match command {
+        Command::CreateFunction {
+            name,
+            config,
+            code,
+            revision_id,
+            now_ms,
+            ..
+        } => Command::CreateFunction {
+            name,
+            config,
+            code,
+            revision_id,
+            now_ms,
+            publish: true,
+        },
+        Command::UpdateFunction {
+            name,
+            config,
+            code,
+            expected_revision_id,
+            revision_id,
+            now_ms,
+            ..
+        } => Command::UpdateFunction {
+            name,
+            config,
+            code,
+            expected_revision_id,
+            revision_id,
+            now_ms,
+            publish: true,
+        },
+        other => other,
+    }
+}
+
+/// `Publish=true` on create and update: one entry writes `$LATEST` and the
+/// version, or (refused) neither.
+#[test]
+fn create_and_update_with_publish() {
+    check(
+        &[],
+        with_publish(create("f")),
+        Expect::Ok(|r| {
+            matches!(r, Response::Published { function, version }
+                if function.latest_version == 1 && version.version == 1 && version.revision_id == "r1")
+        }),
+    );
+    check(
+        &[create("f"), publish("f")],
+        with_publish(update_code("f", 2, "r2")),
+        Expect::Ok(|r| {
+            matches!(r, Response::Published { function, version }
+                if function.latest_version == 2 && function.code.sha256 == sha(2)
+                    && version.version == 2 && version.code.sha256 == sha(2))
+        }),
+    );
+    // A refused create or update publishes nothing (`check` asserts no writes).
+    check(
+        &[create("f")],
+        with_publish(create("f")),
+        Expect::Refused("FunctionExists"),
+    );
+    let mut stale = with_publish(update_code("f", 2, "r2"));
+    if let Command::UpdateFunction {
+        expected_revision_id, ..
+    } = &mut stale
+    {
+        *expected_revision_id = Some("old".into());
+    }
+    check(&[create("f")], stale, Expect::Refused("RevisionMismatch"));
+}
+
+/// Log entries written before `publish` and `expected_code_sha256` existed
+/// still decode (the log is JSON on disk), as commands without them.
+#[test]
+fn entries_from_before_publish_flags_decode() {
+    let old = r#"{"CreateFunction":{"name":"f","config":{"runtime":"python3.11","handler":"app.handler",
+        "memory_mb":128,"timeout_s":3,"environment":{},"description":""},
+        "code":{"sha256":"01","size":10},"revision_id":"r1","now_ms":1000}}"#;
+    assert!(matches!(
+        serde_json::from_str::<Command>(old).unwrap(),
+        Command::CreateFunction { publish: false, .. }
+    ));
+    let old = r#"{"PublishVersion":{"name":"f","description":"","expected_revision_id":null,"now_ms":3}}"#;
+    assert!(matches!(
+        serde_json::from_str::<Command>(old).unwrap(),
+        Command::PublishVersion {
+            expected_code_sha256: None,
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -208,12 +208,9 @@ async fn create_function(State(service): Api, body: Bytes) -> Answer {
     }
     let zip = zip_file(&request.code)?;
     let config = shapes::new_function_config(&request);
-    let function = service.create_function(&request.function_name, config, &zip).await?;
-    let version = if request.publish {
-        Some(service.publish_version(&function.name, "", None).await?)
-    } else {
-        None
-    };
+    let (function, version) = service
+        .create_function(&request.function_name, config, &zip, request.publish)
+        .await?;
     ok(
         StatusCode::CREATED,
         shapes::function_configuration(&service, &function, version.as_ref()),
@@ -305,14 +302,10 @@ async fn update_function_code(State(service): Api, Path(raw): Path<String>, body
     let update = FunctionUpdate {
         zip_file: Some(zip),
         expected_revision_id: request.revision_id,
+        publish: request.publish,
         ..Default::default()
     };
-    let function = service.update_function(&name, update).await?;
-    let version = if request.publish {
-        Some(service.publish_version(&name, "", None).await?)
-    } else {
-        None
-    };
+    let (function, version) = service.update_function(&name, update).await?;
     ok(
         StatusCode::OK,
         shapes::function_configuration(&service, &function, version.as_ref()),
@@ -343,8 +336,9 @@ async fn update_function_configuration(State(service): Api, Path(raw): Path<Stri
         description: request.description,
         zip_file: None,
         expected_revision_id: request.revision_id,
+        publish: false,
     };
-    let function = service.update_function(&name, update).await?;
+    let (function, _) = service.update_function(&name, update).await?;
     ok(
         StatusCode::OK,
         shapes::function_configuration(&service, &function, None),
@@ -362,17 +356,15 @@ struct PublishVersion {
 async fn publish_version(State(service): Api, Path(raw): Path<String>, body: Bytes) -> Answer {
     let name = unqualified(&raw)?;
     let request: PublishVersion = parse(&body)?;
-    if let Some(expected) = &request.code_sha256 {
-        let function = service.get_function(&name, Consistency::Linearizable).await?;
-        if shapes::code_sha256(&function.code) != *expected {
-            return Err(LambdaError::invalid(format!(
-                "CodeSha256 ({expected}) is different from current CodeSha256 in $LATEST ({}). Please try again.",
-                shapes::code_sha256(&function.code)
-            )));
-        }
-    }
+    // Lambda's CodeSha256 is base64; floe's records (and the check in apply) use hex.
+    let expected_code_sha256 = match &request.code_sha256 {
+        Some(expected) => Some(hex::encode(BASE64.decode(expected).map_err(|_| {
+            LambdaError::invalid(format!("CodeSha256 ({expected}) is not a base64 SHA-256"))
+        })?)),
+        None => None,
+    };
     let version = service
-        .publish_version(&name, &request.description, request.revision_id)
+        .publish_version(&name, &request.description, request.revision_id, expected_code_sha256)
         .await?;
     let function = service.get_function(&name, Consistency::Linearizable).await?;
     ok(
