@@ -618,36 +618,34 @@ pub fn body(response: &floe_client::proto::InvokeResponse) -> serde_json::Value 
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&response.payload)))
 }
 
-/// Asks the leader behind `client` for a grant through the internal
-/// `Scheduler` protocol, as a node does (the benchmarks and the scheduling
-/// tests time and load the scheduler this way).
+/// Asks the leader at `leader` for a grant through the node-to-node client
+/// the nodes use (the benchmarks and the scheduling tests time and load the
+/// scheduler this way).
 pub async fn grant(
-    client: &mut floe_proto::internal::scheduler_client::SchedulerClient<tonic::transport::Channel>,
-    ask: &floe_node::scheduler::GrantAsk,
-) -> anyhow::Result<floe_node::scheduler::Grant> {
-    use floe_node::scheduler::GrantReply;
-    let data = floe_raft_store::codec::encode(ask).map_err(anyhow::Error::msg)?;
-    let reply = client.grant(floe_proto::internal::Payload { data }).await?.into_inner();
-    match floe_raft_store::codec::decode::<GrantReply>(&reply.data).map_err(anyhow::Error::msg)? {
-        GrantReply::Granted(grant) => Ok(grant),
+    peers: &floe_node::cluster::peers::Peers,
+    leader: &str,
+    ask: &floe_node::wire::GrantAsk,
+) -> anyhow::Result<floe_node::wire::Grant> {
+    match peers.grant(leader, ask).await? {
+        floe_node::wire::GrantReply::Granted(grant) => Ok(grant),
         other => bail!("not granted: {other:?}"),
     }
 }
 
 /// Gives a grant of [`grant`] back.
 pub async fn release(
-    client: &mut floe_proto::internal::scheduler_client::SchedulerClient<tonic::transport::Channel>,
-    ask: &floe_node::scheduler::GrantAsk,
-    grant: &floe_node::scheduler::Grant,
+    peers: &floe_node::cluster::peers::Peers,
+    leader: &str,
+    ask: &floe_node::wire::GrantAsk,
+    grant: &floe_node::wire::Grant,
 ) -> anyhow::Result<()> {
-    let release = floe_node::scheduler::Release {
+    let release = floe_node::wire::Release {
         grant: grant.id,
         term: grant.term,
         node: grant.node,
         key: ask.key.clone(),
         warm: grant.warm,
     };
-    let data = floe_raft_store::codec::encode(&release).map_err(anyhow::Error::msg)?;
-    client.release(floe_proto::internal::Payload { data }).await?;
+    peers.release(leader, &release).await?;
     Ok(())
 }

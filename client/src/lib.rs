@@ -101,7 +101,9 @@ fn retriable(status: &tonic::Status) -> bool {
         // that closed (a node shutting down), so it never left. A node that
         // cancels a call it received says more ("h2 protocol error: …").
         tonic::Code::Cancelled => status.message() == "operation was canceled",
-        _ => false,
+        // A node shutting down said GOAWAY before it read the call (tonic
+        // calls it `Internal`): it never ran.
+        _ => floe_proto::transport::not_processed(status),
     }
 }
 

@@ -26,6 +26,7 @@ pub mod packages;
 pub mod scheduler;
 pub mod service;
 pub mod shared;
+pub mod wire;
 pub mod workers;
 
 use std::path::Path;

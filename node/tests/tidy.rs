@@ -5,7 +5,7 @@
 //!
 //! adapters (`api`) → use cases (`service`) → domain modules (`cluster`,
 //! `scheduler`, `executor`, `packages`, `triggers`) → foundation (`error`,
-//! `shared`, `config`, `failpoint`, `workers`).
+//! `shared`, `wire`, `config`, `failpoint`, `workers`).
 //!
 //! Adapters reach the domain only through the service; a domain module uses
 //! only itself and the foundation (so each can be built and tested alone);
@@ -30,7 +30,7 @@ fn layer(module: &str) -> Option<Layer> {
         "api" => Layer::Adapter,
         "service" => Layer::UseCase,
         "cluster" | "scheduler" | "executor" | "packages" | "triggers" => Layer::Domain,
-        "error" | "shared" | "config" | "failpoint" | "workers" => Layer::Foundation,
+        "error" | "shared" | "wire" | "config" | "failpoint" | "workers" => Layer::Foundation,
         _ => return None,
     })
 }

@@ -3,6 +3,7 @@
 //! - [`v1`]: the public API (`floe.v1`) for the CLI and SDK.
 //! - [`internal`]: node-to-node services (Raft RPCs, forwarding, packages).
 //! - [`sigv4`]: the request signature both public APIs (gRPC and Lambda REST) use.
+//! - [`transport`]: what a failed call's transport error says about the call.
 
 /// Modules nested as the proto packages are, so generated cross-package paths resolve.
 pub mod floe {
@@ -20,6 +21,7 @@ pub mod floe {
 }
 
 pub mod sigv4;
+pub mod transport;
 
 pub use floe::internal::v1 as internal;
 pub use floe::v1;

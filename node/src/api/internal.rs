@@ -197,7 +197,7 @@ impl Peer for InternalApi {
 #[tonic::async_trait]
 impl SchedulerService for InternalApi {
     async fn heartbeat(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let report: crate::service::scheduling::LoadReport = decode(request.get_ref())?;
+        let report: crate::wire::LoadReport = decode(request.get_ref())?;
         match self.service.heartbeat_here(report) {
             Some(reply) => encode(&reply),
             None => Err(Status::failed_precondition("not the leader")),
@@ -205,18 +205,18 @@ impl SchedulerService for InternalApi {
     }
 
     async fn grant(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let ask: crate::service::scheduling::GrantAsk = decode(request.get_ref())?;
+        let ask: crate::wire::GrantAsk = decode(request.get_ref())?;
         encode(&self.service.grant_on_leader(&ask).await)
     }
 
     async fn shadow(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let shadow: crate::service::scheduling::ShadowGrant = decode(request.get_ref())?;
+        let shadow: crate::wire::ShadowGrant = decode(request.get_ref())?;
         self.service.record_shadow(shadow).map_err(into_status)?;
         encode(&())
     }
 
     async fn release(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let release: crate::service::scheduling::Release = decode(request.get_ref())?;
+        let release: crate::wire::Release = decode(request.get_ref())?;
         self.service.release_here(&release);
         encode(&())
     }

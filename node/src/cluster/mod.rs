@@ -15,8 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use floe_proto::internal::{Payload, ReadIndexRequest};
-use floe_raft_store::{codec, Command, CommandResult, NodeId, Raft, Response, StateReader};
+use floe_raft_store::{Command, CommandResult, NodeId, Raft, Response, StateReader};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
 
 use crate::config::RaftConfig;
@@ -238,18 +237,13 @@ impl Cluster {
     }
 
     async fn forward(&self, address: &str, command: &Command) -> Result<proposer::Written, Forward> {
-        let data = codec::encode(command).map_err(|e| Forward::Failed(NodeError::Internal(e)))?;
-        let mut client = self.peers.peer(address).map_err(|e| Forward::Failed(e.into()))?;
-        match client.propose(Payload { data }).await {
-            Ok(reply) => {
-                let (index, result): (u64, CommandResult) =
-                    codec::decode(&reply.into_inner().data).map_err(|e| Forward::Failed(NodeError::Internal(e)))?;
-                Ok(proposer::Written { result, index })
-            }
+        match self.peers.propose(address, command).await {
+            Ok((index, result)) => Ok(proposer::Written { result, index }),
             // The target was not (or no longer) the leader and wrote nothing.
             Err(status) if status.code() == tonic::Code::FailedPrecondition => Err(Forward::Retry),
-            // The connection never opened: nothing was sent.
-            Err(status) if is_connect_error(&status) => Err(Forward::Retry),
+            // The connection never opened, or the leader was shutting down and
+            // refused the call unread: nothing was written.
+            Err(status) if floe_proto::transport::not_processed(&status) => Err(Forward::Retry),
             Err(status) => Err(Forward::Failed(NodeError::OutcomeUnknown(format!(
                 "the leader at {address} failed during the write, which may or may not have been applied: {}",
                 status.message()
@@ -298,9 +292,7 @@ impl Cluster {
     }
 
     async fn remote_read_index(&self, address: &str) -> Option<u64> {
-        let mut client = self.peers.peer(address).ok()?;
-        let reply = client.read_index(ReadIndexRequest {}).await.ok()?;
-        Some(reply.into_inner().index)
+        self.peers.read_index(address).await.ok()
     }
 
     /// The current membership: voters and every node with its address.
@@ -376,23 +368,6 @@ impl Cluster {
 enum Forward {
     Retry,
     Failed(NodeError),
-}
-
-/// True when the request never reached the peer (connection refused or timed out while connecting).
-pub(crate) fn is_connect_error(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
-    while let Some(error) = source {
-        let text = error.to_string();
-        if text.contains("Connection refused") || text.contains("tcp connect error") || text.contains("connect timeout")
-        {
-            return true;
-        }
-        source = error.source();
-    }
-    status.message().contains("tcp connect error")
 }
 
 /// A peer's error with its causes ("transport error: http2 error: keep-alive

@@ -1,17 +1,39 @@
-//! gRPC channels to other nodes, one per address, created lazily and reused.
+//! The node-to-node client: one gRPC channel per peer address, created
+//! lazily and reused, and one typed method per internal RPC, with its
+//! deadline. Callers send and receive floe's own types (commands, grants,
+//! reports); the encoding (bincode in a `Payload`, as openraft's messages)
+//! and the deadlines live here only. Errors stay `tonic::Status`, because
+//! what a failure means (retry, unreachable, outcome unknown) depends on
+//! the call, and its caller decides.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use floe_proto::internal::peer_client::PeerClient;
 use floe_proto::internal::raft_client::RaftClient;
 use floe_proto::internal::scheduler_client::SchedulerClient;
+use floe_proto::internal::{
+    AssignIdRequest, Execution, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload, ReadIndexRequest,
+};
+use floe_proto::v1::{AddNodeRequest, GetLogsRequest, LogRecord, RemoveNodeRequest};
 use floe_proto::MAX_MESSAGE_BYTES;
+use floe_raft_store::{codec, Command, CommandResult, NodeId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::wire::{GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release, ShadowGrant};
 
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a call to the leader's scheduler may wait for its answer (grant,
+/// shadow, release, load; a heartbeat waits at most this long too).
+pub const LEADER_RPC_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a question to a peer for `floe cluster status` or logs may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A pool of channels keyed by `host:port`.
 #[derive(Default)]
@@ -44,23 +66,174 @@ impl Peers {
         Ok(channel)
     }
 
+    /// openraft's service, for the append stream (`append_stream.rs`), which
+    /// drives the stream itself.
     pub fn raft(&self, address: &str) -> Result<RaftClient<Channel>, tonic::Status> {
         Ok(RaftClient::new(self.channel(address)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    pub fn peer(&self, address: &str) -> Result<PeerClient<Channel>, tonic::Status> {
+    fn peer(&self, address: &str) -> Result<PeerClient<Channel>, tonic::Status> {
         Ok(PeerClient::new(self.channel(address)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    pub fn scheduler(&self, address: &str) -> Result<SchedulerClient<Channel>, tonic::Status> {
+    fn scheduler(&self, address: &str) -> Result<SchedulerClient<Channel>, tonic::Status> {
         Ok(SchedulerClient::new(self.channel(address)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
+
+    /// One `Scheduler` call: `message` encoded in a `Payload`, the answer decoded.
+    async fn scheduler_call<M, A, F, Fut>(
+        &self,
+        address: &str,
+        message: &M,
+        deadline: Duration,
+        rpc: F,
+    ) -> Result<A, Status>
+    where
+        M: Serialize,
+        A: DeserializeOwned,
+        F: FnOnce(SchedulerClient<Channel>, Request<Payload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Payload>, Status>>,
+    {
+        let data = codec::encode(message).map_err(Status::internal)?;
+        let mut request = Request::new(Payload { data });
+        request.set_timeout(deadline);
+        let reply = rpc(self.scheduler(address)?, request).await?;
+        decode_from(address, &reply.into_inner().data)
+    }
+
+    // The leader's scheduler.
+
+    pub async fn grant(&self, leader: &str, ask: &GrantAsk) -> Result<GrantReply, Status> {
+        self.scheduler_call(
+            leader,
+            ask,
+            LEADER_RPC_TIMEOUT,
+            |mut c, r| async move { c.grant(r).await },
+        )
+        .await
+    }
+
+    /// Records a grant on another voter before anyone may use it.
+    pub async fn shadow(&self, voter: &str, shadow: &ShadowGrant) -> Result<(), Status> {
+        self.scheduler_call(voter, shadow, LEADER_RPC_TIMEOUT, |mut c, r| async move {
+            c.shadow(r).await
+        })
+        .await
+    }
+
+    pub async fn release(&self, leader: &str, release: &Release) -> Result<(), Status> {
+        self.scheduler_call(leader, release, LEADER_RPC_TIMEOUT, |mut c, r| async move {
+            c.release(r).await
+        })
+        .await
+    }
+
+    /// Sends this node's load; `deadline` is at most [`LEADER_RPC_TIMEOUT`].
+    pub async fn heartbeat(
+        &self,
+        leader: &str,
+        report: &LoadReport,
+        deadline: Duration,
+    ) -> Result<HeartbeatReply, Status> {
+        let deadline = deadline.min(LEADER_RPC_TIMEOUT);
+        self.scheduler_call(leader, report, deadline, |mut c, r| async move { c.heartbeat(r).await })
+            .await
+    }
+
+    /// The leader's load view.
+    pub async fn load(&self, leader: &str) -> Result<LoadView, Status> {
+        // The request carries nothing: `()` encodes to no bytes.
+        self.scheduler_call(
+            leader,
+            &(),
+            LEADER_RPC_TIMEOUT,
+            |mut c, r| async move { c.load(r).await },
+        )
+        .await
+    }
+
+    /// Runs an invocation on the node its grant names; `deadline` is what
+    /// the invocation may take at most (lease, timeout, slack).
+    pub async fn execute(&self, node: &str, execution: Execution, deadline: Duration) -> Result<Execution, Status> {
+        let mut request = Request::new(execution);
+        request.set_timeout(deadline);
+        Ok(self.scheduler(node)?.execute(request).await?.into_inner())
+    }
+
+    // Any member.
+
+    /// Proposes `command` on the leader: the entry's index and the result.
+    pub async fn propose(&self, leader: &str, command: &Command) -> Result<(u64, CommandResult), Status> {
+        let data = codec::encode(command).map_err(Status::internal)?;
+        let reply = self.peer(leader)?.propose(Payload { data }).await?;
+        decode_from(leader, &reply.into_inner().data)
+    }
+
+    /// The leader's commit index, confirmed by a majority (a read barrier).
+    pub async fn read_index(&self, leader: &str) -> Result<u64, Status> {
+        Ok(self
+            .peer(leader)?
+            .read_index(ReadIndexRequest {})
+            .await?
+            .into_inner()
+            .index)
+    }
+
+    /// Who the node at `address` is (id, region, sandbox mode).
+    pub async fn hello(&self, address: &str) -> Result<HelloResponse, Status> {
+        let mut request = Request::new(HelloRequest {});
+        request.set_timeout(QUERY_TIMEOUT);
+        Ok(self.peer(address)?.hello(request).await?.into_inner())
+    }
+
+    /// Asks a member (which forwards to its leader) to add the node at `new_node`.
+    pub async fn add_node(&self, member: &str, new_node: &str) -> Result<NodeId, Status> {
+        let request = AddNodeRequest {
+            address: new_node.to_string(),
+        };
+        Ok(self.peer(member)?.add_node(request).await?.into_inner().node_id)
+    }
+
+    /// Tells a node waiting to join the id the cluster gave it.
+    pub async fn assign_id(&self, address: &str, node_id: NodeId) -> Result<(), Status> {
+        self.peer(address)?.assign_id(AssignIdRequest { node_id }).await?;
+        Ok(())
+    }
+
+    pub async fn remove_node(&self, leader: &str, node_id: NodeId) -> Result<(), Status> {
+        self.peer(leader)?.remove_node(RemoveNodeRequest { node_id }).await?;
+        Ok(())
+    }
+
+    pub async fn put_package(&self, address: &str, sha256: String, data: Vec<u8>) -> Result<(), Status> {
+        self.peer(address)?.put_package(Package { sha256, data }).await?;
+        Ok(())
+    }
+
+    /// The zip with this SHA-256, as the peer holds it (the caller checks it).
+    pub async fn get_package(&self, address: &str, sha256: &str) -> Result<Vec<u8>, Status> {
+        let request = GetPackageRequest {
+            sha256: sha256.to_string(),
+        };
+        Ok(self.peer(address)?.get_package(request).await?.into_inner().data)
+    }
+
+    /// The log records a peer holds for a function.
+    pub async fn local_logs(&self, address: &str, request: GetLogsRequest) -> Result<Vec<LogRecord>, Status> {
+        let mut request = Request::new(request);
+        request.set_timeout(QUERY_TIMEOUT);
+        Ok(self.peer(address)?.get_local_logs(request).await?.into_inner().records)
+    }
+}
+
+fn decode_from<T: DeserializeOwned>(address: &str, data: &[u8]) -> Result<T, Status> {
+    codec::decode(data).map_err(|e| Status::internal(format!("undecodable answer from {address}: {e}")))
 }
 
 #[cfg(test)]

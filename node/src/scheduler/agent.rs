@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Grant, RunningGrant};
+use crate::wire::{Grant, RunningGrant};
 
 /// How long finished grants are reported: longer than a grant's lease, so a
 /// new leader that learned of one from a shadow hears it is over.

@@ -16,10 +16,10 @@ use super::clock::Clock;
 use super::leader::Members;
 use super::node::{Load, NodeScheduling};
 use super::quota::Limits;
-use super::{Grant, GrantAsk, GrantReply, LoadReport, Release};
 use crate::config::SchedulerConfig;
 use crate::error::ThrottleReason;
 use crate::shared::SandboxKey;
+use crate::wire::{Grant, GrantAsk, GrantReply, LoadReport, Release};
 
 const QUOTA: u32 = 3;
 const TIMEOUT_S: u64 = 10;

@@ -21,9 +21,9 @@ use floe_raft_store::NodeId;
 use super::clock::Clock;
 use super::placement::{self, Ask, NodeLoad, Placement};
 use super::quota::{self, Limits, Usage};
-use super::{Grant, GrantAsk, GrantReply, LoadReport, LoadView, NodeView, Release};
 use crate::config::SchedulerConfig;
 use crate::shared::SandboxKey;
+use crate::wire::{Grant, GrantAsk, GrantReply, LoadReport, LoadView, NodeView, Release};
 
 /// Slack for clocks that run at slightly different speeds and for messages in flight.
 const MARGIN: Duration = Duration::from_secs(1);

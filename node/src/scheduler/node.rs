@@ -17,9 +17,11 @@ use super::clock::{Clock, LeaderClocks};
 use super::leader::{Members, Scheduler};
 use super::quota::Limits;
 use super::shadow::Shadows;
-use super::{Grant, GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release, RunningGrant, ShadowGrant};
 use crate::config::SchedulerConfig;
 use crate::shared::SandboxKey;
+use crate::wire::{
+    Grant, GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release, RunningGrant, ShadowGrant,
+};
 use floe_raft_store::NodeId;
 
 /// What a node's heartbeat says about its sandboxes (the executor's part of a [`LoadReport`]).

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::ShadowGrant;
+use crate::wire::ShadowGrant;
 
 struct Entry {
     shadow: ShadowGrant,
@@ -77,7 +77,7 @@ impl Shadows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::RunningGrant;
+    use crate::wire::RunningGrant;
 
     fn shadow(id: u64, remaining_ms: u64) -> ShadowGrant {
         ShadowGrant {

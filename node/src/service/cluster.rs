@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use floe_proto::internal::{AssignIdRequest, HelloRequest};
 use floe_raft_store::model::NodeRecord;
 use floe_raft_store::{state_machine, validate, Command, NodeId, Response};
 use openraft::BasicNode;
@@ -54,7 +53,7 @@ pub struct ClusterView {
     /// This node's background workers and their states.
     pub workers: Vec<(String, crate::workers::WorkerState)>,
     /// The leader's load view, when the leader answered.
-    pub load: Option<crate::scheduler::LoadView>,
+    pub load: Option<crate::wire::LoadView>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,18 +115,9 @@ impl Service {
         let mut attempt = 0u32;
         loop {
             for address in join {
-                let result = async {
-                    self.peers
-                        .peer(address)?
-                        .add_node(floe_proto::v1::AddNodeRequest {
-                            address: self.address.clone(),
-                        })
-                        .await
-                }
-                .await;
-                match result {
-                    Ok(reply) => {
-                        tracing::info!(node_id = reply.into_inner().node_id, via = %address, "joined the cluster");
+                match self.peers.add_node(address, &self.address).await {
+                    Ok(node_id) => {
+                        tracing::info!(node_id, via = %address, "joined the cluster");
                         return Ok(());
                     }
                     Err(status) => {
@@ -153,25 +143,12 @@ impl Service {
             let (_, leader) = cluster
                 .leader()
                 .ok_or_else(|| NodeError::Unavailable("no leader to add the node".into()))?;
-            let reply = self
-                .peers
-                .peer(&leader)?
-                .add_node(floe_proto::v1::AddNodeRequest {
-                    address: address.to_string(),
-                })
-                .await?;
-            return Ok(reply.into_inner().node_id);
+            return Ok(self.peers.add_node(&leader, address).await?);
         }
         let _one_at_a_time = self.membership_lock.lock().await;
-        let hello = self
-            .peers
-            .peer(address)?
-            .hello(HelloRequest {})
-            .await
-            .map_err(|status| {
-                NodeError::Unavailable(format!("cannot reach the new node at {address}: {}", status.message()))
-            })?
-            .into_inner();
+        let hello = self.peers.hello(address).await.map_err(|status| {
+            NodeError::Unavailable(format!("cannot reach the new node at {address}: {}", status.message()))
+        })?;
         let registered = state_machine::list_nodes(&self.reader)?;
         let id = match registered.iter().find(|node| node.address == address) {
             // Registered by an earlier attempt that did not finish: go on with that id.
@@ -202,8 +179,7 @@ impl Service {
         };
         if hello.node_id == 0 {
             self.peers
-                .peer(address)?
-                .assign_id(AssignIdRequest { node_id: id })
+                .assign_id(address, id)
                 .await
                 .map_err(|status| NodeError::Unavailable(format!("assign id to {address}: {}", status.message())))?;
         }
@@ -241,10 +217,7 @@ impl Service {
             let (_, leader) = cluster
                 .leader()
                 .ok_or_else(|| NodeError::Unavailable("no leader to remove the node".into()))?;
-            self.peers
-                .peer(&leader)?
-                .remove_node(floe_proto::v1::RemoveNodeRequest { node_id: id })
-                .await?;
+            self.peers.remove_node(&leader, id).await?;
             return Ok(());
         }
         let _one_at_a_time = self.membership_lock.lock().await;
@@ -345,10 +318,9 @@ impl Service {
                 if let Some(known) = known {
                     return known;
                 }
-                let hello = async { peers.peer(&address)?.hello(HelloRequest {}).await };
-                match tokio::time::timeout(Duration::from_secs(1), hello).await {
-                    Ok(Ok(reply)) => reply.into_inner().sandbox_mode,
-                    _ => "unreachable".to_string(),
+                match peers.hello(&address).await {
+                    Ok(hello) => hello.sandbox_mode,
+                    Err(_) => "unreachable".to_string(),
                 }
             }
         });

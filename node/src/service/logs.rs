@@ -35,12 +35,8 @@ impl Service {
                 };
                 let peers = self.peers.clone();
                 async move {
-                    let mut client = peers.peer(&address).ok()?;
-                    let reply = tokio::time::timeout(std::time::Duration::from_secs(2), client.get_local_logs(request))
-                        .await
-                        .ok()?
-                        .ok()?;
-                    Some((id, reply.into_inner().records))
+                    let records = peers.local_logs(&address, request).await.ok()?;
+                    Some((id, records))
                 }
             });
         for (node_id, remote) in futures::future::join_all(requests).await.into_iter().flatten() {

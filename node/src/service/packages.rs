@@ -2,7 +2,6 @@
 //! to peers so that a majority holds it before the metadata that names it is
 //! committed; a node that lacks one fetches it from a peer.
 
-use floe_proto::internal::{GetPackageRequest, Package};
 use floe_raft_store::model::CodeRef;
 
 use super::Service;
@@ -24,11 +23,7 @@ impl Service {
             let address = address.clone();
             let id = *id;
             async move {
-                let result = async {
-                    peers.peer(&address)?.put_package(Package { sha256, data }).await?;
-                    Ok::<_, tonic::Status>(())
-                }
-                .await;
+                let result = peers.put_package(&address, sha256, data).await;
                 (id, result)
             }
         });
@@ -100,16 +95,8 @@ impl Service {
             if id == cluster.id {
                 continue;
             }
-            let Ok(mut client) = self.peers.peer(&address) else {
-                continue;
-            };
-            if let Ok(reply) = client
-                .get_package(GetPackageRequest {
-                    sha256: code.sha256.clone(),
-                })
-                .await
-            {
-                let stored = self.packages.put(&reply.into_inner().data)?;
+            if let Ok(zip) = self.peers.get_package(&address, &code.sha256).await {
+                let stored = self.packages.put(&zip)?;
                 if stored.sha256 == code.sha256 {
                     return Ok(());
                 }

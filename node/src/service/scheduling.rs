@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use floe_proto::internal::{Execution, Payload};
+use floe_proto::internal::Execution;
 use floe_raft_store::codec;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -17,14 +17,10 @@ use crate::executor::{Invocation, LOG_TAIL_BYTES};
 use crate::scheduler::leader::Members;
 use crate::scheduler::node::{shadow_of, Load};
 use crate::scheduler::quota::Limits;
-use crate::scheduler::{Grant, GrantReply, HeartbeatReply, LoadView};
 use crate::shared::SandboxKey;
-// The messages of the internal `Scheduler` service, which these calls take.
-pub use crate::scheduler::{GrantAsk, LoadReport, Release, ShadowGrant};
+use crate::wire::{Grant, GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release, ShadowGrant};
 use floe_raft_store::state_machine;
 
-/// How long a grant request or a heartbeat may wait for the leader's answer.
-const LEADER_RPC_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long after an election nodes report the grants they finished lately.
 const FINISHED_REPORTING: Duration = Duration::from_secs(5);
 /// How late the `forwarded-invocations-arrive-late` failpoint delivers forwarded invocations.
@@ -90,22 +86,19 @@ impl Service {
         if needed == 0 {
             return Ok(());
         }
-        let data = codec::encode(&shadow_of(grant, ask.timeout_s))?;
+        let shadow = shadow_of(grant, ask.timeout_s);
         // Each call runs to its end in a task of its own, also once a majority
         // answered: a call dropped midway is a stream reset, and h2 closes a
         // connection (GOAWAY "too_many_internal_resets") once 1,024 answers
         // arrived for calls it reset — failing every call then on it.
         let (answers, mut answered) = tokio::sync::mpsc::channel(others.len().max(1));
         for address in others {
-            let (data, answers, peers) = (data.clone(), answers.clone(), self.peers.clone());
+            let (shadow, answers, peers) = (shadow.clone(), answers.clone(), self.peers.clone());
             self.workers.spawn_task(async move {
-                let result = async {
-                    let mut client = peers.scheduler(&address).map_err(|e| e.to_string())?;
-                    let mut request = tonic::Request::new(Payload { data });
-                    request.set_timeout(LEADER_RPC_TIMEOUT);
-                    client.shadow(request).await.map_err(|e| e.message().to_string())
-                }
-                .await;
+                let result = peers
+                    .shadow(&address, &shadow)
+                    .await
+                    .map_err(|e| e.message().to_string());
                 let _ = answers.send(result).await;
             });
         }
@@ -182,10 +175,10 @@ impl Service {
                     }
                     Some(self.grant_on_leader(ask).await)
                 }
-                Some((_, address)) => match self.remote_grant(&address, ask).await {
+                Some((_, address)) => match self.peers.grant(&address, ask).await {
                     Ok(reply) => Some(reply),
                     Err(e) => {
-                        last = e;
+                        last = e.message().to_string();
                         None
                     }
                 },
@@ -213,15 +206,6 @@ impl Service {
         }
     }
 
-    async fn remote_grant(&self, address: &str, ask: &GrantAsk) -> Result<GrantReply, String> {
-        let data = codec::encode(ask)?;
-        let mut client = self.peers.scheduler(address).map_err(|e| e.to_string())?;
-        let mut request = tonic::Request::new(Payload { data });
-        request.set_timeout(LEADER_RPC_TIMEOUT);
-        let reply = client.grant(request).await.map_err(|e| e.message().to_string())?;
-        codec::decode(&reply.into_inner().data)
-    }
-
     /// Runs `run` where the leader places it, within the region's quota.
     pub async fn run_placed(&self, run: Run, region: Option<String>) -> Result<InvokeResult, NodeError> {
         let cluster = self.cluster()?;
@@ -247,16 +231,16 @@ impl Service {
         let request_id = header.run.request_id.clone();
         let payload = header.run.payload.to_vec();
         let header = codec::encode(&header).map_err(NodeError::Internal)?;
-        let mut client = self.peers.scheduler(&grant.address)?;
-        let mut request = tonic::Request::new(Execution { header, payload });
         // Never wait longer than the invocation could take: a node cut off mid-call must not hold the caller.
-        request.set_timeout(Duration::from_millis(grant.lease_ms) + Duration::from_secs(ask.timeout_s) + EXECUTE_SLACK);
-        let reply = client
-            .execute(request)
+        let deadline = Duration::from_millis(grant.lease_ms) + Duration::from_secs(ask.timeout_s) + EXECUTE_SLACK;
+        let reply = self
+            .peers
+            .execute(&grant.address, Execution { header, payload }, deadline)
             .await
             .map_err(|status| {
                 let why = crate::cluster::describe(&status);
-                if crate::cluster::is_connect_error(&status) {
+                // Nothing ran (no connection, or a node shutting down refused it unread).
+                if floe_proto::transport::not_processed(&status) {
                     NodeError::Unavailable(format!("node {} is unreachable: {why}", grant.node))
                 } else {
                     // It may have run: the caller must not retry blindly.
@@ -266,8 +250,7 @@ impl Service {
                         grant.node
                     ))
                 }
-            })?
-            .into_inner();
+            })?;
         let result: Result<InvokeResult, NodeError> = codec::decode(&reply.header).map_err(NodeError::Internal)?;
         let mut result = result?;
         result.payload = Bytes::from(reply.payload);
@@ -370,14 +353,8 @@ impl Service {
             Some((_, address)) => {
                 let peers = self.peers.clone();
                 self.workers.spawn_task(async move {
-                    let Ok(data) = codec::encode(&release) else { return };
-                    let Ok(mut client) = peers.scheduler(&address) else {
-                        return;
-                    };
-                    let mut request = tonic::Request::new(Payload { data });
-                    request.set_timeout(LEADER_RPC_TIMEOUT);
                     // A lost release is reconciled by the next heartbeat.
-                    let _ = client.release(request).await;
+                    let _ = peers.release(&address, &release).await;
                 });
             }
             None => {}
@@ -455,12 +432,11 @@ impl Service {
     }
 
     async fn send_heartbeat(&self, address: &str, report: &LoadReport) -> Result<(), String> {
-        let data = codec::encode(report)?;
-        let mut client = self.peers.scheduler(address).map_err(|e| e.to_string())?;
-        let mut request = tonic::Request::new(Payload { data });
-        request.set_timeout(LEADER_RPC_TIMEOUT.min(self.config.scheduler.node_timeout));
-        let reply = client.heartbeat(request).await.map_err(|e| e.message().to_string())?;
-        let reply: HeartbeatReply = codec::decode(&reply.into_inner().data)?;
+        let reply = self
+            .peers
+            .heartbeat(address, report, self.config.scheduler.node_timeout)
+            .await
+            .map_err(|e| e.message().to_string())?;
         self.scheduling.take_answer(reply, Instant::now());
         Ok(())
     }
@@ -471,11 +447,7 @@ impl Service {
             return Some(self.scheduling.view(term, Instant::now()));
         }
         let (_, address) = self.started_cluster()?.leader()?;
-        let mut client = self.peers.scheduler(&address).ok()?;
-        let mut request = tonic::Request::new(Payload { data: Vec::new() });
-        request.set_timeout(LEADER_RPC_TIMEOUT);
-        let reply = client.load(request).await.ok()?;
-        codec::decode(&reply.into_inner().data).ok()
+        self.peers.load(&address).await.ok()
     }
 }
 

@@ -4,18 +4,16 @@
 use std::time::{Duration, Instant};
 
 use chaos_tests::TestCluster;
+use floe_node::cluster::peers::Peers;
 
 use crate::common::{ms, per_second, percentile, summarize, DEFAULT_CONFIG};
 
 /// One grant round trip at the leader (timed), then its release.
-async fn grant_once(
-    client: &mut floe_proto::internal::scheduler_client::SchedulerClient<tonic::transport::Channel>,
-    ask: &floe_node::scheduler::GrantAsk,
-) -> anyhow::Result<Duration> {
+async fn grant_once(peers: &Peers, leader: &str, ask: &floe_node::wire::GrantAsk) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let grant = chaos_tests::grant(client, ask).await?;
+    let grant = chaos_tests::grant(peers, leader, ask).await?;
     let elapsed = started.elapsed();
-    chaos_tests::release(client, ask, &grant).await?;
+    chaos_tests::release(peers, leader, ask, &grant).await?;
     Ok(elapsed)
 }
 
@@ -40,7 +38,7 @@ pub async fn schedule(
     client.invoke("noop", "", b"{}".to_vec()).await?;
     let leader = cluster.leader().await?;
     let follower = (leader + 1) % 3;
-    let ask = floe_node::scheduler::GrantAsk {
+    let ask = floe_node::wire::GrantAsk {
         entry_region: "local".into(),
         region: None,
         key: floe_node::shared::SandboxKey {
@@ -51,23 +49,19 @@ pub async fn schedule(
         memory_mb: 128,
         timeout_s: 3,
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.address(leader)))?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
-    let scheduler = floe_proto::internal::scheduler_client::SchedulerClient::new(channel);
+    // The node-to-node client the nodes use, one channel to the leader.
+    let peers = std::sync::Arc::new(Peers::default());
+    let leader_address = cluster.address(leader);
 
     // Grants: sequential round trips, then concurrent callers.
     let mut sequential = Vec::with_capacity(grants);
-    let mut one = scheduler.clone();
     for _ in 0..grants {
-        sequential.push(grant_once(&mut one, &ask).await?);
+        sequential.push(grant_once(&peers, &leader_address, &ask).await?);
     }
     let (grant_p50, grant_p99) = summarize(sequential);
     let grants_per_s = per_second(callers, grants / callers, move |_, _| {
-        let mut client = scheduler.clone();
-        let ask = ask.clone();
-        async move { grant_once(&mut client, &ask).await.map(|_| ()) }
+        let (peers, leader, ask) = (peers.clone(), leader_address.clone(), ask.clone());
+        async move { grant_once(&peers, &leader, &ask).await.map(|_| ()) }
     })
     .await?;
 
