@@ -344,42 +344,11 @@ fn publish_with_expected_code() {
     );
 }
 
-fn with_publish(command: Command) -> Command {
-    match command {
-        Command::CreateFunction {
-            name,
-            config,
-            code,
-            revision_id,
-            now_ms,
-            ..
-        } => Command::CreateFunction {
-            name,
-            config,
-            code,
-            revision_id,
-            now_ms,
-            publish: true,
-        },
-        Command::UpdateFunction {
-            name,
-            config,
-            code,
-            expected_revision_id,
-            revision_id,
-            now_ms,
-            ..
-        } => Command::UpdateFunction {
-            name,
-            config,
-            code,
-            expected_revision_id,
-            revision_id,
-            now_ms,
-            publish: true,
-        },
-        other => other,
+fn with_publish(mut command: Command) -> Command {
+    if let Command::CreateFunction { publish, .. } | Command::UpdateFunction { publish, .. } = &mut command {
+        *publish = true;
     }
+    command
 }
 
 /// `Publish=true` on create and update: one entry writes `$LATEST` and the
