@@ -80,7 +80,7 @@ impl Cluster {
         let raft = Raft::new(id, Arc::new(raft_config(config)?), network, log_store, state_machine).await?;
         Ok(Cluster {
             id,
-            proposer: proposer::Proposer::start(raft.clone()),
+            proposer: proposer::Proposer::start(raft.clone(), config.leader_wait),
             raft,
             reader,
             peers,
@@ -194,9 +194,7 @@ impl Cluster {
                         Ok(written) => return Ok(written.result),
                         // Lost leadership before appending: nothing was written, so retrying is safe.
                         Err(proposer::WriteError::NotLeader) => {}
-                        Err(proposer::WriteError::Failed(e)) => {
-                            return Err(NodeError::Unavailable(format!("write failed: {e}")))
-                        }
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 Some((_, address)) => match self.forward(&address, &command).await {

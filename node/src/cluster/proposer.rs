@@ -10,6 +10,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use floe_raft_store::{Command, CommandResult, Raft, Response};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -26,6 +28,22 @@ pub enum WriteError {
     NotLeader,
     /// Raft failed; the message says how.
     Failed(String),
+    /// Raft did not answer within the write timeout: the entry may still be
+    /// committed (or may already be), so the outcome is unknown.
+    Unanswered(Duration),
+}
+
+impl From<WriteError> for crate::error::NodeError {
+    fn from(error: WriteError) -> Self {
+        use crate::error::NodeError;
+        match error {
+            WriteError::NotLeader => NodeError::FailedPrecondition("not the leader".into()),
+            WriteError::Failed(e) => NodeError::Unavailable(format!("write failed: {e}")),
+            WriteError::Unanswered(after) => NodeError::OutcomeUnknown(format!(
+                "Raft did not answer the write within {after:?}: it may or may not have been applied"
+            )),
+        }
+    }
 }
 
 /// A proposal's outcome: the state machine's answer and the index of the
@@ -45,6 +63,8 @@ struct Proposal {
 #[derive(Clone)]
 pub struct Proposer {
     raft: Raft,
+    /// How long a write may wait for Raft's answer.
+    timeout: Duration,
     proposals: mpsc::UnboundedSender<Proposal>,
     /// Batches (or lone writes) in Raft at once.
     slots: Arc<Semaphore>,
@@ -54,13 +74,14 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the batching task; it ends when every `Proposer` is dropped.
-    pub fn start(raft: Raft) -> Proposer {
+    pub fn start(raft: Raft, timeout: Duration) -> Proposer {
         let (proposals, queue) = mpsc::unbounded_channel();
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(raft.clone(), queue, slots.clone(), queued.clone()));
+        tokio::spawn(run(raft.clone(), timeout, queue, slots.clone(), queued.clone()));
         Proposer {
             raft,
+            timeout,
             proposals,
             slots,
             queued,
@@ -73,7 +94,7 @@ impl Proposer {
         // Raft from this task: two hand-offs fewer on the way in and back.
         if self.queued.load(Ordering::Acquire) == 0 {
             if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
-                let mut results = write_batch(&self.raft, vec![command]).await;
+                let mut results = write_batch(&self.raft, self.timeout, vec![command]).await;
                 return results.pop().expect("one result per command");
             }
         }
@@ -90,6 +111,7 @@ impl Proposer {
 
 async fn run(
     raft: Raft,
+    timeout: Duration,
     mut queue: mpsc::UnboundedReceiver<Proposal>,
     slots: Arc<Semaphore>,
     queued: Arc<AtomicUsize>,
@@ -110,7 +132,7 @@ async fn run(
         let raft = raft.clone();
         tokio::spawn(async move {
             let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            let results = write_batch(&raft, commands).await;
+            let results = write_batch(&raft, timeout, commands).await;
             drop(slot);
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
@@ -121,7 +143,14 @@ async fn run(
 
 /// Writes `commands` as one entry; one result per command, as if each had
 /// been written alone.
-async fn write_batch(raft: &Raft, commands: Vec<Command>) -> Vec<Result<Written, WriteError>> {
+///
+/// Raft's answer is awaited for `timeout` at most. openraft 0.9 answers a
+/// write when its entry applies or is truncated as a conflict, but a leader
+/// cut off with entries not yet committed, then brought up to date by a
+/// snapshot that covers their indexes, purges them and answers nobody: the
+/// write would wait forever, holding one of the `IN_FLIGHT` slots, and two
+/// such writes stop every later write through this node.
+async fn write_batch(raft: &Raft, timeout: Duration, commands: Vec<Command>) -> Vec<Result<Written, WriteError>> {
     let count = commands.len();
     let single = count == 1;
     let entry = if single {
@@ -129,7 +158,10 @@ async fn write_batch(raft: &Raft, commands: Vec<Command>) -> Vec<Result<Written,
     } else {
         Command::Batch(commands)
     };
-    match raft.client_write(entry).await {
+    let Ok(answer) = tokio::time::timeout(timeout, raft.client_write(entry)).await else {
+        return vec![Err(WriteError::Unanswered(timeout)); count];
+    };
+    match answer {
         Ok(response) => {
             let index = response.log_id.index;
             let results = match response.data {

@@ -195,7 +195,6 @@ impl Service {
         &self,
         command: Command,
     ) -> Result<(u64, floe_raft_store::CommandResult), NodeError> {
-        use crate::cluster::proposer::WriteError;
         let cluster = self.cluster()?;
         match cluster.proposer.write(command).await {
             Ok(written) => {
@@ -205,8 +204,7 @@ impl Service {
                 let _ = cluster.raft.trigger().heartbeat().await;
                 Ok((written.index, written.result))
             }
-            Err(WriteError::NotLeader) => Err(NodeError::FailedPrecondition("not the leader".into())),
-            Err(WriteError::Failed(e)) => Err(NodeError::Unavailable(format!("write failed: {e}"))),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -15,10 +15,10 @@
 //! moment, so that a function that may run nothing cannot take every
 //! dispatch from the others.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use floe_raft_store::command::AttemptOutcome;
@@ -34,6 +34,10 @@ use crate::shared::now_ms;
 
 /// How often the dispatcher looks at the queue when nothing wakes it.
 const ROUND: Duration = Duration::from_millis(50);
+/// A dispatch slower than this is logged (debug) with its outcome.
+const SLOW_DISPATCH: Duration = Duration::from_secs(5);
+/// How often the dispatcher says that every dispatch is busy.
+const BUSY_WARNING_EVERY: Duration = Duration::from_secs(5);
 /// An event over its region's quota waits for a freed slot, or this many
 /// throttle delays at the latest.
 const REGION_FULL_FALLBACK: i64 = 4;
@@ -166,7 +170,9 @@ impl Waiting {
 impl Service {
     /// Runs due events while this node leads; until `shutdown`.
     pub async fn run_dispatcher(self: Arc<Self>, shutdown: CancellationToken) {
-        let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+        // Events being dispatched, with when each dispatch began.
+        let in_flight: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let mut warned_busy: Option<Instant> = None;
         let waiting: Arc<Mutex<Waiting>> = Arc::default();
         let permits = Arc::new(tokio::sync::Semaphore::new(self.config.scheduler.event_concurrency));
         // The term this node leads and since when (for the `dispatcher-stalls` failpoint).
@@ -217,16 +223,39 @@ impl Service {
                 if !waiting.lock().expect("waiting lock").may_try(&id, now) {
                     continue;
                 }
-                if !in_flight.lock().expect("in-flight lock").insert(id.clone()) {
+                if in_flight.lock().expect("in-flight lock").contains_key(&id) {
                     continue;
                 }
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    in_flight.lock().expect("in-flight lock").remove(&id);
+                    // Every dispatch is busy while events are due: say so (once
+                    // in a while), naming the oldest, so that a dispatch that
+                    // does not end is seen, not only its effect.
+                    if warned_busy.is_none_or(|at| at.elapsed() > BUSY_WARNING_EVERY) {
+                        warned_busy = Some(Instant::now());
+                        let in_flight = in_flight.lock().expect("in-flight lock");
+                        if let Some((oldest, since)) = in_flight.iter().min_by_key(|(_, since)| **since) {
+                            tracing::warn!(
+                                busy = in_flight.len(),
+                                oldest = %oldest,
+                                for_s = since.elapsed().as_secs_f64(),
+                                "every event dispatch is busy while events are due"
+                            );
+                        }
+                    }
                     break;
                 };
+                in_flight
+                    .lock()
+                    .expect("in-flight lock")
+                    .insert(id.clone(), Instant::now());
                 let (service, in_flight, waiting) = (self.clone(), in_flight.clone(), waiting.clone());
                 self.workers.spawn_task(async move {
-                    match service.dispatch(&id).await {
+                    let began = Instant::now();
+                    let dispatched = service.dispatch(&id).await;
+                    if began.elapsed() > SLOW_DISPATCH {
+                        tracing::debug!(event = %id, took_s = began.elapsed().as_secs_f64(), outcome = ?dispatched, "slow event dispatch");
+                    }
+                    match dispatched {
                         Ok(Dispatched::Later {
                             at,
                             accepted,
