@@ -9,7 +9,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use floe_raft_store::{Command, CommandResult, Raft, Response};

@@ -34,7 +34,8 @@ use crate::shared::now_ms;
 
 /// How often the dispatcher looks at the queue when nothing wakes it.
 const ROUND: Duration = Duration::from_millis(50);
-/// A dispatch slower than this is logged (debug) with its outcome.
+/// A dispatch slower than this is logged (debug) with its outcome, and
+/// named when every dispatch is busy.
 const SLOW_DISPATCH: Duration = Duration::from_secs(5);
 /// How often the dispatcher says that every dispatch is busy.
 const BUSY_WARNING_EVERY: Duration = Duration::from_secs(5);
@@ -227,13 +228,15 @@ impl Service {
                     continue;
                 }
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    // Every dispatch is busy while events are due: say so (once
-                    // in a while), naming the oldest, so that a dispatch that
-                    // does not end is seen, not only its effect.
+                    // Every dispatch is busy while events are due, and one has
+                    // been for long: say so (once in a while), naming it, so
+                    // that a dispatch that does not end is seen, not only its
+                    // effect.
                     if warned_busy.is_none_or(|at| at.elapsed() > BUSY_WARNING_EVERY) {
                         warned_busy = Some(Instant::now());
                         let in_flight = in_flight.lock().expect("in-flight lock");
-                        if let Some((oldest, since)) = in_flight.iter().min_by_key(|(_, since)| **since) {
+                        let oldest = in_flight.iter().min_by_key(|(_, since)| **since);
+                        if let Some((oldest, since)) = oldest.filter(|(_, since)| since.elapsed() > SLOW_DISPATCH) {
                             tracing::warn!(
                                 busy = in_flight.len(),
                                 oldest = %oldest,
