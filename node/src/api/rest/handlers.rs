@@ -358,9 +358,14 @@ async fn publish_version(State(service): Api, Path(raw): Path<String>, body: Byt
     let request: PublishVersion = parse(&body)?;
     // Lambda's CodeSha256 is base64; floe's records (and the check in apply) use hex.
     let expected_code_sha256 = match &request.code_sha256 {
-        Some(expected) => Some(hex::encode(BASE64.decode(expected).map_err(|_| {
-            LambdaError::invalid(format!("CodeSha256 ({expected}) is not a base64 SHA-256"))
-        })?)),
+        Some(expected) => match BASE64.decode(expected) {
+            Ok(digest) if digest.len() == 32 => Some(hex::encode(digest)),
+            _ => {
+                return Err(LambdaError::invalid(format!(
+                    "CodeSha256 ({expected}) is not a base64 SHA-256"
+                )))
+            }
+        },
         None => None,
     };
     let version = service
