@@ -222,7 +222,7 @@ impl TestCluster {
                 let dir = cluster.root.path().join(format!("node{}", index + 1));
                 std::fs::create_dir_all(&dir)?;
                 let status = Command::new("mount")
-                    .args(["-t", "tmpfs", "-o", "size=256m", "tmpfs"])
+                    .args(["-t", "tmpfs", "-o", "size=256m,mode=0700", "tmpfs"])
                     .arg(&dir)
                     .status()?;
                 if !status.success() {

@@ -10,7 +10,8 @@
 //! - [`cluster`]: Raft wiring, forwarding to the leader, node-to-node RPCs;
 //! - [`scheduler`]: placement and quotas (on the leader), heartbeats (every node);
 //! - [`executor`]: sandboxes and the Runtime API;
-//! - [`packages`]: code packages by sha256.
+//! - [`packages`]: code packages by sha256;
+//! - [`secrets`]: the data dir and the secret files in it, private to the node.
 //!
 //! [`run`] starts everything and, on shutdown, stops it in this order: stop
 //! accepting requests, let in-flight requests finish (the gRPC server's
@@ -24,6 +25,7 @@ pub mod executor;
 pub mod failpoint;
 pub mod packages;
 pub mod scheduler;
+pub mod secrets;
 pub mod service;
 pub mod shared;
 pub mod wire;
@@ -65,7 +67,8 @@ fn write_atomically(data_dir: &Path, name: &str, text: &str) -> anyhow::Result<(
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("create data dir {}", data_dir.display()))?;
+    secrets::open_data_dir(&data_dir)?;
+    secrets::check_private_file(&data_dir.join(service::auth::CREDENTIALS_FILE))?;
     let (log_store, state_machine, reader) = floe_raft_store::open(&data_dir.join("raft")).with_context(|| {
         format!(
             "open the Raft store in {} (is another floed using it?)",
@@ -154,23 +157,23 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     match service::cluster::read_node_id(&data_dir)? {
         Some(id) => {
-            let cluster = service.start_raft(id).await?;
+            let cluster = service.node.start_raft(id).await?;
             // A first node that crashed between writing its id and initialising.
             if id == service::cluster::FIRST_NODE_ID
                 && config.join.is_empty()
                 && !config.no_bootstrap
                 && !cluster.raft.is_initialized().await?
             {
-                service.bootstrap().await?;
+                service.membership.bootstrap().await?;
             }
             tracing::info!(node_id = id, "restarted from the data dir");
         }
         None if !config.join.is_empty() => {
-            let service_for_join = service.clone();
+            let membership = service.membership.clone();
             let join = config.join.clone();
             let shutdown = shutdown.clone();
-            service.workers.spawn("join", async move {
-                service_for_join
+            service.node.workers.spawn("join", async move {
+                membership
                     .join(&join, &shutdown)
                     .await
                     .context("could not join the cluster")
@@ -181,20 +184,43 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         }
         None => {
             service::cluster::write_node_id(&data_dir, service::cluster::FIRST_NODE_ID)?;
-            service.bootstrap().await.context("bootstrap a new cluster")?;
+            service
+                .membership
+                .bootstrap()
+                .await
+                .context("bootstrap a new cluster")?;
             tracing::info!("started a new single-node cluster as node 1");
         }
     }
 
     if service::cluster::read_node_id(&data_dir)? == Some(service::cluster::FIRST_NODE_ID) {
-        let task = service.clone().ensure_first_access_key_task(shutdown.clone());
-        service.workers.spawn("first-access-key", async move {
+        let task = service.access.clone().run_first_key(shutdown.clone());
+        service.node.workers.spawn("first-access-key", async move {
             task.await;
             Ok(())
         });
     }
-    let workers = &service.workers;
+    let workers = &service.node.workers;
     let stop = || shutdown.clone();
+    // Raft stopped by its own error (say a log entry that cannot be read)
+    // stops the node, which says why, rather than leaving it half alive.
+    let raft_failure = Arc::new(std::sync::OnceLock::new());
+    let (node, failure, stopping) = (service.node.clone(), raft_failure.clone(), stop());
+    workers.spawn("raft-watch", async move {
+        let cluster = tokio::select! {
+            cluster = node.started() => cluster,
+            _ = stopping.cancelled() => return Ok(()),
+        };
+        tokio::select! {
+            Some(error) = cluster.fatal() => {
+                tracing::error!(%error, "Raft stopped on an error: stopping the node");
+                let _ = failure.set(error);
+                stopping.cancel();
+            }
+            _ = stopping.cancelled() => {}
+        }
+        Ok(())
+    });
     let (evicting, preparing) = (
         executor.clone().run_evictor(stop()),
         executor.clone().run_slot_preparer(stop()),
@@ -209,18 +235,19 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     });
     let collecting =
         service
+            .packages
             .clone()
-            .run_package_collector(config.packages.gc_interval, config.packages.gc_grace, stop());
+            .run_collector(config.packages.gc_interval, config.packages.gc_grace, stop());
     workers.spawn("package-collector", async move {
         collecting.await;
         Ok(())
     });
-    let heartbeats = service.clone().run_heartbeats(stop());
+    let heartbeats = service.scheduling.clone().run_heartbeats(stop());
     workers.spawn("heartbeats", async move {
         heartbeats.await;
         Ok(())
     });
-    let dispatching = service.clone().run_dispatcher(stop());
+    let dispatching = service.dispatcher.clone().run(stop());
     workers.spawn("event-dispatcher", async move {
         dispatching.await;
         Ok(())
@@ -234,9 +261,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!("shutting down");
     server.await.context("gRPC server task")?.context("gRPC server")?;
     let _ = rest.await;
-    service.workers.stopped().await;
-    if let Some(cluster) = service.started_cluster() {
+    service.node.workers.stopped().await;
+    if let Some(cluster) = service.node.started_cluster() {
         cluster.stop().await;
+    }
+    if let Some(error) = raft_failure.get() {
+        anyhow::bail!("Raft stopped on an error: {error}");
     }
     tracing::info!("stopped");
     Ok(())

@@ -5,7 +5,11 @@
 //!
 //! adapters (`api`) → use cases (`service`) → domain modules (`cluster`,
 //! `scheduler`, `executor`, `packages`, `triggers`) → foundation (`error`,
-//! `shared`, `wire`, `config`, `failpoint`, `workers`).
+//! `shared`, `wire`, `config`, `failpoint`, `workers`, `secrets`).
+//!
+//! Inside `service`, use cases call each other one way too, in the order of
+//! [`USE_CASES`]: each names only those before it, and none names the whole
+//! `Service` (only `service/mod.rs`, which wires them, does).
 //!
 //! Adapters reach the domain only through the service; a domain module uses
 //! only itself and the foundation (so each can be built and tested alone);
@@ -30,7 +34,7 @@ fn layer(module: &str) -> Option<Layer> {
         "api" => Layer::Adapter,
         "service" => Layer::UseCase,
         "cluster" | "scheduler" | "executor" | "packages" | "triggers" => Layer::Domain,
-        "error" | "shared" | "wire" | "config" | "failpoint" | "workers" => Layer::Foundation,
+        "error" | "shared" | "wire" | "config" | "failpoint" | "workers" | "secrets" => Layer::Foundation,
         _ => return None,
     })
 }
@@ -50,6 +54,72 @@ fn allowed(from: &str, to: &str) -> bool {
         }
 }
 
+/// The files of `service/`, lowest first: a use case may name only those
+/// before it (through `super::` or `crate::service::`).
+const USE_CASES: &[&str] = &[
+    "node",
+    "packages",
+    "scheduling",
+    "events",
+    "invoke",
+    "dispatch",
+    "functions",
+    "cluster",
+    "auth",
+    "logs",
+    "limits",
+];
+
+/// Whether `word` occurs in `line` as a whole identifier.
+fn names(line: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    line.match_indices(word).any(|(at, _)| {
+        let before = line[..at].chars().next_back();
+        let after = line[at + word.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
+}
+
+/// What is wrong with a use case's file (`service/<name>.rs`, not `mod.rs`).
+fn use_case_violations(relative: &Path, source: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let name = relative.display();
+    let own = relative.file_stem().unwrap_or_default().to_string_lossy().to_string();
+    let Some(rank) = USE_CASES.iter().position(|u| *u == own) else {
+        found.push(format!(
+            "{name}: use case `{own}` has no place in tests/tidy.rs's USE_CASES"
+        ));
+        return found;
+    };
+    for (number, line) in source.lines().enumerate() {
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        if names(line, "Service") {
+            found.push(format!(
+                "{name}:{}: a use case takes the parts it needs, not the whole `Service`",
+                number + 1
+            ));
+        }
+        for prefix in ["super::", "crate::service::"] {
+            let mut rest = line;
+            while let Some(at) = rest.find(prefix) {
+                rest = &rest[at + prefix.len()..];
+                let to: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if let Some(other) = USE_CASES.iter().position(|u| *u == to) {
+                    if other >= rank && to != own {
+                        found.push(format!(
+                            "{name}:{}: `{own}` may not use `{to}` (use cases point one way: see USE_CASES)",
+                            number + 1
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
 /// The top-level module a file of `node/src` belongs to (`api/rest/mod.rs` → `api`).
 fn module_of(relative: &Path) -> String {
     let first = relative.components().next().expect("a path inside src");
@@ -65,6 +135,10 @@ fn violations(relative: &Path, source: &str) -> Vec<String> {
         found.push(format!("{name}: no `//!` doc saying what the file is for"));
     }
     let from = module_of(relative);
+    let parts: Vec<_> = relative.components().collect();
+    if from == "service" && parts.len() == 2 && !relative.ends_with("mod.rs") {
+        found.extend(use_case_violations(relative, source));
+    }
     if layer(&from).is_none() {
         found.push(format!(
             "{name}: module `{from}` has no layer: add it to tests/tidy.rs and ARCHITECTURE.md"
@@ -157,6 +231,22 @@ fn the_checker_catches_arrows_the_wrong_way_and_missing_docs() {
     );
     // The service reaching up to an adapter.
     assert_eq!(check("service/mod.rs", "//! doc\nuse crate::api::error;\n").len(), 1);
+    // Use cases: down the order is fine; up it, or the whole service, is not.
+    assert!(check("service/invoke.rs", "//! doc\nuse super::scheduling::Scheduling;\n").is_empty());
+    assert_eq!(
+        check("service/scheduling.rs", "//! doc\nuse super::invoke::Run;\n").len(),
+        1
+    );
+    assert_eq!(
+        check(
+            "service/events.rs",
+            "//! doc\nfn f(s: &crate::service::dispatch::Dispatcher) {}\n"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(check("service/logs.rs", "//! doc\nuse super::Service;\n").len(), 1);
+    assert_eq!(check("service/quotas.rs", "//! doc\n").len(), 1);
     // No doc; an unknown module.
     assert_eq!(check("packages.rs", "use std::fs;\n").len(), 1);
     assert_eq!(check("triggerz/mod.rs", "//! doc\n").len(), 1);

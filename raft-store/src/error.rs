@@ -8,6 +8,8 @@ pub enum StoreError {
     Rocks(#[from] rocksdb::Error),
     #[error("corrupt record at {key}: {message}")]
     Corrupt { key: String, message: String },
+    #[error("the Raft log entry at index {index} cannot be read ({message}): restore this node's data dir, or remove the node and add it again")]
+    CorruptLogEntry { index: u64, message: String },
     #[error("encode: {0}")]
     Encode(String),
 }

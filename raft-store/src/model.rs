@@ -12,6 +12,7 @@ pub const LATEST: &str = "$LATEST";
 
 /// How a function runs: everything except its code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct FunctionConfig {
     /// A runtime id from [`crate::validate::RUNTIMES`].
     pub runtime: String,
@@ -25,6 +26,7 @@ pub struct FunctionConfig {
 
 /// A package, by content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct CodeRef {
     /// Lower-case hex sha256 of the zip file.
     pub sha256: String,
@@ -64,10 +66,24 @@ pub struct VersionRecord {
 
 /// Weighted routing of an alias to a second version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct AliasRouting {
     pub additional_version: u64,
     /// Share of invocations sent to `additional_version`, in [0, 1].
+    #[serde(deserialize_with = "weight_or_nan")]
     pub weight: f64,
+}
+
+/// JSON has no NaN or infinities (serde_json writes them as `null`), and an
+/// entry proposed before commands were validated first may hold such a
+/// `null`. It reads back as NaN, which apply refuses, as it refused the
+/// original: the entry decodes and applies as it did when it was written.
+fn weight_or_nan<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    if deserializer.is_human_readable() {
+        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+    } else {
+        f64::deserialize(deserializer)
+    }
 }
 
 /// A named pointer to a version.
@@ -126,6 +142,7 @@ pub struct EventInvokeConfig {
 
 /// An accepted asynchronous invocation that has not finished yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct EventRecord {
     /// The request id the caller got with its 202.
     pub id: String,
@@ -178,6 +195,7 @@ pub struct FailedEvent {
 /// itself is never stored: only the digest that verifying needs (see
 /// `floe_proto::sigv4::secret_digest`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct AccessKeyRecord {
     pub id: String,
     /// Hex SHA-256 of `"AWS4" + secret`.

@@ -1,8 +1,10 @@
-//! Lambda's input rules, checked by the entry node before proposing and again
-//! by the state machine when applying (so a bad command can never be stored,
-//! whoever proposed it).
+//! Lambda's input rules. [`command`] is every rule a command can be checked
+//! against without the state: the node runs it before proposing (so no
+//! value the log cannot hold — a NaN weight, say — is ever written to it)
+//! and apply runs it first (so a bad command changes nothing, whoever
+//! proposed it). The rules that need the state stay in apply.
 
-use crate::command::ApplyError;
+use crate::command::{ApplyError, Command};
 use crate::model::{AliasRouting, FunctionConfig};
 
 /// Runtime ids a function may name. Which interpreter runs each one is node
@@ -198,4 +200,120 @@ pub fn access_key_id(id: &str) -> Result<(), ApplyError> {
         )));
     }
     Ok(())
+}
+
+/// The stateless checks of a command: every name, number and text field it
+/// carries. A batch's commands are checked each; batches do not nest.
+pub fn command(command: &Command) -> Result<(), ApplyError> {
+    match command {
+        Command::CreateFunction { name, config, code, .. } => {
+            function_name(name)?;
+            function_config(config)?;
+            sha256(&code.sha256)
+        }
+        Command::UpdateFunction { name, config, code, .. } => {
+            function_name(name)?;
+            if let Some(config) = config {
+                function_config(config)?;
+            }
+            match code {
+                Some(code) => sha256(&code.sha256),
+                None => Ok(()),
+            }
+        }
+        Command::DeleteFunction { name } | Command::PutFunctionConcurrency { name, .. } => function_name(name),
+        Command::PublishVersion {
+            name,
+            description: text,
+            ..
+        } => {
+            function_name(name)?;
+            description(text)
+        }
+        Command::CreateAlias {
+            function,
+            name,
+            version,
+            routing: weights,
+            description: text,
+            ..
+        } => {
+            function_name(function)?;
+            alias_name(name)?;
+            parse_version(version)?;
+            description(text)?;
+            match weights {
+                Some(weights) => routing(weights),
+                None => Ok(()),
+            }
+        }
+        Command::UpdateAlias {
+            function,
+            name,
+            version,
+            routing: weights,
+            description: text,
+            ..
+        } => {
+            function_name(function)?;
+            alias_name(name)?;
+            if let Some(version) = version {
+                parse_version(version)?;
+            }
+            if let Some(text) = text {
+                description(text)?;
+            }
+            match weights {
+                Some(Some(weights)) => routing(weights),
+                _ => Ok(()),
+            }
+        }
+        Command::DeleteAlias { function, name } => {
+            function_name(function)?;
+            alias_name(name)
+        }
+        Command::SetRegionQuota { region: label, .. } => region(label),
+        Command::RegisterNode {
+            address, region: label, ..
+        } => {
+            region(label)?;
+            if address.is_empty() {
+                return Err(invalid("a node needs an address".into()));
+            }
+            Ok(())
+        }
+        Command::RemoveNode { .. } | Command::RecordAttempt { .. } => Ok(()),
+        Command::Batch(commands) => commands.iter().try_for_each(|inner| match inner {
+            Command::Batch(_) => Err(invalid("batches do not nest".into())),
+            inner => self::command(inner),
+        }),
+        Command::PutEventInvokeConfig {
+            function,
+            on_success,
+            on_failure,
+            ..
+        } => {
+            function_name(function)?;
+            for destination in [on_success, on_failure].into_iter().flatten().flatten() {
+                function_name(destination)?;
+            }
+            Ok(())
+        }
+        Command::DeleteEventInvokeConfig { function, .. }
+        | Command::ReplayFailedEvents { function, .. }
+        | Command::DeleteFailedEvents { function, .. } => function_name(function),
+        Command::EnqueueEvent(event) => {
+            function_name(&event.function)?;
+            if event.id.is_empty() || event.id.contains('/') {
+                return Err(invalid(format!("invalid event id {:?}", event.id)));
+            }
+            Ok(())
+        }
+        Command::CreateAccessKey(key) => {
+            access_key_id(&key.id)?;
+            sha256(&key.secret_digest)?;
+            description(&key.description)
+        }
+        Command::DeleteAccessKey { id } => access_key_id(id),
+    }
 }

@@ -68,7 +68,7 @@ where
     }
 
     fn call(&mut self, request: GrpcRequest) -> Self::Future {
-        if !request.uri().path().starts_with(PUBLIC_PREFIX) || !self.service.auth_required() {
+        if !request.uri().path().starts_with(PUBLIC_PREFIX) || !self.service.access.auth_required() {
             return Box::pin(self.inner.call(request));
         }
         // The clone is not ready; the one poll_ready readied goes into the future.
@@ -78,7 +78,7 @@ where
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             // The key is checked before the body is read: strangers cost no buffering.
-            let key = match service.signing_key(&parts.headers).await {
+            let key = match service.access.signing_key(&parts.headers).await {
                 Ok(Some(key)) => key,
                 Ok(None) => unreachable!("authentication is required here"),
                 Err(error) => return Ok(refused(error)),

@@ -128,7 +128,8 @@ impl Functions for PublicApi {
         let config = parse_config(request.config)?;
         let (record, _) = self
             .service
-            .create_function(&request.name, config, &request.zip_file, false)
+            .functions
+            .create(&request.name, config, &request.zip_file, false)
             .await
             .map_err(into_status)?;
         ok(into_function(record))
@@ -138,7 +139,8 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let record = self
             .service
-            .get_function(&request.name, consistency(request.consistency))
+            .functions
+            .get(&request.name, consistency(request.consistency))
             .await
             .map_err(into_status)?;
         ok(into_function(record))
@@ -147,7 +149,8 @@ impl Functions for PublicApi {
     async fn list_functions(&self, request: Request<pb::ListFunctionsRequest>) -> Reply<pb::ListFunctionsResponse> {
         let records = self
             .service
-            .list_functions(consistency(request.get_ref().consistency))
+            .functions
+            .list(consistency(request.get_ref().consistency))
             .await
             .map_err(into_status)?;
         ok(pb::ListFunctionsResponse {
@@ -170,7 +173,8 @@ impl Functions for PublicApi {
         };
         let (record, _) = self
             .service
-            .update_function(&request.name, update)
+            .functions
+            .update(&request.name, update)
             .await
             .map_err(into_status)?;
         ok(into_function(record))
@@ -178,7 +182,8 @@ impl Functions for PublicApi {
 
     async fn delete_function(&self, request: Request<pb::DeleteFunctionRequest>) -> Reply<pb::DeleteFunctionResponse> {
         self.service
-            .delete_function(&request.get_ref().name)
+            .functions
+            .delete(&request.get_ref().name)
             .await
             .map_err(into_status)?;
         ok(pb::DeleteFunctionResponse {})
@@ -191,7 +196,8 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let record = self
             .service
-            .put_function_concurrency(&request.name, request.reserved_concurrency)
+            .functions
+            .put_concurrency(&request.name, request.reserved_concurrency)
             .await
             .map_err(into_status)?;
         ok(into_function(record))
@@ -201,6 +207,7 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let record = self
             .service
+            .functions
             .publish_version(
                 &request.name,
                 &request.description,
@@ -216,6 +223,7 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let (function, versions) = self
             .service
+            .functions
             .list_versions(&request.name, consistency(request.consistency))
             .await
             .map_err(into_status)?;
@@ -239,6 +247,7 @@ impl Functions for PublicApi {
         let routing = parse_routing(request.routing)?;
         let record = self
             .service
+            .functions
             .create_alias(
                 &request.function,
                 &request.name,
@@ -265,6 +274,7 @@ impl Functions for PublicApi {
         };
         let record = self
             .service
+            .functions
             .update_alias(&request.function, &request.name, update)
             .await
             .map_err(into_status)?;
@@ -275,6 +285,7 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let record = self
             .service
+            .functions
             .get_alias(&request.function, &request.name, consistency(request.consistency))
             .await
             .map_err(into_status)?;
@@ -285,6 +296,7 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let records = self
             .service
+            .functions
             .list_aliases(&request.function, consistency(request.consistency))
             .await
             .map_err(into_status)?;
@@ -296,6 +308,7 @@ impl Functions for PublicApi {
     async fn delete_alias(&self, request: Request<pb::DeleteAliasRequest>) -> Reply<pb::DeleteAliasResponse> {
         let request = request.into_inner();
         self.service
+            .functions
             .delete_alias(&request.function, &request.name)
             .await
             .map_err(into_status)?;
@@ -320,6 +333,7 @@ impl Functions for PublicApi {
         };
         let result = self
             .service
+            .invocations
             .invoke(
                 &request.function,
                 &request.qualifier,
@@ -353,7 +367,8 @@ impl Functions for PublicApi {
         };
         let config = self
             .service
-            .put_event_invoke_config(&request.function, &request.qualifier, change)
+            .events
+            .put_config(&request.function, &request.qualifier, change)
             .await
             .map_err(into_status)?;
         ok(into_event_invoke_config(config))
@@ -366,7 +381,8 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let config = self
             .service
-            .get_event_invoke_config(&request.function, &request.qualifier)
+            .events
+            .get_config(&request.function, &request.qualifier)
             .await
             .map_err(into_status)?;
         ok(into_event_invoke_config(config))
@@ -378,7 +394,8 @@ impl Functions for PublicApi {
     ) -> Reply<pb::DeleteEventInvokeConfigResponse> {
         let request = request.into_inner();
         self.service
-            .delete_event_invoke_config(&request.function, &request.qualifier)
+            .events
+            .delete_config(&request.function, &request.qualifier)
             .await
             .map_err(into_status)?;
         ok(pb::DeleteEventInvokeConfigResponse {})
@@ -390,7 +407,8 @@ impl Functions for PublicApi {
     ) -> Reply<pb::ListFailedEventsResponse> {
         let events = self
             .service
-            .list_failed_events(&request.get_ref().function)
+            .events
+            .list_failed(&request.get_ref().function)
             .await
             .map_err(into_status)?;
         ok(pb::ListFailedEventsResponse {
@@ -417,7 +435,8 @@ impl Functions for PublicApi {
     ) -> Reply<pb::ListQueuedEventsResponse> {
         let events = self
             .service
-            .list_queued_events(&request.get_ref().function)
+            .events
+            .list_queued(&request.get_ref().function)
             .await
             .map_err(into_status)?;
         ok(pb::ListQueuedEventsResponse {
@@ -441,7 +460,8 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let count = self
             .service
-            .replay_failed_events(&request.function, request.ids)
+            .events
+            .replay_failed(&request.function, request.ids)
             .await
             .map_err(into_status)?;
         ok(pb::FailedEventsResponse { count })
@@ -451,7 +471,8 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let count = self
             .service
-            .delete_failed_events(&request.function, request.ids)
+            .events
+            .delete_failed(&request.function, request.ids)
             .await
             .map_err(into_status)?;
         ok(pb::FailedEventsResponse { count })
@@ -461,7 +482,8 @@ impl Functions for PublicApi {
         let request = request.into_inner();
         let records = self
             .service
-            .cluster_logs(&request.function, request.since_ms, request.limit)
+            .logs
+            .cluster(&request.function, request.since_ms, request.limit)
             .await
             .map_err(into_status)?;
         ok(pb::GetLogsResponse {
@@ -486,7 +508,8 @@ impl AccessKeys for PublicApi {
     ) -> Reply<pb::CreateAccessKeyResponse> {
         let (key, secret_access_key) = self
             .service
-            .create_access_key(&request.get_ref().description)
+            .access
+            .create_key(&request.get_ref().description)
             .await
             .map_err(into_status)?;
         ok(pb::CreateAccessKeyResponse {
@@ -499,7 +522,7 @@ impl AccessKeys for PublicApi {
         &self,
         _request: Request<pb::ListAccessKeysRequest>,
     ) -> Reply<pb::ListAccessKeysResponse> {
-        let keys = self.service.list_access_keys().await.map_err(into_status)?;
+        let keys = self.service.access.list_keys().await.map_err(into_status)?;
         ok(pb::ListAccessKeysResponse {
             keys: keys.into_iter().map(into_access_key).collect(),
         })
@@ -510,7 +533,8 @@ impl AccessKeys for PublicApi {
         request: Request<pb::DeleteAccessKeyRequest>,
     ) -> Reply<pb::DeleteAccessKeyResponse> {
         self.service
-            .delete_access_key(&request.get_ref().access_key_id)
+            .access
+            .delete_key(&request.get_ref().access_key_id)
             .await
             .map_err(into_status)?;
         ok(pb::DeleteAccessKeyResponse {})
@@ -520,7 +544,7 @@ impl AccessKeys for PublicApi {
 #[tonic::async_trait]
 impl Cluster for PublicApi {
     async fn status(&self, _request: Request<pb::ClusterStatusRequest>) -> Reply<pb::ClusterStatus> {
-        let view = self.service.cluster_view().await.map_err(into_status)?;
+        let view = self.service.membership.cluster_view().await.map_err(into_status)?;
         let (leader_id, leader_address) = match view.leader {
             Some((id, address)) => (Some(id), address),
             None => (None, String::new()),
@@ -585,12 +609,13 @@ impl Cluster for PublicApi {
         if address.is_empty() {
             return Err(Status::invalid_argument("address is required"));
         }
-        let node_id = self.service.add_node(&address).await.map_err(into_status)?;
+        let node_id = self.service.membership.add_node(&address).await.map_err(into_status)?;
         ok(pb::AddNodeResponse { node_id })
     }
 
     async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> Reply<pb::RemoveNodeResponse> {
         self.service
+            .membership
             .remove_node(request.get_ref().node_id)
             .await
             .map_err(into_status)?;
@@ -600,6 +625,7 @@ impl Cluster for PublicApi {
     async fn set_region_quota(&self, request: Request<pb::SetRegionQuotaRequest>) -> Reply<pb::SetRegionQuotaResponse> {
         let request = request.into_inner();
         self.service
+            .membership
             .set_region_quota(&request.region, request.concurrency)
             .await
             .map_err(into_status)?;

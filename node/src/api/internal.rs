@@ -39,7 +39,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Response<Payload>, Status> {
 
 impl InternalApi {
     fn raft(&self) -> Result<&floe_raft_store::Raft, Status> {
-        Ok(&self.service.cluster().map_err(into_status)?.raft)
+        Ok(&self.service.node.cluster().map_err(into_status)?.raft)
     }
 }
 
@@ -90,7 +90,12 @@ impl Peer for InternalApi {
     /// (nothing written) otherwise, so the sender looks for the leader again.
     async fn propose(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let command: Command = decode(request.get_ref())?;
-        let (index, result) = self.service.propose_forwarded(command).await.map_err(into_status)?;
+        let (index, result) = self
+            .service
+            .membership
+            .propose_forwarded(command)
+            .await
+            .map_err(into_status)?;
         encode(&(index, result))
     }
 
@@ -105,43 +110,27 @@ impl Peer for InternalApi {
 
     async fn hello(&self, _request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
         Ok(Response::new(HelloResponse {
-            node_id: self.service.started_cluster().map(|c| c.id).unwrap_or(0),
-            region: self.service.config.region.clone(),
-            sandbox_mode: self.service.executor.isolation.describe(),
+            node_id: self.service.node.id(),
+            region: self.service.node.config.region.clone(),
+            sandbox_mode: self.service.membership.sandbox_mode(),
         }))
     }
 
     async fn assign_id(&self, request: Request<AssignIdRequest>) -> Result<Response<AssignIdResponse>, Status> {
-        let id = request.into_inner().node_id;
-        if id == 0 {
-            return Err(Status::invalid_argument("node id 0 is reserved"));
-        }
-        if let Some(cluster) = self.service.started_cluster() {
-            return if cluster.id == id {
-                Ok(Response::new(AssignIdResponse {}))
-            } else {
-                Err(Status::failed_precondition(format!(
-                    "this node already is node {}",
-                    cluster.id
-                )))
-            };
-        }
-        crate::service::cluster::write_node_id(&self.service.config.data_dir, id)
-            .map_err(|e| Status::internal(e.to_string()))?;
         self.service
-            .start_raft(id)
+            .membership
+            .assign_id(request.into_inner().node_id)
             .await
-            .map_err(|e| Status::internal(format!("start raft: {e:#}")))?;
-        tracing::info!(node_id = id, "assigned an id; raft started");
+            .map_err(into_status)?;
         Ok(Response::new(AssignIdResponse {}))
     }
 
     async fn put_package(&self, request: Request<Package>) -> Result<Response<PutPackageResponse>, Status> {
         let package = request.into_inner();
-        let code = self.service.packages.put(&package.data).map_err(into_status)?;
-        if code.sha256 != package.sha256 {
-            return Err(Status::invalid_argument("the package does not match its sha256"));
-        }
+        self.service
+            .packages
+            .put_copy(&package.sha256, &package.data)
+            .map_err(into_status)?;
         Ok(Response::new(PutPackageResponse {}))
     }
 
@@ -157,7 +146,8 @@ impl Peer for InternalApi {
         };
         let records = self
             .service
-            .local_logs(&request.function, request.since_ms, limit)
+            .logs
+            .local(&request.function, request.since_ms, limit)
             .map_err(into_status)?;
         Ok(Response::new(floe_proto::v1::GetLogsResponse {
             records: records.into_iter().map(crate::api::grpc::into_log_record).collect(),
@@ -170,6 +160,7 @@ impl Peer for InternalApi {
     ) -> Result<Response<floe_proto::v1::AddNodeResponse>, Status> {
         let node_id = self
             .service
+            .membership
             .add_node(&request.into_inner().address)
             .await
             .map_err(into_status)?;
@@ -181,6 +172,7 @@ impl Peer for InternalApi {
         request: Request<floe_proto::v1::RemoveNodeRequest>,
     ) -> Result<Response<floe_proto::v1::RemoveNodeResponse>, Status> {
         self.service
+            .membership
             .remove_node(request.into_inner().node_id)
             .await
             .map_err(into_status)?;
@@ -189,7 +181,7 @@ impl Peer for InternalApi {
 
     async fn get_package(&self, request: Request<GetPackageRequest>) -> Result<Response<Package>, Status> {
         let sha256 = request.into_inner().sha256;
-        let data = self.service.packages.get(&sha256).map_err(into_status)?;
+        let data = self.service.packages.get_local(&sha256).map_err(into_status)?;
         Ok(Response::new(Package { sha256, data }))
     }
 }
@@ -198,7 +190,7 @@ impl Peer for InternalApi {
 impl SchedulerService for InternalApi {
     async fn heartbeat(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let report: crate::wire::LoadReport = decode(request.get_ref())?;
-        match self.service.heartbeat_here(report) {
+        match self.service.scheduling.heartbeat_here(report) {
             Some(reply) => encode(&reply),
             None => Err(Status::failed_precondition("not the leader")),
         }
@@ -206,24 +198,24 @@ impl SchedulerService for InternalApi {
 
     async fn grant(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let ask: crate::wire::GrantAsk = decode(request.get_ref())?;
-        encode(&self.service.grant_on_leader(&ask).await)
+        encode(&self.service.scheduling.grant_on_leader(&ask).await)
     }
 
     async fn shadow(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let shadow: crate::wire::ShadowGrant = decode(request.get_ref())?;
-        self.service.record_shadow(shadow).map_err(into_status)?;
+        self.service.scheduling.record_shadow(shadow).map_err(into_status)?;
         encode(&())
     }
 
     async fn release(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let release: crate::wire::Release = decode(request.get_ref())?;
-        self.service.release_here(&release);
+        self.service.scheduling.release_here(&release);
         encode(&())
     }
 
     async fn load(&self, _request: Request<Payload>) -> Result<Response<Payload>, Status> {
-        match self.service.leading_term() {
-            Some(term) => encode(&self.service.scheduling.view(term, std::time::Instant::now())),
+        match self.service.scheduling.view_here() {
+            Some(view) => encode(&view),
             None => Err(Status::failed_precondition("not the leader")),
         }
     }
@@ -231,6 +223,7 @@ impl SchedulerService for InternalApi {
     async fn execute(&self, request: Request<Execution>) -> Result<Response<Execution>, Status> {
         let execution = self
             .service
+            .invocations
             .execute_forwarded(request.into_inner())
             .await
             .map_err(into_status)?;

@@ -93,6 +93,20 @@ impl Cluster {
     }
 
     /// Shuts Raft down.
+    /// Waits until Raft stops on an error of its own (storage failing, a log
+    /// entry that cannot be read) and says why; `None` once Raft is shut down.
+    pub async fn fatal(&self) -> Option<String> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            match &metrics.borrow_and_update().running_state {
+                Err(openraft::error::Fatal::Stopped) => return None,
+                Err(fatal) => return Some(fatal.to_string()),
+                Ok(()) => {}
+            }
+            metrics.changed().await.ok()?;
+        }
+    }
+
     pub async fn stop(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "shutting Raft down");
@@ -183,6 +197,7 @@ impl Cluster {
     }
 
     async fn propose_raw(&self, command: Command) -> Result<CommandResult, NodeError> {
+        floe_raft_store::validate::command(&command)?;
         let deadline = Instant::now() + self.leader_wait;
         loop {
             match self.leader() {
@@ -239,6 +254,10 @@ impl Cluster {
             Ok((index, result)) => Ok(proposer::Written { result, index }),
             // The target was not (or no longer) the leader and wrote nothing.
             Err(status) if status.code() == tonic::Code::FailedPrecondition => Err(Forward::Retry),
+            // The leader refused the command unwritten (it failed the checks, or did not decode).
+            Err(status) if status.code() == tonic::Code::InvalidArgument => Err(Forward::Failed(
+                NodeError::InvalidArgument(format!("the leader refused the write: {}", status.message())),
+            )),
             // The connection never opened, or the leader was shutting down and
             // refused the call unread: nothing was written.
             Err(status) if floe_proto::transport::not_processed(&status) => Err(Forward::Retry),

@@ -30,6 +30,8 @@ pub enum WriteError {
     /// Raft did not answer within the write timeout: the entry may still be
     /// committed (or may already be), so the outcome is unknown.
     Unanswered(Duration),
+    /// The command failed apply's stateless checks: nothing was written.
+    Invalid(floe_raft_store::ApplyError),
 }
 
 impl From<WriteError> for crate::error::NodeError {
@@ -41,6 +43,7 @@ impl From<WriteError> for crate::error::NodeError {
             WriteError::Unanswered(after) => NodeError::OutcomeUnknown(format!(
                 "Raft did not answer the write within {after:?}: it may or may not have been applied"
             )),
+            WriteError::Invalid(refusal) => refusal.into(),
         }
     }
 }
@@ -89,6 +92,9 @@ impl Proposer {
 
     /// Writes a command through Raft and returns the state machine's answer.
     pub async fn write(&self, command: Command) -> Result<Written, WriteError> {
+        // Only what apply would accept reaches the log, whoever proposes it:
+        // the log must hold nothing a restart cannot read back.
+        floe_raft_store::validate::command(&command).map_err(WriteError::Invalid)?;
         // A lone write — a slot free and nothing queued to join it — goes to
         // Raft from this task: two hand-offs fewer on the way in and back.
         if self.queued.load(Ordering::Acquire) == 0 {

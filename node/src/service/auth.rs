@@ -15,7 +15,9 @@ use floe_raft_store::{state_machine, validate, Command, Response};
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
 
-use super::{Consistency, Service};
+use std::sync::Arc;
+
+use super::{Consistency, Node};
 use crate::config::AuthMode;
 use crate::error::NodeError;
 
@@ -58,22 +60,29 @@ impl From<SignatureError> for NodeError {
     }
 }
 
-impl Service {
+/// Access keys: creating, listing, deleting, and finding a request's.
+pub struct Access {
+    node: Arc<Node>,
+}
+
+impl Access {
+    pub fn new(node: Arc<Node>) -> Access {
+        Access { node }
+    }
+
     /// Whether public requests must be signed.
     pub fn auth_required(&self) -> bool {
-        self.config.api.auth == AuthMode::Sigv4
+        self.node.config.api.auth == AuthMode::Sigv4
     }
 
     /// Creates a key with a random id and secret; the secret is returned once.
-    pub async fn create_access_key(&self, description: &str) -> Result<(AccessKeyRecord, String), NodeError> {
+    pub async fn create_key(&self, description: &str) -> Result<(AccessKeyRecord, String), NodeError> {
         let secret = new_secret();
-        let key = self
-            .import_access_key(&new_access_key_id(), &secret, description)
-            .await?;
+        let key = self.import_key(&new_access_key_id(), &secret, description).await?;
         Ok((key, secret))
     }
 
-    async fn import_access_key(&self, id: &str, secret: &str, description: &str) -> Result<AccessKeyRecord, NodeError> {
+    async fn import_key(&self, id: &str, secret: &str, description: &str) -> Result<AccessKeyRecord, NodeError> {
         if secret.len() < sigv4::MIN_SECRET_LEN {
             return Err(NodeError::InvalidArgument(format!(
                 "secret access keys must have at least {} characters",
@@ -88,19 +97,20 @@ impl Service {
             description: description.to_string(),
             created_ms: crate::shared::now_ms(),
         };
-        match self.cluster()?.propose(Command::CreateAccessKey(key)).await? {
+        match self.node.cluster()?.propose(Command::CreateAccessKey(key)).await? {
             Response::AccessKey(key) => Ok(key),
             other => Err(NodeError::Internal(format!("unexpected response {other:?}"))),
         }
     }
 
-    pub async fn list_access_keys(&self) -> Result<Vec<AccessKeyRecord>, NodeError> {
-        self.read_barrier(Consistency::Linearizable).await?;
-        Ok(state_machine::list_access_keys(&self.reader)?)
+    pub async fn list_keys(&self) -> Result<Vec<AccessKeyRecord>, NodeError> {
+        self.node.read_barrier(Consistency::Linearizable).await?;
+        Ok(state_machine::list_access_keys(&self.node.reader)?)
     }
 
-    pub async fn delete_access_key(&self, id: &str) -> Result<(), NodeError> {
-        self.cluster()?
+    pub async fn delete_key(&self, id: &str) -> Result<(), NodeError> {
+        self.node
+            .cluster()?
             .propose(Command::DeleteAccessKey { id: id.to_string() })
             .await?;
         Ok(())
@@ -120,10 +130,10 @@ impl Service {
             .to_str()
             .map_err(|_| SignatureError::Incomplete("The Authorization header is not ASCII.".into()))?;
         let authorization = Authorization::parse(header)?;
-        let mut key = state_machine::get_access_key(&self.reader, &authorization.access_key_id)?;
+        let mut key = state_machine::get_access_key(&self.node.reader, &authorization.access_key_id)?;
         if key.is_none() {
-            self.read_barrier(Consistency::Linearizable).await?;
-            key = state_machine::get_access_key(&self.reader, &authorization.access_key_id)?;
+            self.node.read_barrier(Consistency::Linearizable).await?;
+            key = state_machine::get_access_key(&self.node.reader, &authorization.access_key_id)?;
         }
         let key = key.ok_or(SignatureError::UnknownKey)?;
         let mut digest = [0u8; 32];
@@ -135,11 +145,8 @@ impl Service {
     /// On the first node: when the cluster has no access key at all (a new
     /// cluster, or every key deleted), creates one and writes it to the
     /// data dir's `credentials` file. Retries until it can, or shutdown.
-    pub async fn ensure_first_access_key_task(
-        self: std::sync::Arc<Self>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) {
-        let path = self.config.data_dir.join(CREDENTIALS_FILE);
+    pub async fn run_first_key(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let path = self.node.config.data_dir.join(CREDENTIALS_FILE);
         let mut attempt = 0u64;
         loop {
             match self.first_access_key(&path).await {
@@ -162,41 +169,28 @@ impl Service {
     }
 
     async fn first_access_key(&self, path: &Path) -> Result<bool, NodeError> {
-        if !self.list_access_keys().await?.is_empty() {
+        if !self.list_keys().await?.is_empty() {
             return Ok(false);
         }
-        let api = &self.config.api;
+        let api = &self.node.config.api;
         let (id, secret) = match (&api.bootstrap_access_key_id, &api.bootstrap_secret_access_key) {
             (Some(id), Some(secret)) => (id.clone(), secret.clone()),
             _ => (new_access_key_id(), new_secret()),
         };
         // The file first: a key that exists but was never written down would lock everyone out.
         write_credentials(path, &id, &secret).map_err(|e| NodeError::Internal(format!("{e:#}")))?;
-        self.import_access_key(&id, &secret, "created by the first node")
-            .await?;
+        self.import_key(&id, &secret, "created by the first node").await?;
         Ok(true)
     }
 }
 
 /// Writes AWS's shared-credentials format, readable by the owner only.
 fn write_credentials(path: &Path, id: &str, secret: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let staging = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&staging)?;
-    write!(
-        file,
+    let text = format!(
         "# A floe access key. Use it with `floe --credentials {0}`, or\n\
          # AWS_SHARED_CREDENTIALS_FILE={0} for boto3 and the aws CLI.\n\
          [default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n",
         path.display()
-    )?;
-    file.sync_all()?;
-    std::fs::rename(&staging, path)?;
-    Ok(())
+    );
+    crate::secrets::write_private(path, text.as_bytes())
 }

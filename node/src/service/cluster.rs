@@ -9,8 +9,12 @@ use floe_raft_store::model::NodeRecord;
 use floe_raft_store::{state_machine, validate, Command, NodeId, Response};
 use openraft::BasicNode;
 
-use super::Service;
+use std::sync::Arc;
+
+use super::scheduling::Scheduling;
+use super::Node;
 use crate::error::NodeError;
+use crate::executor::Executor;
 
 /// The id of the node that starts a new cluster.
 pub const FIRST_NODE_ID: NodeId = 1;
@@ -94,17 +98,65 @@ fn filesystem_bytes(path: &std::path::Path) -> u64 {
     (stats.f_blocks as u64).saturating_mul(stats.f_frsize as u64)
 }
 
-impl Service {
+/// Membership, quotas and status: the cluster as an operator sees it.
+pub struct Membership {
+    node: Arc<Node>,
+    scheduling: Arc<Scheduling>,
+    executor: Arc<Executor>,
+    /// Serialises membership changes on the leader (ids are allocated one at a time).
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Membership {
+    pub fn new(node: Arc<Node>, scheduling: Arc<Scheduling>, executor: Arc<Executor>) -> Membership {
+        Membership {
+            node,
+            scheduling,
+            executor,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// How this node isolates sandboxes (the `Hello` RPC and status).
+    pub fn sandbox_mode(&self) -> String {
+        self.executor.isolation.describe()
+    }
+
+    /// Takes the id the leader allocated for this waiting node and starts
+    /// Raft under it (the `AssignId` RPC); the same id again is a no-op.
+    pub async fn assign_id(&self, id: NodeId) -> Result<(), NodeError> {
+        if id == 0 {
+            return Err(NodeError::InvalidArgument("node id 0 is reserved".into()));
+        }
+        if let Some(cluster) = self.node.started_cluster() {
+            return if cluster.id == id {
+                Ok(())
+            } else {
+                Err(NodeError::FailedPrecondition(format!(
+                    "this node already is node {}",
+                    cluster.id
+                )))
+            };
+        }
+        write_node_id(&self.node.config.data_dir, id).map_err(|e| NodeError::Internal(format!("{e:#}")))?;
+        self.node
+            .start_raft(id)
+            .await
+            .map_err(|e| NodeError::Internal(format!("start raft: {e:#}")))?;
+        tracing::info!(node_id = id, "assigned an id; raft started");
+        Ok(())
+    }
+
     /// First start of a new cluster: this node becomes node 1 and the only voter.
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
-        let cluster = self.start_raft(FIRST_NODE_ID).await?;
-        let members = std::collections::BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.address))]);
+        let cluster = self.node.start_raft(FIRST_NODE_ID).await?;
+        let members = std::collections::BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.node.address))]);
         cluster.raft.initialize(members).await?;
         cluster
             .propose(Command::RegisterNode {
                 id: Some(FIRST_NODE_ID),
-                address: self.address.clone(),
-                region: self.config.region.clone(),
+                address: self.node.address.clone(),
+                region: self.node.config.region.clone(),
             })
             .await?;
         Ok(())
@@ -115,7 +167,7 @@ impl Service {
         let mut attempt = 0u32;
         loop {
             for address in join {
-                match self.peers.add_node(address, &self.address).await {
+                match self.node.peers.add_node(address, &self.node.address).await {
                     Ok(node_id) => {
                         tracing::info!(node_id, via = %address, "joined the cluster");
                         return Ok(());
@@ -138,18 +190,18 @@ impl Service {
     /// tells it its id, then makes it a learner and a voter. Runs on the
     /// leader; other nodes forward it there.
     pub async fn add_node(&self, address: &str) -> Result<NodeId, NodeError> {
-        let cluster = self.cluster()?;
+        let cluster = self.node.cluster()?;
         if !cluster.is_leader() {
             let (_, leader) = cluster
                 .leader()
                 .ok_or_else(|| NodeError::Unavailable("no leader to add the node".into()))?;
-            return Ok(self.peers.add_node(&leader, address).await?);
+            return Ok(self.node.peers.add_node(&leader, address).await?);
         }
-        let _one_at_a_time = self.membership_lock.lock().await;
-        let hello = self.peers.hello(address).await.map_err(|status| {
+        let _one_at_a_time = self.lock.lock().await;
+        let hello = self.node.peers.hello(address).await.map_err(|status| {
             NodeError::Unavailable(format!("cannot reach the new node at {address}: {}", status.message()))
         })?;
-        let registered = state_machine::list_nodes(&self.reader)?;
+        let registered = state_machine::list_nodes(&self.node.reader)?;
         let id = match registered.iter().find(|node| node.address == address) {
             // Registered by an earlier attempt that did not finish: go on with that id.
             Some(node) if hello.node_id == 0 || hello.node_id == node.id => node.id,
@@ -178,7 +230,8 @@ impl Service {
             },
         };
         if hello.node_id == 0 {
-            self.peers
+            self.node
+                .peers
                 .assign_id(address, id)
                 .await
                 .map_err(|status| NodeError::Unavailable(format!("assign id to {address}: {}", status.message())))?;
@@ -195,7 +248,7 @@ impl Service {
         &self,
         command: Command,
     ) -> Result<(u64, floe_raft_store::CommandResult), NodeError> {
-        let cluster = self.cluster()?;
+        let cluster = self.node.cluster()?;
         match cluster.proposer.write(command).await {
             Ok(written) => {
                 // The forwarding node answers its client once it has applied
@@ -210,15 +263,15 @@ impl Service {
 
     /// Removes a member from Raft and from the registry.
     pub async fn remove_node(&self, id: NodeId) -> Result<(), NodeError> {
-        let cluster = self.cluster()?;
+        let cluster = self.node.cluster()?;
         if !cluster.is_leader() {
             let (_, leader) = cluster
                 .leader()
                 .ok_or_else(|| NodeError::Unavailable("no leader to remove the node".into()))?;
-            self.peers.remove_node(&leader, id).await?;
+            self.node.peers.remove_node(&leader, id).await?;
             return Ok(());
         }
-        let _one_at_a_time = self.membership_lock.lock().await;
+        let _one_at_a_time = self.lock.lock().await;
         cluster.remove_member(id).await?;
         match cluster.propose(Command::RemoveNode { id }).await {
             Ok(_) | Err(NodeError::NotFound(_)) => Ok(()),
@@ -228,19 +281,19 @@ impl Service {
 
     /// Lambda's account settings, for this node's region.
     pub async fn account_settings(&self) -> Result<AccountSettings, NodeError> {
-        self.read_barrier(super::Consistency::Linearizable).await?;
-        let concurrency = state_machine::region_quota(&self.reader, &self.config.region)?;
-        let reserved = state_machine::reserved_total(&self.reader)?;
-        let functions = state_machine::list_functions(&self.reader)?;
+        self.node.read_barrier(super::Consistency::Linearizable).await?;
+        let concurrency = state_machine::region_quota(&self.node.reader, &self.node.config.region)?;
+        let reserved = state_machine::reserved_total(&self.node.reader)?;
+        let functions = state_machine::list_functions(&self.node.reader)?;
         let mut total_code_size = 0;
         for function in &functions {
             total_code_size += function.code.size;
-            for version in state_machine::list_versions(&self.reader, &function.name)? {
+            for version in state_machine::list_versions(&self.node.reader, &function.name)? {
                 total_code_size += version.code.size;
             }
         }
         Ok(AccountSettings {
-            code_storage_limit: filesystem_bytes(&self.config.data_dir),
+            code_storage_limit: filesystem_bytes(&self.node.config.data_dir),
             concurrency,
             unreserved: concurrency.saturating_sub(reserved),
             function_count: functions.len() as u64,
@@ -250,7 +303,8 @@ impl Service {
 
     pub async fn set_region_quota(&self, region: &str, concurrency: u32) -> Result<(), NodeError> {
         validate::region(region)?;
-        self.cluster()?
+        self.node
+            .cluster()?
             .propose(Command::SetRegionQuota {
                 region: region.to_string(),
                 concurrency,
@@ -261,9 +315,9 @@ impl Service {
 
     /// The cluster as this node sees it (the leader also knows each member's progress).
     pub async fn cluster_view(&self) -> Result<ClusterView, NodeError> {
-        let cluster = self.cluster()?;
+        let cluster = self.node.cluster()?;
         let metrics = cluster.metrics();
-        let registry: Vec<NodeRecord> = state_machine::list_nodes(&self.reader)?;
+        let registry: Vec<NodeRecord> = state_machine::list_nodes(&self.node.reader)?;
         let membership = metrics.membership_config.membership();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         let replication = metrics.replication.clone();
@@ -299,14 +353,14 @@ impl Service {
             })
             .collect();
         // Each node's sandbox mode: its own, from the leader's view (heartbeats carry it), or asked.
-        let load = self.load_view().await;
+        let load = self.scheduling.load_view().await;
         let reported = |id: NodeId| {
             let view = load.as_ref()?.nodes.iter().find(|n| n.node == id && n.live)?;
             Some(view.sandbox_mode.clone())
         };
         let targets: Vec<(NodeId, String)> = members.iter().map(|m| (m.id, m.address.clone())).collect();
         let modes = targets.into_iter().map(|(id, address)| {
-            let peers = self.peers.clone();
+            let peers = self.node.peers.clone();
             let known = if id == cluster.id {
                 Some(self.executor.isolation.describe())
             } else {
@@ -325,7 +379,7 @@ impl Service {
         for (member, mode) in members.iter_mut().zip(futures::future::join_all(modes).await) {
             member.sandbox_mode = mode;
         }
-        let quotas = state_machine::list_region_quotas(&self.reader)?;
+        let quotas = state_machine::list_region_quotas(&self.node.reader)?;
         let mut regions: std::collections::BTreeSet<String> = members.iter().map(|m| m.region.clone()).collect();
         regions.extend(quotas.iter().map(|(region, _)| region.clone()));
         regions.remove("");
@@ -335,12 +389,12 @@ impl Service {
                 .as_ref()
                 .and_then(|l| l.running.iter().find(|(r, _)| *r == region).map(|(_, n)| *n))
                 .unwrap_or(0);
-            let quota = state_machine::region_quota(&self.reader, &region)?;
+            let quota = state_machine::region_quota(&self.node.reader, &region)?;
             usage.push((region, running, quota));
         }
         Ok(ClusterView {
             usage,
-            workers: self.workers.states(),
+            workers: self.node.workers.states(),
             load,
             node_id: cluster.id,
             // From the same snapshot as the term: a leader read later (after

@@ -16,7 +16,6 @@
 //! dispatch from the others.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,9 +25,10 @@ use floe_raft_store::{keys, state_machine, Command};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{error_document, recorded};
-use super::scheduling::Run;
-use super::Service;
+use super::events::{error_document, recorded, Events};
+use super::invoke::{Invocations, Run};
+use super::scheduling::Scheduling;
+use super::Node;
 use crate::error::{NodeError, ThrottleReason};
 use crate::shared::now_ms;
 
@@ -42,29 +42,6 @@ const BUSY_WARNING_EVERY: Duration = Duration::from_secs(5);
 /// An event over its region's quota waits for a freed slot, or this many
 /// throttle delays at the latest.
 const REGION_FULL_FALLBACK: i64 = 4;
-
-/// Grants given back on the leader, counted, for the dispatcher: each lets
-/// one event waiting for its quota try again at once.
-#[derive(Default)]
-pub struct FreedSlots {
-    count: AtomicUsize,
-    notify: tokio::sync::Notify,
-}
-
-impl FreedSlots {
-    pub fn freed(&self) {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        self.notify.notify_one();
-    }
-
-    async fn notified(&self) {
-        self.notify.notified().await
-    }
-
-    fn take(&self) -> usize {
-        self.count.swap(0, Ordering::SeqCst)
-    }
-}
 
 /// What became of one dispatch of an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,26 +145,50 @@ impl Waiting {
     }
 }
 
-impl Service {
+/// The leader's event dispatcher.
+pub struct Dispatcher {
+    node: Arc<Node>,
+    invocations: Arc<Invocations>,
+    events: Arc<Events>,
+    scheduling: Arc<Scheduling>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        node: Arc<Node>,
+        invocations: Arc<Invocations>,
+        events: Arc<Events>,
+        scheduling: Arc<Scheduling>,
+    ) -> Dispatcher {
+        Dispatcher {
+            node,
+            invocations,
+            events,
+            scheduling,
+        }
+    }
+
     /// Runs due events while this node leads; until `shutdown`.
-    pub async fn run_dispatcher(self: Arc<Self>, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         // Events being dispatched, with when each dispatch began.
         let in_flight: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let mut warned_busy: Option<Instant> = None;
         let waiting: Arc<Mutex<Waiting>> = Arc::default();
-        let permits = Arc::new(tokio::sync::Semaphore::new(self.config.scheduler.event_concurrency));
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            self.node.config.scheduler.event_concurrency,
+        ));
         // The term this node leads and since when (for the `dispatcher-stalls` failpoint).
         let mut leading: Option<(u64, std::time::Instant)> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(ROUND) => {}
-                _ = self.events_queued.notified() => {}
-                _ = self.freed_slots.notified() => {}
+                _ = self.events.queued.notified() => {}
+                _ = self.scheduling.freed_slots.notified() => {}
             }
-            let Some(term) = self.leading_term() else {
+            let Some(term) = self.node.leading_term() else {
                 waiting.lock().expect("waiting lock").clear();
-                self.freed_slots.take();
+                self.scheduling.freed_slots.take();
                 leading = None;
                 continue;
             };
@@ -201,13 +202,13 @@ impl Service {
             let now = now_ms();
             let waiting_count = {
                 let mut waiting = waiting.lock().expect("waiting lock");
-                waiting.wake(self.freed_slots.take());
+                waiting.wake(self.scheduling.freed_slots.take());
                 waiting.prune(now);
                 waiting.len()
             };
             let busy = in_flight.lock().expect("in-flight lock").len();
             let wanted = busy + waiting_count + permits.available_permits();
-            let keys = match self.reader.first_keys(keys::EVENTS_DUE, wanted) {
+            let keys = match self.node.reader.first_keys(keys::EVENTS_DUE, wanted) {
                 Ok(keys) => keys,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the event queue");
@@ -251,10 +252,10 @@ impl Service {
                     .lock()
                     .expect("in-flight lock")
                     .insert(id.clone(), Instant::now());
-                let (service, in_flight, waiting) = (self.clone(), in_flight.clone(), waiting.clone());
-                self.workers.spawn_task(async move {
+                let (dispatcher, in_flight, waiting) = (self.clone(), in_flight.clone(), waiting.clone());
+                self.node.workers.spawn_task(async move {
                     let began = Instant::now();
-                    let dispatched = service.dispatch(&id).await;
+                    let dispatched = dispatcher.dispatch(&id).await;
                     if began.elapsed() > SLOW_DISPATCH {
                         tracing::debug!(event = %id, took_s = began.elapsed().as_secs_f64(), outcome = ?dispatched, "slow event dispatch");
                     }
@@ -281,10 +282,10 @@ impl Service {
     /// Runs one event once and commits what came of it; or, when it could
     /// not run and is young enough to wait, says when to try again.
     async fn dispatch(&self, id: &str) -> Result<Dispatched, NodeError> {
-        let Some(event) = state_machine::get_event(&self.reader, id)? else {
+        let Some(event) = state_machine::get_event(&self.node.reader, id)? else {
             return Ok(Dispatched::Done);
         };
-        let scheduler = &self.config.scheduler;
+        let scheduler = &self.node.config.scheduler;
         let jitter = rand::rng().random_range(0..=scheduler.event_throttle_delay.as_millis() as i64 / 2);
         let retry_in_ms = scheduler.event_retry_delay.as_millis() as i64 * (1 << event.attempts.min(10));
         let failed = |error: String, executed_version: String| AttemptOutcome::Failed {
@@ -310,7 +311,7 @@ impl Service {
         let outcome = if now_ms() - event.accepted_ms > i64::from(event.max_event_age_s) * 1000 {
             not_run("the event is older than its maximum age".into(), NotRun::Unavailable)
         } else {
-            match self.resolve(&event.function, &event.qualifier).await {
+            match self.invocations.resolve(&event.function, &event.qualifier).await {
                 Err(e @ (NodeError::Unavailable(_) | NodeError::Internal(_))) => {
                     not_run(e.to_string(), NotRun::Unavailable)
                 }
@@ -327,7 +328,7 @@ impl Service {
                         log_tail: false,
                         payload: Bytes::from(event.payload.clone()),
                     };
-                    match self.run_placed(run, Some(event.region.clone())).await {
+                    match self.invocations.run_placed(run, Some(event.region.clone())).await {
                         Ok(result) if result.function_error.is_some() => {
                             failed(recorded(&result.payload), result.executed_version)
                         }
@@ -372,7 +373,8 @@ impl Service {
                 });
             }
         }
-        self.cluster()?
+        self.node
+            .cluster()?
             .propose(Command::RecordAttempt {
                 id: event.id,
                 attempts: event.attempts,

@@ -3,18 +3,27 @@
 //! failed-event store. The leader's dispatcher, which runs them, is
 //! `dispatch.rs`.
 
-use axum::body::Bytes;
 use floe_raft_store::model::{EventInvokeConfig, EventRecord, FailedEvent, LATEST};
 use floe_raft_store::{state_machine, validate, ApplyError, Command, Response};
 
-use super::invoke::{InvokeOptions, InvokeResult};
-use super::{Consistency, Service};
+use std::sync::Arc;
+
+use super::{Consistency, Node};
 use crate::error::NodeError;
 use crate::shared::now_ms;
 
 /// Error documents and responses kept in the Raft log (retries, destination
 /// records) are cut to this size.
 const MAX_RECORDED_BYTES: usize = 256 * 1024;
+
+/// What a caller may set on one event, over the function's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct EventOptions {
+    /// The region whose quota it counts against; the entry node's when `None`.
+    pub region: Option<String>,
+    pub max_retry_attempts: Option<u32>,
+    pub max_event_age_s: Option<u32>,
+}
 
 /// A change to an event-invoke configuration; `None` keeps a field.
 #[derive(Debug, Clone, Default)]
@@ -40,27 +49,51 @@ fn destination_name(destination: &str) -> Result<String, NodeError> {
     Ok(name.to_string())
 }
 
-pub(super) fn recorded(text: &[u8]) -> String {
-    let text = String::from_utf8_lossy(text);
-    super::invoke::tail(&text, MAX_RECORDED_BYTES).to_string()
+/// The last `max` bytes of `text`, cut at a character boundary.
+pub(super) fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
-impl Service {
-    /// Accepts an `Event` invocation: committed through Raft before it is acknowledged.
-    pub(super) async fn accept_event(
+pub(super) fn recorded(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    tail(&text, MAX_RECORDED_BYTES).to_string()
+}
+
+/// Asynchronous invocations as they wait: accepted, queued, failed.
+pub struct Events {
+    node: Arc<Node>,
+    /// Wakes the event dispatcher when this node accepts or replays an event.
+    pub queued: tokio::sync::Notify,
+}
+
+impl Events {
+    pub fn new(node: Arc<Node>) -> Events {
+        Events {
+            node,
+            queued: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Accepts an `Event` invocation, committed through Raft before it is
+    /// acknowledged; answers its id.
+    pub(super) async fn accept(
         &self,
         function: &str,
         qualifier: &str,
-        payload: Bytes,
-        options: &InvokeOptions,
-    ) -> Result<InvokeResult, NodeError> {
+        payload: &[u8],
+        options: &EventOptions,
+    ) -> Result<String, NodeError> {
         // Apply refuses a missing function, version or alias, so no read barrier is needed here;
         // the retry policy is read from this node's state (a change reaches it within a Raft round).
         validate::function_name(function)?;
         if !qualifier.is_empty() && qualifier != LATEST && validate::parse_version(qualifier).is_err() {
             validate::alias_name(qualifier)?;
         }
-        let config = state_machine::effective_event_invoke_config(&self.reader, function, qualifier)?;
+        let config = state_machine::effective_event_invoke_config(&self.node.reader, function, qualifier)?;
         let max_retry_attempts = options.max_retry_attempts.unwrap_or(config.max_retry_attempts);
         let max_event_age_s = options.max_event_age_s.unwrap_or(config.max_event_age_s);
         validate::event_retry_policy(max_retry_attempts, max_event_age_s)?;
@@ -69,9 +102,12 @@ impl Service {
             id: uuid::Uuid::new_v4().to_string(),
             function: function.to_string(),
             qualifier: if qualifier.is_empty() { LATEST } else { qualifier }.to_string(),
-            function_arn: self.function_arn(function, qualifier),
-            payload: String::from_utf8_lossy(&payload).into_owned(),
-            region: options.region.clone().unwrap_or_else(|| self.config.region.clone()),
+            function_arn: self.node.function_arn(function, qualifier),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+            region: options
+                .region
+                .clone()
+                .unwrap_or_else(|| self.node.config.region.clone()),
             accepted_ms: now,
             attempts: 0,
             due_ms: now,
@@ -81,7 +117,7 @@ impl Service {
             on_failure: config.on_failure,
             last_error: None,
         };
-        let cluster = self.cluster()?;
+        let cluster = self.node.cluster()?;
         // Accepting an id twice keeps the first, so an accept whose outcome is unknown can be retried.
         let mut tries = 0;
         while !crate::failpoint::active("ack-event-before-commit") {
@@ -95,20 +131,11 @@ impl Service {
                 Err(e) => return Err(e),
             }
         }
-        self.events_queued.notify_one();
-        Ok(InvokeResult {
-            payload: Bytes::new(),
-            function_error: None,
-            executed_version: String::new(),
-            request_id: event.id,
-            node_id: cluster.id,
-            cold_start: false,
-            log_tail: None,
-            status_code: 202,
-        })
+        self.queued.notify_one();
+        Ok(event.id)
     }
 
-    pub async fn put_event_invoke_config(
+    pub async fn put_config(
         &self,
         function: &str,
         qualifier: &str,
@@ -131,71 +158,67 @@ impl Service {
             on_failure: destination(change.on_failure)?,
             now_ms: now_ms(),
         };
-        match self.cluster()?.propose(command).await? {
+        match self.node.cluster()?.propose(command).await? {
             Response::EventInvokeConfig(config) => Ok(config),
             other => Err(NodeError::Internal(format!("unexpected answer {other:?}"))),
         }
     }
 
-    pub async fn get_event_invoke_config(
-        &self,
-        function: &str,
-        qualifier: &str,
-    ) -> Result<EventInvokeConfig, NodeError> {
+    pub async fn get_config(&self, function: &str, qualifier: &str) -> Result<EventInvokeConfig, NodeError> {
         validate::function_name(function)?;
-        self.read_barrier(Consistency::Linearizable).await?;
-        if state_machine::get_function(&self.reader, function)?.is_none() {
+        self.node.read_barrier(Consistency::Linearizable).await?;
+        if state_machine::get_function(&self.node.reader, function)?.is_none() {
             return Err(ApplyError::FunctionNotFound { name: function.into() }.into());
         }
-        state_machine::get_event_invoke_config(&self.reader, function, qualifier)?
+        state_machine::get_event_invoke_config(&self.node.reader, function, qualifier)?
             .ok_or_else(|| NodeError::NotFound(format!("function {function} has no event invoke config")))
     }
 
-    pub async fn delete_event_invoke_config(&self, function: &str, qualifier: &str) -> Result<(), NodeError> {
+    pub async fn delete_config(&self, function: &str, qualifier: &str) -> Result<(), NodeError> {
         validate::function_name(function)?;
         let command = Command::DeleteEventInvokeConfig {
             function: function.to_string(),
             qualifier: qualifier.to_string(),
         };
-        match self.cluster()?.propose(command).await {
+        match self.node.cluster()?.propose(command).await {
             Err(NodeError::FailedPrecondition(message)) => Err(NodeError::NotFound(message)),
             other => other.map(|_| ()),
         }
     }
 
-    pub async fn list_failed_events(&self, function: &str) -> Result<Vec<FailedEvent>, NodeError> {
+    pub async fn list_failed(&self, function: &str) -> Result<Vec<FailedEvent>, NodeError> {
         validate::function_name(function)?;
-        self.read_barrier(Consistency::Linearizable).await?;
-        Ok(state_machine::list_failed_events(&self.reader, function)?)
+        self.node.read_barrier(Consistency::Linearizable).await?;
+        Ok(state_machine::list_failed_events(&self.node.reader, function)?)
     }
 
     /// `function`'s events still queued, soonest due first.
-    pub async fn list_queued_events(&self, function: &str) -> Result<Vec<EventRecord>, NodeError> {
+    pub async fn list_queued(&self, function: &str) -> Result<Vec<EventRecord>, NodeError> {
         validate::function_name(function)?;
-        self.read_barrier(Consistency::Linearizable).await?;
-        Ok(state_machine::list_queued_events(&self.reader, function)?)
+        self.node.read_barrier(Consistency::Linearizable).await?;
+        Ok(state_machine::list_queued_events(&self.node.reader, function)?)
     }
 
     /// Puts failed events back in the queue (all of the function's when `ids` is empty).
-    pub async fn replay_failed_events(&self, function: &str, ids: Vec<String>) -> Result<u64, NodeError> {
+    pub async fn replay_failed(&self, function: &str, ids: Vec<String>) -> Result<u64, NodeError> {
         validate::function_name(function)?;
         let command = Command::ReplayFailedEvents {
             function: function.to_string(),
             ids,
             now_ms: now_ms(),
         };
-        let count = count_of(self.cluster()?.propose(command).await?);
-        self.events_queued.notify_one();
+        let count = count_of(self.node.cluster()?.propose(command).await?);
+        self.queued.notify_one();
         Ok(count)
     }
 
-    pub async fn delete_failed_events(&self, function: &str, ids: Vec<String>) -> Result<u64, NodeError> {
+    pub async fn delete_failed(&self, function: &str, ids: Vec<String>) -> Result<u64, NodeError> {
         validate::function_name(function)?;
         let command = Command::DeleteFailedEvents {
             function: function.to_string(),
             ids,
         };
-        Ok(count_of(self.cluster()?.propose(command).await?))
+        Ok(count_of(self.node.cluster()?.propose(command).await?))
     }
 }
 

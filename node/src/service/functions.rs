@@ -3,7 +3,10 @@
 use floe_raft_store::model::{AliasRecord, AliasRouting, FunctionConfig, FunctionRecord, VersionRecord};
 use floe_raft_store::{state_machine, validate, ApplyError, Command, Response};
 
-use super::{Consistency, Service};
+use std::sync::Arc;
+
+use super::packages::ClusterPackages;
+use super::{Consistency, Node};
 use crate::error::NodeError;
 use crate::shared::now_ms;
 
@@ -71,9 +74,19 @@ fn expect_alias(response: Response) -> Result<AliasRecord, NodeError> {
     }
 }
 
-impl Service {
+/// Functions, their versions and aliases: the metadata of deployed code.
+pub struct Functions {
+    node: Arc<Node>,
+    packages: Arc<ClusterPackages>,
+}
+
+impl Functions {
+    pub fn new(node: Arc<Node>, packages: Arc<ClusterPackages>) -> Functions {
+        Functions { node, packages }
+    }
+
     /// Creates the function; with `publish`, also its version 1, in one Raft entry.
-    pub async fn create_function(
+    pub async fn create(
         &self,
         name: &str,
         config: FunctionConfig,
@@ -82,7 +95,7 @@ impl Service {
     ) -> Result<(FunctionRecord, Option<VersionRecord>), NodeError> {
         validate::function_name(name)?;
         validate::function_config(&config)?;
-        let code = self.store_package(zip_file).await?;
+        let code = self.packages.store(zip_file).await?;
         let command = Command::CreateFunction {
             name: name.to_string(),
             config,
@@ -91,31 +104,31 @@ impl Service {
             now_ms: now_ms(),
             publish,
         };
-        expect_written(self.cluster()?.propose(command).await?)
+        expect_written(self.node.cluster()?.propose(command).await?)
     }
 
-    pub async fn get_function(&self, name: &str, consistency: Consistency) -> Result<FunctionRecord, NodeError> {
+    pub async fn get(&self, name: &str, consistency: Consistency) -> Result<FunctionRecord, NodeError> {
         validate::function_name(name)?;
-        self.read_barrier(consistency).await?;
-        state_machine::get_function(&self.reader, name)?
+        self.node.read_barrier(consistency).await?;
+        state_machine::get_function(&self.node.reader, name)?
             .ok_or_else(|| ApplyError::FunctionNotFound { name: name.to_string() }.into())
     }
 
     /// The function and, for a numbered version or an alias (its primary
     /// version), that version: what `GetFunction` with a qualifier describes.
-    pub async fn function_configuration(
+    pub async fn configuration(
         &self,
         name: &str,
         qualifier: &str,
     ) -> Result<(FunctionRecord, Option<VersionRecord>), NodeError> {
-        let function = self.get_function(name, Consistency::Linearizable).await?;
+        let function = self.get(name, Consistency::Linearizable).await?;
         let version = if qualifier.is_empty() || qualifier == floe_raft_store::model::LATEST {
             return Ok((function, None));
         } else if qualifier.chars().all(|c| c.is_ascii_digit()) {
             qualifier.to_string()
         } else {
             validate::alias_name(qualifier)?;
-            state_machine::get_alias(&self.reader, name, qualifier)?
+            state_machine::get_alias(&self.node.reader, name, qualifier)?
                 .ok_or_else(|| ApplyError::AliasNotFound {
                     function: name.to_string(),
                     name: qualifier.to_string(),
@@ -125,33 +138,34 @@ impl Service {
         let Some(number) = validate::parse_version(&version)? else {
             return Ok((function, None));
         };
-        let record =
-            state_machine::get_version(&self.reader, name, number)?.ok_or_else(|| ApplyError::VersionNotFound {
+        let record = state_machine::get_version(&self.node.reader, name, number)?.ok_or_else(|| {
+            ApplyError::VersionNotFound {
                 function: name.to_string(),
                 version: version.clone(),
-            })?;
+            }
+        })?;
         Ok((function, Some(record)))
     }
 
-    pub async fn list_functions(&self, consistency: Consistency) -> Result<Vec<FunctionRecord>, NodeError> {
-        self.read_barrier(consistency).await?;
-        Ok(state_machine::list_functions(&self.reader)?)
+    pub async fn list(&self, consistency: Consistency) -> Result<Vec<FunctionRecord>, NodeError> {
+        self.node.read_barrier(consistency).await?;
+        Ok(state_machine::list_functions(&self.node.reader)?)
     }
 
     /// Merges the update into the current `$LATEST`. Without a caller's
     /// expected revision, a concurrent change makes it merge again rather
     /// than overwrite the other change.
-    pub async fn update_function(
+    pub async fn update(
         &self,
         name: &str,
         update: FunctionUpdate,
     ) -> Result<(FunctionRecord, Option<VersionRecord>), NodeError> {
         let code = match &update.zip_file {
-            Some(zip) => Some(self.store_package(zip).await?),
+            Some(zip) => Some(self.packages.store(zip).await?),
             None => None,
         };
         loop {
-            let current = self.get_function(name, Consistency::Linearizable).await?;
+            let current = self.get(name, Consistency::Linearizable).await?;
             if let Some(expected) = &update.expected_revision_id {
                 if *expected != current.revision_id {
                     return Err(ApplyError::RevisionMismatch {
@@ -190,32 +204,29 @@ impl Service {
                 now_ms: now_ms(),
                 publish: update.publish,
             };
-            match self.cluster()?.propose(command).await {
+            match self.node.cluster()?.propose(command).await {
                 Err(NodeError::RevisionMismatch(_)) if update.expected_revision_id.is_none() => continue,
                 result => return expect_written(result?),
             }
         }
     }
 
-    pub async fn delete_function(&self, name: &str) -> Result<(), NodeError> {
+    pub async fn delete(&self, name: &str) -> Result<(), NodeError> {
         validate::function_name(name)?;
-        self.cluster()?
+        self.node
+            .cluster()?
             .propose(Command::DeleteFunction { name: name.to_string() })
             .await?;
         Ok(())
     }
 
-    pub async fn put_function_concurrency(
-        &self,
-        name: &str,
-        reserved: Option<u32>,
-    ) -> Result<FunctionRecord, NodeError> {
+    pub async fn put_concurrency(&self, name: &str, reserved: Option<u32>) -> Result<FunctionRecord, NodeError> {
         validate::function_name(name)?;
         let command = Command::PutFunctionConcurrency {
             name: name.to_string(),
             reserved_concurrency: reserved,
         };
-        expect_function(self.cluster()?.propose(command).await?)
+        expect_function(self.node.cluster()?.propose(command).await?)
     }
 
     /// Publishes `$LATEST`, if its revision and its code's SHA-256 (hex) are
@@ -235,7 +246,7 @@ impl Service {
             now_ms: now_ms(),
             expected_code_sha256,
         };
-        match self.cluster()?.propose(command).await? {
+        match self.node.cluster()?.propose(command).await? {
             Response::Version(version) => Ok(version),
             other => Err(NodeError::Internal(format!("unexpected response {other:?}"))),
         }
@@ -247,8 +258,8 @@ impl Service {
         name: &str,
         consistency: Consistency,
     ) -> Result<(FunctionRecord, Vec<VersionRecord>), NodeError> {
-        let function = self.get_function(name, consistency).await?;
-        let versions = state_machine::list_versions(&self.reader, name)?;
+        let function = self.get(name, consistency).await?;
+        let versions = state_machine::list_versions(&self.node.reader, name)?;
         Ok((function, versions))
     }
 
@@ -270,7 +281,7 @@ impl Service {
             description: description.to_string(),
             revision_id: new_revision_id(),
         };
-        expect_alias(self.cluster()?.propose(command).await?)
+        expect_alias(self.node.cluster()?.propose(command).await?)
     }
 
     pub async fn update_alias(
@@ -290,7 +301,7 @@ impl Service {
             expected_revision_id: update.expected_revision_id,
             revision_id: new_revision_id(),
         };
-        expect_alias(self.cluster()?.propose(command).await?)
+        expect_alias(self.node.cluster()?.propose(command).await?)
     }
 
     pub async fn get_alias(
@@ -301,8 +312,8 @@ impl Service {
     ) -> Result<AliasRecord, NodeError> {
         validate::function_name(function)?;
         validate::alias_name(name)?;
-        self.read_barrier(consistency).await?;
-        state_machine::get_alias(&self.reader, function, name)?.ok_or_else(|| {
+        self.node.read_barrier(consistency).await?;
+        state_machine::get_alias(&self.node.reader, function, name)?.ok_or_else(|| {
             ApplyError::AliasNotFound {
                 function: function.to_string(),
                 name: name.to_string(),
@@ -312,8 +323,8 @@ impl Service {
     }
 
     pub async fn list_aliases(&self, function: &str, consistency: Consistency) -> Result<Vec<AliasRecord>, NodeError> {
-        self.get_function(function, consistency).await?;
-        Ok(state_machine::list_aliases(&self.reader, function)?)
+        self.get(function, consistency).await?;
+        Ok(state_machine::list_aliases(&self.node.reader, function)?)
     }
 
     pub async fn delete_alias(&self, function: &str, name: &str) -> Result<(), NodeError> {
@@ -323,7 +334,7 @@ impl Service {
             function: function.to_string(),
             name: name.to_string(),
         };
-        self.cluster()?.propose(command).await?;
+        self.node.cluster()?.propose(command).await?;
         Ok(())
     }
 }

@@ -1,17 +1,34 @@
-//! Invocation: check the request, resolve the qualifier to a version, then
-//! run it where the scheduler places it (`scheduling.rs`), accept it as an
-//! event (`events.rs`), or only check it (a dry run).
+//! Invocation, one way: check the request, resolve the qualifier to a
+//! version, ask the leader for a grant (`scheduling.rs`), run it here or on
+//! the chosen node, give the grant back, keep the log. An event is accepted
+//! instead (`events.rs`); a dry run stops after resolving.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use floe_proto::internal::Execution;
+use floe_raft_store::codec;
 use floe_raft_store::model::{CodeRef, FunctionConfig, LATEST};
 use floe_raft_store::{state_machine, validate, ApplyError};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
-use super::scheduling::Run;
-use super::{Consistency, Service};
+use super::events::{tail, EventOptions, Events};
+use super::packages::ClusterPackages;
+use super::scheduling::Scheduling;
+use super::{Consistency, Node};
 use crate::error::NodeError;
 use crate::executor::logs::LogRecord;
-use crate::executor::MAX_PAYLOAD_BYTES;
+use crate::executor::{Executor, Invocation, LOG_TAIL_BYTES, MAX_PAYLOAD_BYTES};
+use crate::shared::SandboxKey;
+use crate::wire::{Grant, GrantAsk};
+
+/// How late the `forwarded-invocations-arrive-late` failpoint delivers forwarded invocations.
+const LATE_ARRIVAL: Duration = Duration::from_secs(6);
+/// Beyond its lease and its function's timeout, what a forwarded invocation
+/// may take (package fetch, sandbox start, the answer's trip back).
+const EXECUTE_SLACK: Duration = Duration::from_secs(10);
 
 /// The limit on an asynchronous invocation's payload (it is stored in the Raft log).
 pub const MAX_EVENT_PAYLOAD_BYTES: usize = 1024 * 1024;
@@ -34,15 +51,6 @@ fn check_client_context(context: &str) -> Result<(), NodeError> {
             "the client context must be a JSON object".into(),
         )),
     }
-}
-
-/// The last `max` bytes of `text`, cut at a character boundary.
-pub(super) fn tail(text: &str, max: usize) -> &str {
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
 }
 
 /// What a call resolved to: one exact version.
@@ -99,14 +107,62 @@ pub struct InvokeResult {
     pub status_code: u16,
 }
 
-impl Service {
+/// One invocation, resolved and ready to run wherever it is placed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub resolved: Resolved,
+    pub request_id: String,
+    pub invoked_function_arn: String,
+    pub client_context: Option<String>,
+    pub log_tail: bool,
+    /// Sent apart from the header (see the `Execution` message).
+    #[serde(skip)]
+    pub payload: Bytes,
+}
+
+/// The header of a forwarded invocation.
+#[derive(Serialize, Deserialize)]
+struct ExecuteHeader {
+    grant: Grant,
+    run: Run,
+    /// What is left of the grant's lease when the request leaves the entry node.
+    start_within_ms: u64,
+}
+
+/// Invocations: synchronous ones run through the scheduler; events are
+/// handed to [`Events`].
+pub struct Invocations {
+    node: Arc<Node>,
+    packages: Arc<ClusterPackages>,
+    scheduling: Arc<Scheduling>,
+    events: Arc<Events>,
+    executor: Arc<Executor>,
+}
+
+impl Invocations {
+    pub fn new(
+        node: Arc<Node>,
+        packages: Arc<ClusterPackages>,
+        scheduling: Arc<Scheduling>,
+        events: Arc<Events>,
+        executor: Arc<Executor>,
+    ) -> Invocations {
+        Invocations {
+            node,
+            packages,
+            scheduling,
+            events,
+            executor,
+        }
+    }
+
     /// Resolves `function` and `qualifier` ("", `$LATEST`, a number or an
     /// alias) to a version; an alias with routing picks by weight.
     pub async fn resolve(&self, function: &str, qualifier: &str) -> Result<Resolved, NodeError> {
         validate::function_name(function)?;
-        self.read_barrier(Consistency::Linearizable).await?;
+        self.node.read_barrier(Consistency::Linearizable).await?;
         let record =
-            state_machine::get_function(&self.reader, function)?.ok_or_else(|| ApplyError::FunctionNotFound {
+            state_machine::get_function(&self.node.reader, function)?.ok_or_else(|| ApplyError::FunctionNotFound {
                 name: function.to_string(),
             })?;
         let latest = |qualifier: &str| Resolved {
@@ -118,7 +174,7 @@ impl Service {
             qualifier: qualifier.to_string(),
         };
         let numbered = |number: u64, qualifier: &str| -> Result<Resolved, NodeError> {
-            let version = state_machine::get_version(&self.reader, function, number)?.ok_or_else(|| {
+            let version = state_machine::get_version(&self.node.reader, function, number)?.ok_or_else(|| {
                 ApplyError::VersionNotFound {
                     function: function.to_string(),
                     version: number.to_string(),
@@ -141,11 +197,12 @@ impl Service {
             return numbered(number, qualifier);
         }
         validate::alias_name(qualifier)?;
-        let alias =
-            state_machine::get_alias(&self.reader, function, qualifier)?.ok_or_else(|| ApplyError::AliasNotFound {
+        let alias = state_machine::get_alias(&self.node.reader, function, qualifier)?.ok_or_else(|| {
+            ApplyError::AliasNotFound {
                 function: function.to_string(),
                 name: qualifier.to_string(),
-            })?;
+            }
+        })?;
         let chosen = match &alias.routing {
             Some(routing) if rand::rng().random::<f64>() < routing.weight => routing.additional_version.to_string(),
             _ => alias.version.clone(),
@@ -185,7 +242,22 @@ impl Service {
             validate::region(region)?;
         }
         if options.invocation_type == InvocationType::Event {
-            return self.accept_event(function, qualifier, payload, &options).await;
+            let event = EventOptions {
+                region: options.region,
+                max_retry_attempts: options.max_retry_attempts,
+                max_event_age_s: options.max_event_age_s,
+            };
+            let id = self.events.accept(function, qualifier, &payload, &event).await?;
+            return Ok(InvokeResult {
+                payload: Bytes::new(),
+                function_error: None,
+                executed_version: String::new(),
+                request_id: id,
+                node_id: self.node.id(),
+                cold_start: false,
+                log_tail: None,
+                status_code: 202,
+            });
         }
         let resolved = self.resolve(function, qualifier).await?;
         let request_id = uuid::Uuid::new_v4().to_string();
@@ -195,14 +267,14 @@ impl Service {
                 function_error: None,
                 executed_version: resolved.version,
                 request_id,
-                node_id: self.cluster()?.id,
+                node_id: self.node.cluster()?.id,
                 cold_start: false,
                 log_tail: None,
                 status_code: 204,
             });
         }
         let run = Run {
-            invoked_function_arn: self.function_arn(&resolved.function, &resolved.qualifier),
+            invoked_function_arn: self.node.function_arn(&resolved.function, &resolved.qualifier),
             resolved,
             request_id,
             client_context: options.client_context,
@@ -212,21 +284,134 @@ impl Service {
         self.run_placed(run, options.region).await
     }
 
-    /// Lambda's ARN of `function`, with the qualifier the caller used.
-    pub fn function_arn(&self, function: &str, qualifier: &str) -> String {
-        let arn = format!(
-            "arn:aws:lambda:{}:{}:function:{function}",
-            self.config.region, self.config.api.account_id
-        );
-        if qualifier.is_empty() {
-            arn
-        } else {
-            format!("{arn}:{qualifier}")
+    /// Runs `run` where the leader places it, within the region's quota.
+    pub async fn run_placed(&self, run: Run, region: Option<String>) -> Result<InvokeResult, NodeError> {
+        let cluster = self.node.cluster()?;
+        let config = &run.resolved.config;
+        let ask = GrantAsk {
+            entry_region: self.node.config.region.clone(),
+            region,
+            key: run.resolved.key(),
+            memory_mb: u64::from(config.memory_mb),
+            timeout_s: u64::from(config.timeout_s),
+        };
+        let asked_at = Instant::now();
+        let grant = self.scheduling.request_grant(&ask).await?;
+        let start_by = asked_at + Duration::from_millis(grant.lease_ms);
+        if grant.node == cluster.id {
+            return self.execute(grant, run, start_by).await;
         }
+        let header = ExecuteHeader {
+            start_within_ms: start_by.saturating_duration_since(Instant::now()).as_millis() as u64,
+            grant: grant.clone(),
+            run,
+        };
+        let request_id = header.run.request_id.clone();
+        let payload = header.run.payload.to_vec();
+        let header = codec::encode(&header).map_err(NodeError::Internal)?;
+        // Never wait longer than the invocation could take: a node cut off mid-call must not hold the caller.
+        let deadline = Duration::from_millis(grant.lease_ms) + Duration::from_secs(ask.timeout_s) + EXECUTE_SLACK;
+        let reply = self
+            .node
+            .peers
+            .execute(&grant.address, Execution { header, payload }, deadline)
+            .await
+            .map_err(|status| {
+                let why = crate::cluster::describe(&status);
+                // Nothing ran (no connection, or a node shutting down refused it unread).
+                if floe_proto::transport::not_processed(&status) {
+                    NodeError::Unavailable(format!("node {} is unreachable: {why}", grant.node))
+                } else {
+                    // It may have run: the caller must not retry blindly.
+                    tracing::warn!(node = grant.node, request = %request_id, error = %why, "a forwarded invocation failed mid-call");
+                    NodeError::OutcomeUnknown(format!(
+                        "node {} failed while running the invocation: {why}",
+                        grant.node
+                    ))
+                }
+            })?;
+        let result: Result<InvokeResult, NodeError> = codec::decode(&reply.header).map_err(NodeError::Internal)?;
+        let mut result = result?;
+        result.payload = Bytes::from(reply.payload);
+        Ok(result)
+    }
+
+    /// Runs a forwarded invocation (the `Execute` RPC).
+    pub async fn execute_forwarded(&self, execution: Execution) -> Result<Execution, NodeError> {
+        let header: ExecuteHeader = codec::decode(&execution.header)
+            .map_err(|e| NodeError::InvalidArgument(format!("undecodable execution: {e}")))?;
+        if crate::failpoint::active("forwarded-invocations-arrive-late") {
+            // As a link cut and healed would: TCP delivers the request seconds late.
+            tokio::time::sleep(LATE_ARRIVAL).await;
+        }
+        // What the entry node had left of the lease; `start` also reads the
+        // lease on the leader's clock, which a late arrival cannot stretch.
+        let start_by = Instant::now() + Duration::from_millis(header.start_within_ms);
+        let mut run = header.run;
+        run.payload = Bytes::from(execution.payload);
+        let result = self.execute(header.grant, run, start_by).await;
+        let payload = result.as_ref().map(|r| r.payload.to_vec()).unwrap_or_default();
+        let header = codec::encode(&result).map_err(NodeError::Internal)?;
+        Ok(Execution { header, payload })
+    }
+
+    /// Runs a granted invocation on this node and gives the grant back.
+    async fn execute(&self, grant: Grant, run: Run, start_by: Instant) -> Result<InvokeResult, NodeError> {
+        let key = run.resolved.key();
+        let outcome = self.execute_granted(&grant, run, start_by).await;
+        let warm = outcome.as_ref().is_ok_and(|(_, warm)| *warm);
+        self.scheduling.give_back(&grant, key, warm);
+        outcome.map(|(result, _)| result)
+    }
+
+    async fn execute_granted(
+        &self,
+        grant: &Grant,
+        run: Run,
+        start_by: Instant,
+    ) -> Result<(InvokeResult, bool), NodeError> {
+        let resolved = &run.resolved;
+        self.packages.ensure(&resolved.code).await?;
+        let code_dir = self.packages.extracted(&resolved.code.sha256)?;
+        // A node cut off from the leader stops starting invocations once their
+        // grants lapse; a grant that arrives late (a link held it back) lapses
+        // when the leader's clock says so, not later.
+        let timeout = Duration::from_secs(u64::from(resolved.config.timeout_s));
+        let _running = self.scheduling.start(grant, start_by, timeout).map_err(|_| {
+            NodeError::Unavailable(format!(
+                "the grant for this invocation lapsed before it could start on node {}",
+                grant.node
+            ))
+        })?;
+        let invocation = Invocation {
+            key: resolved.key(),
+            config: resolved.config.clone(),
+            code_dir,
+            request_id: run.request_id.clone(),
+            invoked_function_arn: run.invoked_function_arn.clone(),
+            region: self.node.config.region.clone(),
+            client_context: run.client_context.clone(),
+            payload: run.payload.clone(),
+        };
+        let outcome = self.executor.invoke(invocation).await?;
+        let node_id = grant.node;
+        let log_tail = run.log_tail.then(|| tail(&outcome.log, LOG_TAIL_BYTES).to_string());
+        self.keep_log(node_id, resolved, &run.request_id, outcome.log);
+        let result = InvokeResult {
+            payload: outcome.payload,
+            function_error: outcome.function_error,
+            executed_version: resolved.version.clone(),
+            request_id: run.request_id,
+            node_id,
+            cold_start: outcome.cold_start,
+            log_tail,
+            status_code: 200,
+        };
+        Ok((result, outcome.warm))
     }
 
     /// Stores an invocation's log off the caller's path.
-    pub(super) fn keep_log(&self, node_id: u64, resolved: &Resolved, request_id: &str, text: String) {
+    fn keep_log(&self, node_id: u64, resolved: &Resolved, request_id: &str, text: String) {
         let record = LogRecord {
             time_ms: crate::shared::now_ms(),
             node_id,
@@ -241,6 +426,17 @@ impl Service {
                 tracing::warn!(error = %e, function = %record.function, "could not keep an invocation log");
             }
         });
+    }
+}
+
+impl Resolved {
+    /// The sandboxes that can run it.
+    pub fn key(&self) -> SandboxKey {
+        SandboxKey {
+            function: self.function.clone(),
+            version: self.version.clone(),
+            revision_id: self.revision_id.clone(),
+        }
     }
 }
 

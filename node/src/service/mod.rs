@@ -1,6 +1,19 @@
 //! The service layer: every operation of floe, once, whatever the adapter
-//! (gRPC, Lambda REST) that calls it. Adapters convert wire types to these
-//! calls and [`NodeError`](crate::error::NodeError) back to their statuses.
+//! (gRPC, Lambda REST, internal) that calls it. Adapters convert wire types
+//! to these calls and [`NodeError`](crate::error::NodeError) back to their
+//! statuses.
+//!
+//! One use case per part, each holding only what it needs, so that the
+//! dependencies between them point one way:
+//!
+//! ```text
+//! access   functions ─┐   membership ─┐   dispatcher ─▶ invocations ─▶ events
+//!                     ▼               ▼        │             │
+//!                  packages       scheduling ◀─┴─────────────┤
+//!                     ▲                                      │
+//!                     └──────────────────────────────────────┘    logs
+//! ```
+//! and every part holds the [`Node`] (configuration, state, Raft, peers, workers).
 
 pub mod auth;
 pub mod cluster;
@@ -10,21 +23,18 @@ pub mod functions;
 pub mod invoke;
 pub mod limits;
 pub mod logs;
-mod packages;
+pub mod node;
+pub mod packages;
 pub mod scheduling;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use floe_raft_store::{LogStore, StateMachineStore, StateReader};
 
-use crate::cluster::peers::Peers;
-use crate::cluster::Cluster;
 use crate::config::NodeConfig;
-use crate::error::NodeError;
 use crate::executor::Executor;
-use crate::packages::Packages;
-use crate::scheduler::clock::Clock;
-use crate::scheduler::node::NodeScheduling;
+
+pub use node::Node;
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,29 +50,18 @@ pub struct PendingStore {
     pub state_machine: StateMachineStore,
 }
 
-/// One node's service: configuration, Raft (once started), packages, executor.
+/// One node's use cases, wired together.
 pub struct Service {
-    pub config: NodeConfig,
-    /// The address peers and clients use for this node.
-    pub address: String,
-    pub reader: StateReader,
-    pub peers: Arc<Peers>,
-    pub packages: Packages,
-    pub executor: Arc<Executor>,
-    /// Scheduling as this node holds it: the leader's soft state while it
-    /// leads, the grants it runs, the shadows it keeps, leaders' clocks.
-    pub scheduling: NodeScheduling,
-    /// Wakes the event dispatcher when this node accepts an event.
-    pub events_queued: tokio::sync::Notify,
-    /// Every background loop and off-path task of this node.
-    pub workers: crate::workers::Workers,
-    /// On the leader: grants given back, each of which lets one event
-    /// waiting for its quota try again (see `run_dispatcher`).
-    pub freed_slots: dispatch::FreedSlots,
-    cluster: OnceLock<Arc<Cluster>>,
-    pending_store: Mutex<Option<PendingStore>>,
-    /// Serialises membership changes on the leader (ids are allocated one at a time).
-    membership_lock: tokio::sync::Mutex<()>,
+    pub node: Arc<Node>,
+    pub access: Arc<auth::Access>,
+    pub functions: Arc<functions::Functions>,
+    pub packages: Arc<packages::ClusterPackages>,
+    pub scheduling: Arc<scheduling::Scheduling>,
+    pub events: Arc<events::Events>,
+    pub invocations: Arc<invoke::Invocations>,
+    pub dispatcher: Arc<dispatch::Dispatcher>,
+    pub membership: Arc<cluster::Membership>,
+    pub logs: Arc<logs::Logs>,
 }
 
 impl Service {
@@ -71,72 +70,40 @@ impl Service {
         address: String,
         reader: StateReader,
         pending_store: PendingStore,
-        packages: Packages,
+        packages: crate::packages::Packages,
         executor: Arc<Executor>,
     ) -> Service {
+        let node = Arc::new(Node::new(config, address, reader, pending_store));
+        let packages = Arc::new(packages::ClusterPackages::new(node.clone(), packages));
+        let scheduling = Arc::new(scheduling::Scheduling::new(node.clone(), executor.clone()));
+        let events = Arc::new(events::Events::new(node.clone()));
+        let invocations = Arc::new(invoke::Invocations::new(
+            node.clone(),
+            packages.clone(),
+            scheduling.clone(),
+            events.clone(),
+            executor.clone(),
+        ));
         Service {
-            scheduling: NodeScheduling::new(
-                config.scheduler.clone(),
-                Clock {
-                    epoch: std::time::Instant::now(),
-                },
-            ),
-            events_queued: tokio::sync::Notify::new(),
-            freed_slots: Default::default(),
-            workers: Default::default(),
-            config,
-            address,
-            reader,
-            peers: Arc::new(Peers::default()),
+            access: Arc::new(auth::Access::new(node.clone())),
+            functions: Arc::new(functions::Functions::new(node.clone(), packages.clone())),
+            dispatcher: Arc::new(dispatch::Dispatcher::new(
+                node.clone(),
+                invocations.clone(),
+                events.clone(),
+                scheduling.clone(),
+            )),
+            membership: Arc::new(cluster::Membership::new(
+                node.clone(),
+                scheduling.clone(),
+                executor.clone(),
+            )),
+            logs: Arc::new(logs::Logs::new(node.clone(), executor)),
+            node,
             packages,
-            executor,
-            cluster: OnceLock::new(),
-            pending_store: Mutex::new(Some(pending_store)),
-            membership_lock: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// The Raft side, or Unavailable while this node waits to join.
-    pub fn cluster(&self) -> Result<&Arc<Cluster>, NodeError> {
-        self.cluster
-            .get()
-            .ok_or_else(|| NodeError::Unavailable("this node has not joined a cluster yet".into()))
-    }
-
-    pub fn started_cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.get()
-    }
-
-    /// Starts Raft under `id` (once).
-    pub async fn start_raft(&self, id: u64) -> anyhow::Result<Arc<Cluster>> {
-        let pending = self.pending_store.lock().expect("store lock").take();
-        let Some(pending) = pending else {
-            return self
-                .cluster
-                .get()
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("raft is starting"));
-        };
-        let cluster = Cluster::start(
-            id,
-            &self.config.raft,
-            pending.log_store,
-            pending.state_machine,
-            self.reader.clone(),
-            self.peers.clone(),
-        )
-        .await?;
-        let cluster = Arc::new(cluster);
-        let _ = self.cluster.set(cluster.clone());
-        Ok(cluster)
-    }
-
-    /// Makes a read as fresh as asked.
-    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), NodeError> {
-        let cluster = self.cluster()?;
-        match consistency {
-            Consistency::Stale => Ok(()),
-            Consistency::Linearizable => cluster.read_barrier().await,
+            scheduling,
+            events,
+            invocations,
         }
     }
 }

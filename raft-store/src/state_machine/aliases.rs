@@ -42,7 +42,6 @@ fn check_routing(
     primary: Option<u64>,
     routing: &AliasRouting,
 ) -> Result<Result<(), ApplyError>, StoreError> {
-    refuse!(validate::routing(routing));
     let Some(primary) = primary else {
         return Ok(Err(ApplyError::InvalidArgument {
             message: "an alias pointing to $LATEST cannot route traffic to a second version".into(),
@@ -71,8 +70,6 @@ pub(super) fn create(
     description: &str,
     revision_id: &str,
 ) -> Result<CommandResult, StoreError> {
-    refuse!(validate::alias_name(name));
-    refuse!(validate::description(description));
     refuse!(require(kv, function)?);
     if get_alias(kv, function, name)?.is_some() {
         return Ok(Err(ApplyError::AliasExists {
@@ -128,7 +125,6 @@ pub(super) fn update(kv: &mut Staged, update: AliasUpdate) -> Result<CommandResu
         record.routing = routing.cloned();
     }
     if let Some(description) = update.description {
-        refuse!(validate::description(description));
         record.description = description.to_string();
     }
     let primary = refuse!(check_target(kv, function, &record.version)?);

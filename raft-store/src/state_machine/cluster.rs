@@ -1,12 +1,10 @@
 //! The node registry and region quotas.
 
-use super::functions::refuse;
 use super::kv::{get_json, scan_json, KvRead, Overlay};
 use crate::command::{ApplyError, CommandResult, Response};
 use crate::error::StoreError;
 use crate::keys;
 use crate::model::{min_unreserved, NodeRecord, DEFAULT_REGION_QUOTA};
-use crate::validate;
 
 type Staged<'a, 'b> = Overlay<'a, dyn KvRead + 'b>;
 
@@ -67,7 +65,6 @@ pub(super) fn reservation_limit(kv: &(impl KvRead + ?Sized)) -> Result<(String, 
 }
 
 pub(super) fn set_quota(kv: &mut Staged, region: &str, concurrency: u32) -> Result<CommandResult, StoreError> {
-    refuse!(validate::region(region));
     let reserved = reserved_total(kv)?;
     if reserved > 0 && u64::from(reserved) + u64::from(min_unreserved(concurrency)) > u64::from(concurrency) {
         return Ok(Err(ApplyError::FailedPrecondition {
@@ -90,12 +87,6 @@ pub(super) fn register(
     address: &str,
     region: &str,
 ) -> Result<CommandResult, StoreError> {
-    refuse!(validate::region(region));
-    if address.is_empty() {
-        return Ok(Err(ApplyError::InvalidArgument {
-            message: "a node needs an address".into(),
-        }));
-    }
     let next: u64 = get_json(kv, keys::NEXT_NODE_ID)?.unwrap_or(1);
     let id = id.unwrap_or(next);
     if id == 0 {

@@ -101,9 +101,6 @@ pub(super) fn put_config(
         (on_failure, &mut config.on_failure),
     ] {
         if let Some(destination) = destination {
-            if let Some(name) = destination {
-                refuse!(validate::function_name(name));
-            }
             *slot = destination.map(str::to_string);
         }
     }
@@ -138,12 +135,6 @@ fn remove_event(kv: &mut Staged, event: &EventRecord) {
 }
 
 pub(super) fn enqueue(kv: &mut Staged, event: &EventRecord) -> Result<CommandResult, StoreError> {
-    refuse!(validate::function_name(&event.function));
-    if event.id.is_empty() || event.id.contains('/') {
-        return Ok(Err(ApplyError::InvalidArgument {
-            message: format!("invalid event id {:?}", event.id),
-        }));
-    }
     if let Some(existing) = get_event(kv, &event.id)? {
         return Ok(Ok(Response::Event(existing)));
     }

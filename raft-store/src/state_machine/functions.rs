@@ -5,7 +5,6 @@ use crate::command::{ApplyError, CommandResult, Response};
 use crate::error::StoreError;
 use crate::keys;
 use crate::model::{CodeRef, FunctionConfig, FunctionRecord, VersionRecord};
-use crate::validate;
 
 type Staged<'a, 'b> = Overlay<'a, dyn KvRead + 'b>;
 
@@ -68,9 +67,6 @@ pub(super) fn create(
     revision_id: &str,
     now_ms: i64,
 ) -> Result<CommandResult, StoreError> {
-    refuse!(validate::function_name(name));
-    refuse!(validate::function_config(config));
-    refuse!(validate::sha256(&code.sha256));
     if get_function(kv, name)?.is_some() {
         return Ok(Err(ApplyError::FunctionExists { name: name.to_string() }));
     }
@@ -104,11 +100,9 @@ pub(super) fn update(
         expected_revision_id
     ));
     if let Some(config) = config {
-        refuse!(validate::function_config(config));
         record.config = config.clone();
     }
     if let Some(code) = code {
-        refuse!(validate::sha256(&code.sha256));
         record.code = code.clone();
     }
     record.revision_id = revision_id.to_string();
@@ -186,7 +180,6 @@ pub(super) fn publish(
     expected_code_sha256: Option<&str>,
     now_ms: i64,
 ) -> Result<CommandResult, StoreError> {
-    refuse!(validate::description(description));
     let mut record = refuse!(require(kv, name)?);
     refuse!(check_revision(
         &format!("function {name}"),

@@ -32,6 +32,12 @@ pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// Applies one command to `base`. A refused command returns its error and no
 /// writes; an accepted one returns its response and its writes.
 pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Writes), StoreError> {
+    // A batch's commands are checked each, as apply takes them one by one.
+    if !matches!(command, Command::Batch(_)) {
+        if let Err(refusal) = crate::validate::command(command) {
+            return Ok((Err(refusal), Writes::new()));
+        }
+    }
     let mut overlay = Overlay::new(base);
     let result = match command {
         Command::CreateFunction {

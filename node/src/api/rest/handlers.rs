@@ -209,7 +209,8 @@ async fn create_function(State(service): Api, body: Bytes) -> Answer {
     let zip = zip_file(&request.code)?;
     let config = shapes::new_function_config(&request);
     let (function, version) = service
-        .create_function(&request.function_name, config, &zip, request.publish)
+        .functions
+        .create(&request.function_name, config, &zip, request.publish)
         .await?;
     ok(
         StatusCode::CREATED,
@@ -218,7 +219,7 @@ async fn create_function(State(service): Api, body: Bytes) -> Answer {
 }
 
 async fn list_functions(State(service): Api, Query(params): Params) -> Answer {
-    let functions = service.list_functions(Consistency::Linearizable).await?;
+    let functions = service.functions.list(Consistency::Linearizable).await?;
     let all_versions = params.get("FunctionVersion").is_some_and(|v| v == "ALL");
     let mut configurations = Vec::new();
     for function in &functions {
@@ -228,7 +229,12 @@ async fn list_functions(State(service): Api, Query(params): Params) -> Answer {
             shapes::function_configuration(&service, function, None),
         ));
         if all_versions {
-            for version in service.list_versions(&function.name, Consistency::Stale).await?.1 {
+            for version in service
+                .functions
+                .list_versions(&function.name, Consistency::Stale)
+                .await?
+                .1
+            {
                 configurations.push((
                     function.name.clone(),
                     version.version,
@@ -250,7 +256,7 @@ async fn list_functions(State(service): Api, Query(params): Params) -> Answer {
 
 async fn get_function(State(service): Api, Path(raw): Path<String>, Query(params): Params) -> Answer {
     let (name, qualifier) = function_name(&raw, &params)?;
-    let (function, version) = service.function_configuration(&name, &qualifier).await?;
+    let (function, version) = service.functions.configuration(&name, &qualifier).await?;
     let mut body = json!({
         "Configuration": shapes::function_configuration(&service, &function, version.as_ref()),
         "Code": { "RepositoryType": "floe" },
@@ -263,7 +269,7 @@ async fn get_function(State(service): Api, Path(raw): Path<String>, Query(params
 
 async fn get_function_configuration(State(service): Api, Path(raw): Path<String>, Query(params): Params) -> Answer {
     let (name, qualifier) = function_name(&raw, &params)?;
-    let (function, version) = service.function_configuration(&name, &qualifier).await?;
+    let (function, version) = service.functions.configuration(&name, &qualifier).await?;
     ok(
         StatusCode::OK,
         shapes::function_configuration(&service, &function, version.as_ref()),
@@ -277,7 +283,7 @@ async fn delete_function(State(service): Api, Path(raw): Path<String>, Query(par
             "floe deletes whole functions only: published versions are kept until the function is deleted",
         ));
     }
-    service.delete_function(&name).await?;
+    service.functions.delete(&name).await?;
     no_content()
 }
 
@@ -305,7 +311,7 @@ async fn update_function_code(State(service): Api, Path(raw): Path<String>, body
         publish: request.publish,
         ..Default::default()
     };
-    let (function, version) = service.update_function(&name, update).await?;
+    let (function, version) = service.functions.update(&name, update).await?;
     ok(
         StatusCode::OK,
         shapes::function_configuration(&service, &function, version.as_ref()),
@@ -338,7 +344,7 @@ async fn update_function_configuration(State(service): Api, Path(raw): Path<Stri
         expected_revision_id: request.revision_id,
         publish: false,
     };
-    let (function, _) = service.update_function(&name, update).await?;
+    let (function, _) = service.functions.update(&name, update).await?;
     ok(
         StatusCode::OK,
         shapes::function_configuration(&service, &function, None),
@@ -369,9 +375,10 @@ async fn publish_version(State(service): Api, Path(raw): Path<String>, body: Byt
         None => None,
     };
     let version = service
+        .functions
         .publish_version(&name, &request.description, request.revision_id, expected_code_sha256)
         .await?;
-    let function = service.get_function(&name, Consistency::Linearizable).await?;
+    let function = service.functions.get(&name, Consistency::Linearizable).await?;
     ok(
         StatusCode::CREATED,
         shapes::function_configuration(&service, &function, Some(&version)),
@@ -380,7 +387,10 @@ async fn publish_version(State(service): Api, Path(raw): Path<String>, body: Byt
 
 async fn list_versions(State(service): Api, Path(raw): Path<String>, Query(params): Params) -> Answer {
     let name = unqualified(&raw)?;
-    let (function, versions) = service.list_versions(&name, Consistency::Linearizable).await?;
+    let (function, versions) = service
+        .functions
+        .list_versions(&name, Consistency::Linearizable)
+        .await?;
     let mut all = vec![(0u64, shapes::function_configuration(&service, &function, None))];
     for version in &versions {
         all.push((
@@ -437,6 +447,7 @@ async fn create_alias(State(service): Api, Path(raw): Path<String>, body: Bytes)
         None => None,
     };
     let alias = service
+        .functions
         .create_alias(
             &name,
             &request.name,
@@ -450,7 +461,10 @@ async fn create_alias(State(service): Api, Path(raw): Path<String>, body: Bytes)
 
 async fn get_alias(State(service): Api, Path((raw, alias)): Path<(String, String)>) -> Answer {
     let name = unqualified(&raw)?;
-    let alias = service.get_alias(&name, &alias, Consistency::Linearizable).await?;
+    let alias = service
+        .functions
+        .get_alias(&name, &alias, Consistency::Linearizable)
+        .await?;
     ok(StatusCode::OK, shapes::alias_configuration(&service, &alias))
 }
 
@@ -473,19 +487,19 @@ async fn update_alias(State(service): Api, Path((raw, alias)): Path<(String, Str
         description: request.description,
         expected_revision_id: request.revision_id,
     };
-    let alias = service.update_alias(&name, &alias, update).await?;
+    let alias = service.functions.update_alias(&name, &alias, update).await?;
     ok(StatusCode::OK, shapes::alias_configuration(&service, &alias))
 }
 
 async fn delete_alias(State(service): Api, Path((raw, alias)): Path<(String, String)>) -> Answer {
     let name = unqualified(&raw)?;
-    service.delete_alias(&name, &alias).await?;
+    service.functions.delete_alias(&name, &alias).await?;
     no_content()
 }
 
 async fn list_aliases(State(service): Api, Path(raw): Path<String>, Query(params): Params) -> Answer {
     let name = unqualified(&raw)?;
-    let aliases = service.list_aliases(&name, Consistency::Linearizable).await?;
+    let aliases = service.functions.list_aliases(&name, Consistency::Linearizable).await?;
     let wanted = params.get("FunctionVersion");
     let aliases: Vec<_> = aliases
         .into_iter()
@@ -511,7 +525,8 @@ async fn put_concurrency(State(service): Api, Path(raw): Path<String>, body: Byt
     let name = unqualified(&raw)?;
     let request: PutConcurrency = parse(&body)?;
     let function = service
-        .put_function_concurrency(&name, Some(request.reserved_concurrent_executions))
+        .functions
+        .put_concurrency(&name, Some(request.reserved_concurrent_executions))
         .await?;
     ok(
         StatusCode::OK,
@@ -521,7 +536,7 @@ async fn put_concurrency(State(service): Api, Path(raw): Path<String>, body: Byt
 
 async fn get_concurrency(State(service): Api, Path(raw): Path<String>) -> Answer {
     let name = unqualified(&raw)?;
-    let function = service.get_function(&name, Consistency::Linearizable).await?;
+    let function = service.functions.get(&name, Consistency::Linearizable).await?;
     let body = match function.reserved_concurrency {
         Some(reserved) => json!({ "ReservedConcurrentExecutions": reserved }),
         None => json!({}),
@@ -531,12 +546,12 @@ async fn get_concurrency(State(service): Api, Path(raw): Path<String>) -> Answer
 
 async fn delete_concurrency(State(service): Api, Path(raw): Path<String>) -> Answer {
     let name = unqualified(&raw)?;
-    service.put_function_concurrency(&name, None).await?;
+    service.functions.put_concurrency(&name, None).await?;
     no_content()
 }
 
 async fn account_settings(State(service): Api) -> Answer {
-    let settings = service.account_settings().await?;
+    let settings = service.membership.account_settings().await?;
     ok(
         StatusCode::OK,
         json!({
@@ -604,7 +619,7 @@ async fn write_event_invoke_config(
         on_success: destination(|d| &d.on_success),
         on_failure: destination(|d| &d.on_failure),
     };
-    let config = service.put_event_invoke_config(&name, &qualifier, change).await?;
+    let config = service.events.put_config(&name, &qualifier, change).await?;
     ok(StatusCode::OK, shapes::event_invoke_config(&service, &config))
 }
 
@@ -628,13 +643,13 @@ async fn update_event_invoke_config(
 
 async fn get_event_invoke_config(State(service): Api, Path(raw): Path<String>, Query(params): Params) -> Answer {
     let (name, qualifier) = function_name(&raw, &params)?;
-    let config = service.get_event_invoke_config(&name, &qualifier).await?;
+    let config = service.events.get_config(&name, &qualifier).await?;
     ok(StatusCode::OK, shapes::event_invoke_config(&service, &config))
 }
 
 async fn delete_event_invoke_config(State(service): Api, Path(raw): Path<String>, Query(params): Params) -> Answer {
     let (name, qualifier) = function_name(&raw, &params)?;
-    service.delete_event_invoke_config(&name, &qualifier).await?;
+    service.events.delete_config(&name, &qualifier).await?;
     no_content()
 }
 
@@ -698,7 +713,7 @@ async fn invoke(
         max_retry_attempts: None,
         max_event_age_s: None,
     };
-    let result = service.invoke(&name, &qualifier, body, options).await?;
+    let result = service.invocations.invoke(&name, &qualifier, body, options).await?;
     let mut response_headers = super::headers_with_request_id(&result.request_id);
     let status = match invocation_type {
         InvocationType::Event => StatusCode::ACCEPTED,

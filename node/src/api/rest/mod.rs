@@ -163,12 +163,12 @@ async fn authenticate(State(service): State<Arc<Service>>, request: Request, nex
         return too_large(limit, &path).into_response();
     }
     // The key first: requests from strangers are refused before any buffering.
-    let key = match service.signing_key(&parts.headers).await {
+    let key = match service.access.signing_key(&parts.headers).await {
         Ok(key) => key,
         Err(e) => return LambdaError::from(e).into_response(),
     };
     let read = tokio::time::timeout(
-        service.config.api.http_body_timeout,
+        service.node.config.api.http_body_timeout,
         http_body_util::Limited::new(body, limit).collect(),
     )
     .await;
@@ -250,7 +250,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let api = service.config.api.clone();
+    let api = service.node.config.api.clone();
     let router = router(service);
     let connections = Arc::new(tokio::sync::Semaphore::new(api.http_max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

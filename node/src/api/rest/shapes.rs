@@ -39,8 +39,8 @@ pub fn function_configuration(service: &Service, function: &FunctionRecord, vers
         ),
     };
     let arn = match version {
-        None => service.function_arn(&function.name, ""),
-        Some(_) => service.function_arn(&function.name, &qualifier),
+        None => service.node.function_arn(&function.name, ""),
+        Some(_) => service.node.function_arn(&function.name, &qualifier),
     };
     let description = match version {
         Some(v) if !v.description.is_empty() => v.description.clone(),
@@ -70,7 +70,7 @@ pub fn function_configuration(service: &Service, function: &FunctionRecord, vers
 
 pub fn alias_configuration(service: &Service, alias: &AliasRecord) -> Value {
     let mut value = json!({
-        "AliasArn": service.function_arn(&alias.function, &alias.name),
+        "AliasArn": service.node.function_arn(&alias.function, &alias.name),
         "Name": alias.name,
         "FunctionVersion": alias.version,
         "Description": alias.description,
@@ -89,17 +89,17 @@ pub fn event_invoke_config(service: &Service, config: &EventInvokeConfig) -> Val
     if let Some(on_success) = &config.on_success {
         destinations.insert(
             "OnSuccess".into(),
-            json!({ "Destination": service.function_arn(on_success, "") }),
+            json!({ "Destination": service.node.function_arn(on_success, "") }),
         );
     }
     if let Some(on_failure) = &config.on_failure {
         destinations.insert(
             "OnFailure".into(),
-            json!({ "Destination": service.function_arn(on_failure, "") }),
+            json!({ "Destination": service.node.function_arn(on_failure, "") }),
         );
     }
     json!({
-        "FunctionArn": service.function_arn(&config.function, &config.qualifier),
+        "FunctionArn": service.node.function_arn(&config.function, &config.qualifier),
         "MaximumRetryAttempts": config.max_retry_attempts,
         "MaximumEventAgeInSeconds": config.max_event_age_s,
         "DestinationConfig": destinations,

@@ -1,0 +1,118 @@
+//! This node as every use case sees it: its configuration and address, the
+//! replicated state, Raft once started, the node-to-node client and the
+//! tracker of background work. Each use case holds it and nothing wider.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use floe_raft_store::StateReader;
+
+use super::{Consistency, PendingStore};
+use crate::cluster::peers::Peers;
+use crate::cluster::Cluster;
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+use crate::workers::Workers;
+
+pub struct Node {
+    pub config: NodeConfig,
+    /// The address peers and clients use for this node.
+    pub address: String,
+    pub reader: StateReader,
+    pub peers: Arc<Peers>,
+    /// Every background loop and off-path task of this node.
+    pub workers: Workers,
+    cluster: OnceLock<Arc<Cluster>>,
+    pending_store: Mutex<Option<PendingStore>>,
+}
+
+impl Node {
+    pub fn new(config: NodeConfig, address: String, reader: StateReader, pending_store: PendingStore) -> Node {
+        Node {
+            config,
+            address,
+            reader,
+            peers: Arc::new(Peers::default()),
+            workers: Workers::default(),
+            cluster: OnceLock::new(),
+            pending_store: Mutex::new(Some(pending_store)),
+        }
+    }
+
+    /// The Raft side, or Unavailable while this node waits to join.
+    pub fn cluster(&self) -> Result<&Arc<Cluster>, NodeError> {
+        self.cluster
+            .get()
+            .ok_or_else(|| NodeError::Unavailable("this node has not joined a cluster yet".into()))
+    }
+
+    pub fn started_cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// This node's id, or 0 before it has one.
+    pub fn id(&self) -> u64 {
+        self.started_cluster().map(|c| c.id).unwrap_or(0)
+    }
+
+    /// The current term, when this node leads it.
+    pub fn leading_term(&self) -> Option<u64> {
+        self.started_cluster()?.leading_term()
+    }
+
+    /// Starts Raft under `id` (once).
+    pub async fn start_raft(&self, id: u64) -> anyhow::Result<Arc<Cluster>> {
+        let pending = self.pending_store.lock().expect("store lock").take();
+        let Some(pending) = pending else {
+            return self
+                .cluster
+                .get()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("raft is starting"));
+        };
+        let cluster = Cluster::start(
+            id,
+            &self.config.raft,
+            pending.log_store,
+            pending.state_machine,
+            self.reader.clone(),
+            self.peers.clone(),
+        )
+        .await?;
+        let cluster = Arc::new(cluster);
+        let _ = self.cluster.set(cluster.clone());
+        Ok(cluster)
+    }
+
+    /// Waits until Raft runs here (at once, unless the node is still joining).
+    pub async fn started(&self) -> Arc<Cluster> {
+        loop {
+            if let Some(cluster) = self.started_cluster() {
+                return cluster.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Makes a read as fresh as asked.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), NodeError> {
+        let cluster = self.cluster()?;
+        match consistency {
+            Consistency::Stale => Ok(()),
+            Consistency::Linearizable => cluster.read_barrier().await,
+        }
+    }
+
+    /// Lambda's ARN of `function`, with the qualifier the caller used.
+    pub fn function_arn(&self, function: &str, qualifier: &str) -> String {
+        let arn = format!(
+            "arn:aws:lambda:{}:{}:function:{function}",
+            self.config.region, self.config.api.account_id
+        );
+        if qualifier.is_empty() {
+            arn
+        } else {
+            format!("{arn}:{qualifier}")
+        }
+    }
+}
