@@ -102,8 +102,10 @@ where
 /// One `floed` process and its data dir.
 pub struct NodeProcess {
     pub data_dir: PathBuf,
-    /// The node's gRPC address, known once it has started.
+    /// The node's public gRPC address, known once it has started.
     pub address: Option<String>,
+    /// The node's peer (node-to-node) address, known once it has started.
+    pub peer_address: Option<String>,
     child: Option<Child>,
     /// Flags added to the node's command line (kept across restarts).
     pub extra_args: Vec<String>,
@@ -308,23 +310,28 @@ impl TestCluster {
         self.nodes.push(NodeProcess {
             data_dir,
             address: None,
+            peer_address: None,
             child: None,
             extra_args,
             extra_env: Vec::new(),
         });
-        let listen = match &self.network {
-            Some(network) => format!("{}:7400", network.address(index)),
-            None => "127.0.0.1:0".to_string(),
+        let (listen, peer_listen) = match &self.network {
+            Some(network) => (
+                format!("{}:7400", network.address(index)),
+                format!("{}:7402", network.address(index)),
+            ),
+            None => ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string()),
         };
-        self.spawn(index, &listen)?;
+        self.spawn(index, &listen, &peer_listen)?;
         Ok(index)
     }
 
-    fn spawn(&mut self, index: usize, listen: &str) -> anyhow::Result<()> {
+    fn spawn(&mut self, index: usize, listen: &str, peer_listen: &str) -> anyhow::Result<()> {
         let config_path = self.config_path.clone();
         let node = &mut self.nodes[index];
-        let _ = std::fs::remove_file(node.data_dir.join("floed.addr"));
-        let _ = std::fs::remove_file(node.data_dir.join("floed.http"));
+        for file in ["floed.addr", "floed.http", "floed.peer"] {
+            let _ = std::fs::remove_file(node.data_dir.join(file));
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -353,6 +360,8 @@ impl TestCluster {
             .arg(&node.data_dir)
             .arg("--listen")
             .arg(listen)
+            .arg("--peer-listen")
+            .arg(peer_listen)
             .args(["--http-listen", &http_listen])
             .env("FLOE_BOOTSTRAP_ACCESS_KEY_ID", TEST_ACCESS_KEY_ID)
             .env("FLOE_BOOTSTRAP_SECRET_ACCESS_KEY", TEST_SECRET_ACCESS_KEY)
@@ -380,13 +389,16 @@ impl TestCluster {
         .await
         .with_context(|| self.nodes[index].log())?;
         let address = std::fs::read_to_string(&path)?;
+        // Written before the address file.
+        let peer_address = std::fs::read_to_string(self.nodes[index].data_dir.join("floed.peer"))?;
         self.nodes[index].address = Some(address.clone());
+        self.nodes[index].peer_address = Some(peer_address);
         Ok(address)
     }
 
     /// Starts a new node that joins through the running members; returns its index.
     pub async fn join_new_node(&mut self) -> anyhow::Result<usize> {
-        let members = self.addresses().join(",");
+        let members = self.peer_addresses().join(",");
         let index = self.add_process(vec!["--join".into(), members])?;
         self.wait_started(index).await?;
         Ok(index)
@@ -407,8 +419,28 @@ impl TestCluster {
             .collect()
     }
 
+    /// Peer addresses of the nodes that are running.
+    pub fn peer_addresses(&mut self) -> Vec<String> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|node| {
+                if node.is_running() {
+                    node.peer_address.clone()
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Node `index`'s public gRPC address.
     pub fn address(&self, index: usize) -> String {
         self.nodes[index].address.clone().expect("started node")
+    }
+
+    /// Node `index`'s node-to-node address (its peer listener).
+    pub fn peer_address(&self, index: usize) -> String {
+        self.nodes[index].peer_address.clone().expect("started node")
     }
 
     /// The Lambda REST API address of node `index` (as it wrote it when it started).
@@ -458,8 +490,8 @@ impl TestCluster {
 
     /// Restarts a stopped node on its old address, from its data dir.
     pub async fn restart(&mut self, index: usize) -> anyhow::Result<()> {
-        let address = self.address(index);
-        self.spawn(index, &address)?;
+        let (address, peer_address) = (self.address(index), self.peer_address(index));
+        self.spawn(index, &address, &peer_address)?;
         self.wait_started(index).await?;
         Ok(())
     }

@@ -259,6 +259,8 @@ async fn the_first_node_writes_usable_credentials() -> anyhow::Result<()> {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
         ])
         .env_remove("FLOE_BOOTSTRAP_ACCESS_KEY_ID")
         .env_remove("FLOE_BOOTSTRAP_SECRET_ACCESS_KEY")

@@ -407,7 +407,7 @@ impl Client {
             .await
     }
 
-    /// Asks the cluster to add the waiting node at `address`; returns its id.
+    /// Asks the cluster to add the waiting node whose peer address (its `cluster.peer_listen`) is `address`; returns its id.
     pub async fn add_node(&self, address: &str) -> Result<u64, Error> {
         let request = proto::AddNodeRequest {
             address: address.to_string(),

@@ -16,25 +16,48 @@ use serde::Deserialize;
 pub struct NodeConfig {
     /// Where Raft's RocksDB, packages and sandboxes' code live.
     pub data_dir: PathBuf,
-    /// gRPC listen address for the public API and node-to-node traffic.
+    /// gRPC listen address of the public API (the floe CLI and SDK).
     /// Port 0 picks a free port (printed on start).
     pub listen: SocketAddr,
-    /// The address other nodes and clients use to reach this node; defaults
-    /// to the bound listen address.
+    /// The address clients use to reach this node's public gRPC API;
+    /// defaults to the bound listen address.
     pub advertise: Option<String>,
     /// The region label this node serves (quotas are per region).
     pub region: String,
-    /// Existing members to join through, on first start. Empty: start (or
-    /// restart) a cluster of its own.
+    /// Existing members to join through (their peer addresses), on first
+    /// start. Empty: start (or restart) a cluster of its own.
     pub join: Vec<String>,
     /// On first start without `join`, wait to be added (`floe cluster add`)
     /// instead of starting a single-node cluster.
     pub no_bootstrap: bool,
+    pub cluster: ClusterConfig,
     pub raft: RaftConfig,
     pub executor: ExecutorConfig,
     pub packages: PackagesConfig,
     pub scheduler: SchedulerConfig,
     pub api: ApiConfig,
+}
+
+/// The node-to-node plane: Raft, forwarded writes, scheduling, package
+/// transfer. It has its own listener, which only the other members need to
+/// reach; the public listeners serve none of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Listen address of the node-to-node services. Port 0 picks a free port.
+    pub peer_listen: SocketAddr,
+    /// The address other members use to reach `peer_listen`; defaults to the
+    /// bound address.
+    pub peer_advertise: Option<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            peer_listen: "127.0.0.1:7402".parse().expect("static address"),
+            peer_advertise: None,
+        }
+    }
 }
 
 /// Who may call the public APIs.
@@ -241,6 +264,7 @@ impl Default for NodeConfig {
             region: "local".into(),
             join: Vec::new(),
             no_bootstrap: false,
+            cluster: ClusterConfig::default(),
             raft: RaftConfig::default(),
             executor: ExecutorConfig::default(),
             packages: PackagesConfig::default(),

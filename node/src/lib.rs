@@ -53,6 +53,9 @@ use crate::service::{PendingStore, Service};
 pub const ADDRESS_FILE: &str = "floed.addr";
 /// The file in the data dir where a running node writes its REST API address.
 pub const HTTP_ADDRESS_FILE: &str = "floed.http";
+/// The file in the data dir where a running node writes its peer address
+/// (node-to-node services); written before [`ADDRESS_FILE`].
+pub const PEER_ADDRESS_FILE: &str = "floed.peer";
 
 /// Writes `text` to `name` in the data dir whole or not at all: tools poll
 /// for these files and read them at once.
@@ -83,12 +86,22 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .await
         .with_context(|| format!("listen on {} (api.http_listen)", config.api.http_listen))?;
     let http_address = http_listener.local_addr()?;
+    let peer_listener = tokio::net::TcpListener::bind(config.cluster.peer_listen)
+        .await
+        .with_context(|| format!("listen on {} (cluster.peer_listen)", config.cluster.peer_listen))?;
+    let peer_bound = peer_listener.local_addr()?;
     let address = config.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let peer_address = config
+        .cluster
+        .peer_advertise
+        .clone()
+        .unwrap_or_else(|| peer_bound.to_string());
     let packages = packages::Packages::open(&data_dir)?;
     let executor = executor::Executor::new(&config.executor, &data_dir)?;
     let service = Arc::new(Service::new(
         config.clone(),
         address.clone(),
+        peer_address.clone(),
         reader,
         PendingStore {
             log_store,
@@ -105,13 +118,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         service: service.clone(),
         shutdown: shutdown.clone(),
     };
+    // Two planes, two listeners: the public API here (clients, signed); the
+    // node-to-node services only on the peer listener. A call for a service
+    // of the other plane finds no route (UNIMPLEMENTED).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server_shutdown = shutdown.clone();
     let server = tonic::transport::Server::builder()
-        // Peers cancel RPCs by the hundred when a link fails (Raft timeouts);
-        // h2's default of 20 reset streams would then close the whole
-        // connection, failing every other call on it.
-        .http2_max_pending_accept_reset_streams(Some(1024))
         .layer(api::auth::AuthLayer {
             service: service.clone(),
         })
@@ -122,6 +134,15 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         )
         .add_service(ClusterServer::new(public.clone()))
         .add_service(AccessKeysServer::new(public))
+        .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });
+    let server = tokio::spawn(server);
+    let peer_incoming = tonic::transport::server::TcpIncoming::from(peer_listener).with_nodelay(Some(true));
+    let peer_server_shutdown = shutdown.clone();
+    let peer_server = tonic::transport::Server::builder()
+        // Peers cancel RPCs by the hundred when a link fails (Raft timeouts);
+        // h2's default of 20 reset streams would then close the whole
+        // connection, failing every other call on it.
+        .http2_max_pending_accept_reset_streams(Some(1024))
         .add_service(
             RaftServer::new(internal.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -137,8 +158,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });
-    let server = tokio::spawn(server);
+        .serve_with_incoming_shutdown(peer_incoming, async move { peer_server_shutdown.cancelled().await });
+    let peer_server = tokio::spawn(peer_server);
     let rest = tokio::spawn(api::rest::serve(
         http_listener,
         service.clone(),
@@ -146,8 +167,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         std::time::Duration::from_secs(30),
     ));
     write_atomically(&data_dir, HTTP_ADDRESS_FILE, &http_address.to_string())?;
+    write_atomically(&data_dir, PEER_ADDRESS_FILE, &peer_address)?;
     write_atomically(&data_dir, ADDRESS_FILE, &address)?;
-    tracing::info!(%address, %http_address, data_dir = %data_dir.display(), region = %config.region, "floed listening");
+    tracing::info!(%address, %http_address, %peer_address, data_dir = %data_dir.display(), region = %config.region, "floed listening");
     if config.api.auth == config::AuthMode::None {
         tracing::warn!(
             "AUTHENTICATION IS OFF (api.auth = \"none\"): anyone who can reach {address} or {http_address} \
@@ -180,7 +202,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             });
         }
         None if config.no_bootstrap => {
-            tracing::info!("waiting to be added with `floe cluster add {address}`")
+            tracing::info!("waiting to be added with `floe cluster add {peer_address}`")
         }
         None => {
             service::cluster::write_node_id(&data_dir, service::cluster::FIRST_NODE_ID)?;
@@ -261,6 +283,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!("shutting down");
     server.await.context("gRPC server task")?.context("gRPC server")?;
     let _ = rest.await;
+    peer_server
+        .await
+        .context("peer gRPC server task")?
+        .context("peer gRPC server")?;
     service.node.workers.stopped().await;
     if let Some(cluster) = service.node.started_cluster() {
         cluster.stop().await;

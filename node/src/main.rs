@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 /// With no flags it starts (or restarts) a single-node cluster in ./floe-data,
 /// serving gRPC (the floe CLI and SDK) on 127.0.0.1:7400 and Lambda's REST API
 /// (boto3, the aws CLI) on 127.0.0.1:7401. On first start it creates an access
-/// key and writes it to ./floe-data/credentials, which the floe CLI reads. To
-/// grow a cluster, start more nodes with `--join ADDRESS` of any member.
+/// key and writes it to ./floe-data/credentials, which the floe CLI reads.
+/// Nodes talk to each other on a listener of their own (127.0.0.1:7402, see
+/// --peer-listen), which clients never need. To grow a cluster, start more
+/// nodes with `--join PEER_ADDRESS` of any member.
 ///
 /// Settings come from, in rising precedence: built-in defaults, the TOML
 /// file given with --config, FLOE_* environment variables, and flags.
@@ -30,13 +32,21 @@ struct Flags {
     /// gRPC listen address, e.g. 127.0.0.1:7400; port 0 picks a free port [default: 127.0.0.1:7400].
     #[arg(long, env = "FLOE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// Address other nodes and clients use to reach this node [default: the bound listen address].
+    /// Address clients use to reach this node's gRPC API [default: the bound listen address].
     #[arg(long, env = "FLOE_ADVERTISE")]
     advertise: Option<String>,
+    /// Listen address of the node-to-node services (Raft, forwarding, scheduling); only the other
+    /// members need to reach it. Port 0 picks a free port [default: 127.0.0.1:7402].
+    #[arg(long, env = "FLOE_PEER_LISTEN")]
+    peer_listen: Option<std::net::SocketAddr>,
+    /// Address other members use to reach --peer-listen [default: the bound peer listen address].
+    #[arg(long, env = "FLOE_PEER_ADVERTISE")]
+    peer_advertise: Option<String>,
     /// Region label of this node [default: local].
     #[arg(long, env = "FLOE_REGION")]
     region: Option<String>,
-    /// On first start, join the cluster through this member (repeat or comma-separate for several).
+    /// On first start, join the cluster through this member's peer address (its --peer-listen;
+    /// repeat or comma-separate for several).
     #[arg(long, env = "FLOE_JOIN", value_delimiter = ',')]
     join: Vec<String>,
     /// On first start, wait to be added with `floe cluster add` instead of starting a new cluster.
@@ -77,6 +87,12 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
     }
     if let Some(advertise) = &flags.advertise {
         config.advertise = Some(advertise.clone());
+    }
+    if let Some(peer_listen) = flags.peer_listen {
+        config.cluster.peer_listen = peer_listen;
+    }
+    if let Some(peer_advertise) = &flags.peer_advertise {
+        config.cluster.peer_advertise = Some(peer_advertise.clone());
     }
     if let Some(region) = &flags.region {
         config.region = region.clone();

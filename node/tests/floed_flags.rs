@@ -22,6 +22,7 @@ fn help_explains_the_flags() {
         "--region",
         "--config",
         "--no-bootstrap",
+        "--peer-listen",
     ] {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
@@ -59,6 +60,8 @@ fn secrets_open_to_other_users_stop_floed_at_start() {
         "--listen",
         "127.0.0.1:0",
         "--http-listen",
+        "127.0.0.1:0",
+        "--peer-listen",
         "127.0.0.1:0",
     ];
     let (code, text) = floed(&args);

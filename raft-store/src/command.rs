@@ -89,7 +89,11 @@ pub enum Command {
     /// allocates the next id; the bootstrap node registers itself with its id.
     RegisterNode {
         id: Option<u64>,
+        /// Its node-to-node (peer) address.
         address: String,
+        /// Its public gRPC address; absent from entries written before it existed.
+        #[serde(default)]
+        public_address: String,
         region: String,
     },
     /// Removes a node from the registry (its Raft membership is changed apart).

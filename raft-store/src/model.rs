@@ -102,8 +102,12 @@ pub struct AliasRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub id: u64,
-    /// gRPC address (public API and node-to-node services).
+    /// Its node-to-node address (its peer listener; its address in the Raft membership).
     pub address: String,
+    /// Its public gRPC address, for clients. Empty for nodes registered
+    /// before the two had listeners of their own (`address` served both).
+    #[serde(default)]
+    pub public_address: String,
     pub region: String,
 }
 

@@ -564,6 +564,7 @@ impl Cluster for PublicApi {
                 .map(|m| pb::NodeStatus {
                     id: m.id,
                     address: m.address,
+                    peer_address: m.peer_address,
                     region: m.region,
                     role: m.role,
                     voter: m.voter,

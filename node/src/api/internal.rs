@@ -113,6 +113,7 @@ impl Peer for InternalApi {
             node_id: self.service.node.id(),
             region: self.service.node.config.region.clone(),
             sandbox_mode: self.service.membership.sandbox_mode(),
+            public_address: self.service.node.address.clone(),
         }))
     }
 

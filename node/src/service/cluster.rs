@@ -40,6 +40,15 @@ pub fn write_node_id(data_dir: &Path, id: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A member's public address: from the registry; a node registered before
+/// the planes had their own listeners served both on its one address.
+fn public_address(record: Option<&NodeRecord>, peer_address: &str) -> String {
+    match record {
+        Some(record) if !record.public_address.is_empty() => record.public_address.clone(),
+        _ => peer_address.to_string(),
+    }
+}
+
 /// A snapshot of the cluster as this node sees it.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
@@ -63,7 +72,10 @@ pub struct ClusterView {
 #[derive(Debug, Clone)]
 pub struct MemberView {
     pub id: NodeId,
+    /// Its public gRPC address (for clients).
     pub address: String,
+    /// Its node-to-node address (in the Raft membership).
+    pub peer_address: String,
     pub region: String,
     pub role: String,
     pub voter: bool,
@@ -150,12 +162,13 @@ impl Membership {
     /// First start of a new cluster: this node becomes node 1 and the only voter.
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
         let cluster = self.node.start_raft(FIRST_NODE_ID).await?;
-        let members = std::collections::BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.node.address))]);
+        let members = std::collections::BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.node.peer_address))]);
         cluster.raft.initialize(members).await?;
         cluster
             .propose(Command::RegisterNode {
                 id: Some(FIRST_NODE_ID),
-                address: self.node.address.clone(),
+                address: self.node.peer_address.clone(),
+                public_address: self.node.address.clone(),
                 region: self.node.config.region.clone(),
             })
             .await?;
@@ -167,7 +180,7 @@ impl Membership {
         let mut attempt = 0u32;
         loop {
             for address in join {
-                match self.node.peers.add_node(address, &self.node.address).await {
+                match self.node.peers.add_node(address, &self.node.peer_address).await {
                     Ok(node_id) => {
                         tracing::info!(node_id, via = %address, "joined the cluster");
                         return Ok(());
@@ -221,6 +234,7 @@ impl Membership {
                 .propose(Command::RegisterNode {
                     id: None,
                     address: address.to_string(),
+                    public_address: hello.public_address.clone(),
                     region: hello.region.clone(),
                 })
                 .await?
@@ -324,11 +338,8 @@ impl Membership {
         let mut members: Vec<MemberView> = membership
             .nodes()
             .map(|(id, node)| {
-                let region = registry
-                    .iter()
-                    .find(|record| record.id == *id)
-                    .map(|record| record.region.clone())
-                    .unwrap_or_default();
+                let record = registry.iter().find(|record| record.id == *id);
+                let region = record.map(|record| record.region.clone()).unwrap_or_default();
                 let voter = voters.contains(id);
                 let role = if Some(*id) == metrics.current_leader {
                     "leader"
@@ -343,7 +354,8 @@ impl Membership {
                     .map(|log_id| log_id.index);
                 MemberView {
                     id: *id,
-                    address: node.addr.clone(),
+                    address: public_address(record, &node.addr),
+                    peer_address: node.addr.clone(),
                     region,
                     role: role.to_string(),
                     voter,
@@ -358,7 +370,7 @@ impl Membership {
             let view = load.as_ref()?.nodes.iter().find(|n| n.node == id && n.live)?;
             Some(view.sandbox_mode.clone())
         };
-        let targets: Vec<(NodeId, String)> = members.iter().map(|m| (m.id, m.address.clone())).collect();
+        let targets: Vec<(NodeId, String)> = members.iter().map(|m| (m.id, m.peer_address.clone())).collect();
         let modes = targets.into_iter().map(|(id, address)| {
             let peers = self.node.peers.clone();
             let known = if id == cluster.id {
@@ -400,8 +412,8 @@ impl Membership {
             // From the same snapshot as the term: a leader read later (after
             // the awaits above) may belong to another term.
             leader: metrics.current_leader.and_then(|id| {
-                let address = membership.get_node(&id)?.addr.clone();
-                Some((id, address))
+                let record = registry.iter().find(|record| record.id == id);
+                Some((id, public_address(record, &membership.get_node(&id)?.addr)))
             }),
             term: metrics.current_term,
             last_log_index: metrics.last_log_index.unwrap_or(0),

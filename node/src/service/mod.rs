@@ -68,12 +68,13 @@ impl Service {
     pub fn new(
         config: NodeConfig,
         address: String,
+        peer_address: String,
         reader: StateReader,
         pending_store: PendingStore,
         packages: crate::packages::Packages,
         executor: Arc<Executor>,
     ) -> Service {
-        let node = Arc::new(Node::new(config, address, reader, pending_store));
+        let node = Arc::new(Node::new(config, address, peer_address, reader, pending_store));
         let packages = Arc::new(packages::ClusterPackages::new(node.clone(), packages));
         let scheduling = Arc::new(scheduling::Scheduling::new(node.clone(), executor.clone()));
         let events = Arc::new(events::Events::new(node.clone()));

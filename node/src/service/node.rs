@@ -16,8 +16,11 @@ use crate::workers::Workers;
 
 pub struct Node {
     pub config: NodeConfig,
-    /// The address peers and clients use for this node.
+    /// The address clients use for this node's public gRPC API.
     pub address: String,
+    /// The address other members use for this node's node-to-node services
+    /// (its address in the Raft membership).
+    pub peer_address: String,
     pub reader: StateReader,
     pub peers: Arc<Peers>,
     /// Every background loop and off-path task of this node.
@@ -27,10 +30,17 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(config: NodeConfig, address: String, reader: StateReader, pending_store: PendingStore) -> Node {
+    pub fn new(
+        config: NodeConfig,
+        address: String,
+        peer_address: String,
+        reader: StateReader,
+        pending_store: PendingStore,
+    ) -> Node {
         Node {
             config,
             address,
+            peer_address,
             reader,
             peers: Arc::new(Peers::default()),
             workers: Workers::default(),

@@ -85,6 +85,7 @@ pub(super) fn register(
     kv: &mut Staged,
     id: Option<u64>,
     address: &str,
+    public_address: &str,
     region: &str,
 ) -> Result<CommandResult, StoreError> {
     let next: u64 = get_json(kv, keys::NEXT_NODE_ID)?.unwrap_or(1);
@@ -98,6 +99,7 @@ pub(super) fn register(
     let record = NodeRecord {
         id,
         address: address.to_string(),
+        public_address: public_address.to_string(),
         region: region.to_string(),
     };
     kv.put_json(keys::node(id), &record)?;

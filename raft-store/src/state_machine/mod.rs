@@ -134,7 +134,12 @@ pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Wri
         )?,
         Command::DeleteAlias { function, name } => aliases::delete(&mut overlay, function, name)?,
         Command::SetRegionQuota { region, concurrency } => cluster::set_quota(&mut overlay, region, *concurrency)?,
-        Command::RegisterNode { id, address, region } => cluster::register(&mut overlay, *id, address, region)?,
+        Command::RegisterNode {
+            id,
+            address,
+            public_address,
+            region,
+        } => cluster::register(&mut overlay, *id, address, public_address, region)?,
         Command::RemoveNode { id } => cluster::remove(&mut overlay, *id)?,
         Command::PutEventInvokeConfig {
             function,

@@ -605,6 +605,7 @@ fn node_registry() {
     let register = |id: Option<u64>, address: &str| Command::RegisterNode {
         id,
         address: address.into(),
+        public_address: format!("public-{address}"),
         region: "local".into(),
     };
     check(

@@ -51,7 +51,7 @@ pub async fn schedule(
     };
     // The node-to-node client the nodes use, one channel to the leader.
     let peers = std::sync::Arc::new(Peers::default());
-    let leader_address = cluster.address(leader);
+    let leader_address = cluster.peer_address(leader);
 
     // Grants: sequential round trips, then concurrent callers.
     let mut sequential = Vec::with_capacity(grants);

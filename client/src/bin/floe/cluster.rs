@@ -12,8 +12,11 @@ use crate::print::table;
 pub enum ClusterCommand {
     /// Nodes, roles, regions, leader, Raft term and index.
     Status,
-    /// Add the node at ADDRESS (started with --no-bootstrap) to the cluster.
-    Add { address: String },
+    /// Add the node started with --no-bootstrap whose peer address (its --peer-listen) is PEER_ADDRESS.
+    Add {
+        #[arg(value_name = "PEER_ADDRESS")]
+        address: String,
+    },
     /// Remove node ID from the cluster.
     Remove { id: u64 },
 }
@@ -72,7 +75,7 @@ pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Re
                 let nodes: Vec<_> = status
                         .nodes
                         .iter()
-                        .map(|n| serde_json::json!({"id": n.id, "address": n.address, "region": n.region, "role": n.role, "voter": n.voter, "sandbox_mode": n.sandbox_mode,
+                        .map(|n| serde_json::json!({"id": n.id, "address": n.address, "peer_address": n.peer_address, "region": n.region, "role": n.role, "voter": n.voter, "sandbox_mode": n.sandbox_mode,
                             "running": n.load.as_ref().map(|l| l.running), "idle_sandboxes": n.load.as_ref().map(|l| l.idle_sandboxes),
                             "free_memory_mb": n.load.as_ref().map(|l| l.free_memory_mb), "live": n.load.as_ref().map(|l| l.live)}))
                         .collect();
@@ -88,6 +91,7 @@ pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Re
                 table.set_header(vec![
                     "ID",
                     "ADDRESS",
+                    "PEER ADDRESS",
                     "REGION",
                     "ROLE",
                     "VOTER",
@@ -102,6 +106,7 @@ pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Re
                     table.add_row(vec![
                         node.id.to_string(),
                         node.address.clone(),
+                        node.peer_address.clone(),
                         node.region.clone(),
                         node.role.clone(),
                         if node.voter { "yes" } else { "no" }.to_string(),
