@@ -16,6 +16,14 @@ use floe_proto::v1::functions_client::FunctionsClient;
 use tonic::transport::Channel;
 use tonic::Code;
 
+async fn create_f(client: &floe_client::Client) -> anyhow::Result<()> {
+    let package = chaos_tests::python_package("return 1");
+    client
+        .create_function("f", chaos_tests::python_config(), package)
+        .await?;
+    Ok(())
+}
+
 /// A plain gRPC channel to `address`, as a stranger opens one.
 async fn channel(address: &str) -> anyhow::Result<Channel> {
     Ok(Channel::from_shared(format!("http://{address}"))?.connect().await?)
@@ -212,13 +220,7 @@ async fn the_public_listener_serves_no_node_to_node_service() -> anyhow::Result<
 async fn a_weight_the_log_cannot_hold_is_refused_before_it_is_proposed() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start(3).await?;
     let client = cluster.client().await?;
-    client
-        .create_function(
-            "f",
-            chaos_tests::python_config(),
-            chaos_tests::python_package("return 1"),
-        )
-        .await?;
+    create_f(&client).await?;
     client.publish_version("f", "one").await?;
     client
         .update_function(proto::UpdateFunctionRequest {
@@ -331,13 +333,7 @@ async fn a_nodes_data_dir_and_secrets_are_private() -> anyhow::Result<()> {
 async fn an_unreadable_log_entry_stops_the_node_with_its_index() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start(1).await?;
     let client = cluster.client().await?;
-    client
-        .create_function(
-            "f",
-            chaos_tests::python_config(),
-            chaos_tests::python_package("return 1"),
-        )
-        .await?;
+    create_f(&client).await?;
     let last = cluster.status(0).await?.last_log_index;
     cluster.terminate(0)?;
     {

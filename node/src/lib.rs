@@ -117,6 +117,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let internal = InternalApi {
         service: service.clone(),
         shutdown: shutdown.clone(),
+        snapshot_chunks: Default::default(),
     };
     // Two planes, two listeners: the public API here (clients, signed); the
     // node-to-node services only on the peer listener. A call for a service

@@ -16,6 +16,33 @@ use sha2::{Digest, Sha256};
 
 use crate::error::NodeError;
 
+/// Why a package cannot be stored or used here.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PackageError {
+    /// A hostile or broken zip, or a malformed sha256.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("package {0} is not on this node")]
+    NotHere(String),
+    /// The disk failed us.
+    #[error("{context}: {message}")]
+    Storage { context: String, message: String },
+}
+
+impl From<PackageError> for NodeError {
+    fn from(error: PackageError) -> Self {
+        let message = error.to_string();
+        match error {
+            PackageError::Invalid(_) => NodeError::InvalidArgument(message),
+            PackageError::TooLarge(_) => NodeError::PayloadTooLarge(message),
+            PackageError::NotHere(_) => NodeError::NotFound(message),
+            PackageError::Storage { .. } => NodeError::Internal(message),
+        }
+    }
+}
+
 /// Lambda's limits for a directly uploaded package.
 pub const MAX_ZIPPED_BYTES: usize = 50 * 1024 * 1024;
 pub const MAX_UNZIPPED_BYTES: u64 = 250 * 1024 * 1024;
@@ -27,12 +54,19 @@ pub struct Packages {
     code: PathBuf,
 }
 
-fn invalid(message: impl Into<String>) -> NodeError {
-    NodeError::InvalidArgument(message.into())
+fn invalid(message: impl Into<String>) -> PackageError {
+    PackageError::Invalid(message.into())
 }
 
-fn internal(context: &str, error: impl std::fmt::Display) -> NodeError {
-    NodeError::Internal(format!("{context}: {error}"))
+fn internal(context: &str, error: impl std::fmt::Display) -> PackageError {
+    PackageError::Storage {
+        context: context.to_string(),
+        message: error.to_string(),
+    }
+}
+
+fn check_sha256(sha256: &str) -> Result<(), PackageError> {
+    floe_raft_store::validate::sha256(sha256).map_err(|e| invalid(e.to_string()))
 }
 
 impl Packages {
@@ -55,14 +89,13 @@ impl Packages {
         floe_raft_store::validate::sha256(sha256).is_ok() && self.blob_path(sha256).exists()
     }
 
-    pub fn get(&self, sha256: &str) -> Result<Vec<u8>, NodeError> {
-        floe_raft_store::validate::sha256(sha256)?;
-        fs::read(self.blob_path(sha256))
-            .map_err(|_| NodeError::NotFound(format!("package {sha256} is not on this node")))
+    pub fn get(&self, sha256: &str) -> Result<Vec<u8>, PackageError> {
+        check_sha256(sha256)?;
+        fs::read(self.blob_path(sha256)).map_err(|_| PackageError::NotHere(sha256.to_string()))
     }
 
     /// Checks a zip and stores it; returns its content address.
-    pub fn put(&self, zip_file: &[u8]) -> Result<CodeRef, NodeError> {
+    pub fn put(&self, zip_file: &[u8]) -> Result<CodeRef, PackageError> {
         check_zip(zip_file)?;
         let sha256 = hex::encode(Sha256::digest(zip_file));
         let path = self.blob_path(&sha256);
@@ -76,7 +109,7 @@ impl Packages {
     }
 
     /// The extracted tree of a stored package, extracting it on first use.
-    pub fn extracted(&self, sha256: &str) -> Result<PathBuf, NodeError> {
+    pub fn extracted(&self, sha256: &str) -> Result<PathBuf, PackageError> {
         let target = self.code.join(sha256);
         if target.exists() {
             return Ok(target);
@@ -157,9 +190,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Refuses what must never be stored: oversize, too many entries, unsafe
 /// names, links, and archives whose declared sizes add up past the limit.
-pub fn check_zip(zip_file: &[u8]) -> Result<(), NodeError> {
+pub fn check_zip(zip_file: &[u8]) -> Result<(), PackageError> {
     if zip_file.len() > MAX_ZIPPED_BYTES {
-        return Err(NodeError::PayloadTooLarge(format!(
+        return Err(PackageError::TooLarge(format!(
             "the package is {} bytes: the limit is {MAX_ZIPPED_BYTES} bytes zipped",
             zip_file.len()
         )));
@@ -197,7 +230,7 @@ pub fn check_zip(zip_file: &[u8]) -> Result<(), NodeError> {
 }
 
 /// Extracts into a new directory, counting real bytes (declared sizes can lie).
-fn extract(zip_file: &[u8], into: &Path) -> Result<(), NodeError> {
+fn extract(zip_file: &[u8], into: &Path) -> Result<(), PackageError> {
     check_zip(zip_file)?;
     let mut archive =
         zip::ZipArchive::new(std::io::Cursor::new(zip_file)).map_err(|e| invalid(format!("bad zip: {e}")))?;

@@ -2,7 +2,7 @@
 //! openraft's RPCs, proposals forwarded to the leader, read-index requests,
 //! joining, packages, and the scheduler's RPCs. Served to peers only.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use floe_proto::internal::peer_server::Peer;
 use floe_proto::internal::raft_server::Raft as RaftService;
@@ -26,6 +26,46 @@ pub struct InternalApi {
     /// Ends the long-lived streams, so that the server's graceful shutdown
     /// does not wait for them.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// How far the snapshot being received has come.
+    pub snapshot_chunks: Arc<Mutex<SnapshotChunks>>,
+}
+
+/// The snapshot being received, and how many of its bytes have arrived.
+///
+/// openraft writes each chunk at the offset it names, seeking past the end
+/// if asked: a chunk far beyond what has arrived would make the node fill
+/// the gap with zeroes in memory. A leader sends chunks in order (and, to
+/// retry, again from an earlier offset), so a chunk that would leave a gap
+/// is refused before openraft sees it.
+#[derive(Debug, Default)]
+pub struct SnapshotChunks {
+    receiving: Option<(String, u64)>,
+}
+
+impl SnapshotChunks {
+    /// Checks a chunk of snapshot `id` at `offset`.
+    pub fn admit(&self, id: &str, offset: u64) -> Result<(), String> {
+        let received = match &self.receiving {
+            Some((current, received)) if current == id => *received,
+            _ => 0,
+        };
+        if offset > received {
+            return Err(format!(
+                "snapshot {id}: a chunk at offset {offset} would leave a gap ({received} bytes received)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a chunk openraft took.
+    pub fn taken(&mut self, id: &str, offset: u64, len: usize, done: bool) {
+        let end = offset + len as u64;
+        self.receiving = match self.receiving.take() {
+            _ if done => None,
+            Some((current, received)) if current == id => Some((current, received.max(end))),
+            _ => Some((id.to_string(), end)),
+        };
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &Payload) -> Result<T, Status> {
@@ -80,7 +120,20 @@ impl RaftService for InternalApi {
 
     async fn install_snapshot(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request.get_ref())?;
-        encode(&self.raft()?.install_snapshot(rpc).await)
+        let (id, offset, len, done) = (rpc.meta.snapshot_id.clone(), rpc.offset, rpc.data.len(), rpc.done);
+        self.snapshot_chunks
+            .lock()
+            .expect("snapshot chunks lock")
+            .admit(&id, offset)
+            .map_err(Status::invalid_argument)?;
+        let answer = self.raft()?.install_snapshot(rpc).await;
+        if answer.is_ok() {
+            self.snapshot_chunks
+                .lock()
+                .expect("snapshot chunks lock")
+                .taken(&id, offset, len, done);
+        }
+        encode(&answer)
     }
 }
 
@@ -229,5 +282,32 @@ impl SchedulerService for InternalApi {
             .await
             .map_err(into_status)?;
         Ok(Response::new(execution))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SnapshotChunks;
+
+    #[test]
+    fn snapshot_chunks_arrive_in_order_or_again_but_never_past_a_gap() {
+        let mut chunks = SnapshotChunks::default();
+        assert!(chunks.admit("s1", 0).is_ok());
+        // The first chunk of a snapshot starts at 0; one far beyond is refused.
+        let refusal = chunks.admit("s1", 1 << 40).unwrap_err();
+        assert!(refusal.contains("would leave a gap"), "{refusal}");
+        chunks.taken("s1", 0, 100, false);
+        assert!(chunks.admit("s1", 100).is_ok());
+        assert!(chunks.admit("s1", 50).is_ok(), "a retry resends from earlier");
+        assert!(chunks.admit("s1", 101).is_err());
+        // Another snapshot starts over.
+        assert!(chunks.admit("s2", 100).is_err());
+        chunks.taken("s2", 0, 10, false);
+        assert!(chunks.admit("s2", 10).is_ok());
+        assert!(chunks.admit("s1", 100).is_err());
+        // Once done, nothing is being received.
+        chunks.taken("s2", 10, 10, true);
+        assert!(chunks.admit("s2", 20).is_err());
+        assert!(chunks.admit("s3", 0).is_ok());
     }
 }

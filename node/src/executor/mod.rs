@@ -30,6 +30,32 @@ use sandbox::{Failure, Launch, Sandbox};
 
 use crate::config::ExecutorConfig;
 use crate::error::NodeError;
+
+/// Why an invocation could not start here.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExecutorError {
+    /// This node cannot run the function's runtime.
+    #[error("runtime {runtime} is not available on this node: {why}")]
+    RuntimeUnavailable { runtime: String, why: String },
+    /// Every byte of sandbox memory is taken by running sandboxes.
+    #[error("this node's sandbox memory is full ({reserved_mb} of {capacity_mb} MB in use)")]
+    MemoryFull { reserved_mb: u64, capacity_mb: u64 },
+    #[error("cannot start the sandbox: {0}")]
+    CannotStart(String),
+}
+
+impl From<ExecutorError> for NodeError {
+    fn from(error: ExecutorError) -> Self {
+        let message = error.to_string();
+        match error {
+            ExecutorError::RuntimeUnavailable { .. } | ExecutorError::CannotStart(_) => {
+                NodeError::FailedPrecondition(message)
+            }
+            // Retry later (or elsewhere): not the caller's quota, this node's room.
+            ExecutorError::MemoryFull { .. } => NodeError::Throttled(message),
+        }
+    }
+}
 use crate::shared::{now_ms, SandboxKey};
 
 /// Lambda's limit on synchronous request and response payloads.
@@ -276,17 +302,18 @@ impl Executor {
         }
     }
 
-    fn launch(&self, invocation: &Invocation) -> Result<Launch, NodeError> {
+    fn launch(&self, invocation: &Invocation) -> Result<Launch, ExecutorError> {
         let config = &invocation.config;
         let runtime = config.runtime.as_str();
         let task_root = self.isolation.task_root(&invocation.code_dir);
         let runtime_dir = self.isolation.runtime_dir(&self.bootstrap_dir);
         let interpreter = |family: &str| {
-            self.interpreters.get(family).ok_or_else(|| {
-                NodeError::FailedPrecondition(format!(
-                    "runtime {runtime} is not available on this node (no {family} interpreter)"
-                ))
-            })
+            self.interpreters
+                .get(family)
+                .ok_or_else(|| ExecutorError::RuntimeUnavailable {
+                    runtime: runtime.to_string(),
+                    why: format!("no {family} interpreter"),
+                })
         };
         let (program, args, address_space_limit_ok) = if runtime.starts_with("provided") {
             (task_root.join("bootstrap"), Vec::new(), true)
@@ -312,9 +339,10 @@ impl Executor {
                 false,
             )
         } else {
-            return Err(NodeError::FailedPrecondition(format!(
-                "runtime {runtime} is not supported by this node"
-            )));
+            return Err(ExecutorError::RuntimeUnavailable {
+                runtime: runtime.to_string(),
+                why: "this node does not support it".into(),
+            });
         };
         let key = &invocation.key;
         let mut environment = vec![
@@ -380,7 +408,7 @@ impl Executor {
     }
 
     /// Takes a warm sandbox of this key, or reserves memory for a new one.
-    fn checkout(&self, key: &SandboxKey, memory_mb: u32) -> Result<Checkout, NodeError> {
+    fn checkout(&self, key: &SandboxKey, memory_mb: u32) -> Result<Checkout, ExecutorError> {
         // Reservations only grow under the pool lock, so the check and the add are one step.
         let mut pool = self.pool.lock().expect("pool lock");
         pool.evict_stale_revisions(key);
@@ -390,11 +418,10 @@ impl Executor {
         let needed = u64::from(memory_mb);
         while self.reserved_mb.load(Ordering::SeqCst) + needed > self.memory_capacity_mb {
             if !pool.evict_least_recently_used() {
-                return Err(NodeError::Throttled(format!(
-                    "this node's sandbox memory is full ({} of {} MB in use)",
-                    self.reserved_mb.load(Ordering::SeqCst),
-                    self.memory_capacity_mb
-                )));
+                return Err(ExecutorError::MemoryFull {
+                    reserved_mb: self.reserved_mb.load(Ordering::SeqCst),
+                    capacity_mb: self.memory_capacity_mb,
+                });
             }
         }
         self.reserved_mb.fetch_add(needed, Ordering::SeqCst);
@@ -405,7 +432,7 @@ impl Executor {
     }
 
     /// Runs an invocation in a warm sandbox of its version, or a new one.
-    pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, NodeError> {
+    pub async fn invoke(&self, invocation: Invocation) -> Result<Outcome, ExecutorError> {
         let memory_mb = invocation.config.memory_mb;
         let (mut sandbox, cold_start) = match self.checkout(&invocation.key, memory_mb)? {
             Checkout::Warm(mut sandbox) => {
@@ -520,8 +547,8 @@ impl Executor {
     }
 }
 
-fn cannot_start(error: std::io::Error) -> NodeError {
-    NodeError::FailedPrecondition(format!("cannot start the sandbox: {error}"))
+fn cannot_start(error: std::io::Error) -> ExecutorError {
+    ExecutorError::CannotStart(error.to_string())
 }
 
 fn error_document(error_type: &str, message: &str) -> Bytes {

@@ -35,12 +35,12 @@ impl ClusterPackages {
 
     /// This node's copy of a package (the `GetPackage` RPC).
     pub fn get_local(&self, sha256: &str) -> Result<Vec<u8>, NodeError> {
-        self.local.get(sha256)
+        Ok(self.local.get(sha256)?)
     }
 
     /// Where this node holds the package's files, extracted.
     pub fn extracted(&self, sha256: &str) -> Result<PathBuf, NodeError> {
-        self.local.extracted(sha256)
+        Ok(self.local.extracted(sha256)?)
     }
 
     /// Validates and stores a zip package, then copies it to a majority of members.
