@@ -3,13 +3,15 @@
 //!
 //! - `network.rs`: openraft's RPCs over tonic (sending side), AppendEntries
 //!   on the streams of `append_stream.rs`;
-//! - `server.rs`: the internal gRPC services (receiving side);
-//! - `peers.rs`: the channel pool to other nodes.
+//! - `proposer.rs`: group commit on the leader;
+//! - `peers.rs`: the node-to-node client (the receiving side is `api/internal.rs`);
+//! - `tls.rs`: the cluster CA, node certificates, and mutual TLS with pinned keys.
 
 pub mod append_stream;
 pub mod network;
 pub mod peers;
 pub mod proposer;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

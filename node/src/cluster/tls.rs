@@ -1,0 +1,627 @@
+//! Mutual TLS between members: the cluster CA, node certificates, and the
+//! rustls configurations of the peer plane.
+//!
+//! A peer is accepted — as a client by a member's peer listener, or as a
+//! server by a member's peer client — only if its certificate chains to the
+//! cluster CA **and** its key is the one pinned for the node id the
+//! certificate names. Pinning is what makes removal final: a removed node's
+//! key is unpinned, so a certificate it keeps, or one signed for its old key,
+//! reaches no one. Only TLS 1.3.
+//!
+//! The node's own certificate can be replaced while it runs ([`Identity`]):
+//! new connections present the new one.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use floe_raft_store::NodeId;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName as Name, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// The name every node certificate holds and every peer client asks for:
+/// members are told apart by the node id in the certificate and its pinned
+/// key, not by host names (their addresses may change).
+pub const PEER_SERVER_NAME: &str = "floe-peer";
+
+/// How long the cluster CA is valid.
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo: what the cluster pins.
+pub type Pin = [u8; 32];
+
+/// rustls with *ring*: it builds with nothing but a C compiler. rustls
+/// deprecates it for lacking post-quantum key exchange (aws-lc-rs has
+/// X25519MLKEM768, but needs a much heavier build); the peer plane is a
+/// candidate for it once the build allows.
+#[allow(deprecated)]
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_error(message: impl Into<String>) -> rustls::Error {
+    rustls::Error::General(message.into())
+}
+
+fn common_name(node: NodeId) -> String {
+    format!("floe-node-{node}")
+}
+
+/// The node id a certificate names, and its key's pin.
+pub fn identify(certificate: &[u8]) -> Result<(NodeId, Pin), String> {
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(certificate).map_err(|e| format!("not a certificate: {e}"))?;
+    let name = parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or("the certificate names no node")?;
+    let node = name
+        .strip_prefix("floe-node-")
+        .and_then(|id| id.parse::<NodeId>().ok())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("the certificate names {name:?}, not a floe node"))?;
+    Ok((node, Sha256::digest(parsed.tbs_certificate.subject_pki.raw).into()))
+}
+
+/// When a certificate stops being valid, in Unix milliseconds.
+pub fn expires_ms(certificate: &[u8]) -> Result<i64, String> {
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(certificate).map_err(|e| format!("not a certificate: {e}"))?;
+    Ok(parsed.validity().not_after.timestamp() * 1000)
+}
+
+fn offset(time: SystemTime) -> time::OffsetDateTime {
+    time::OffsetDateTime::from(time)
+}
+
+/// The cluster CA: it signs node certificates. Its key is as secret as the
+/// cluster itself.
+pub struct ClusterCa {
+    certificate: CertificateDer<'static>,
+    key: KeyPair,
+}
+
+impl ClusterCa {
+    /// A new CA for a new cluster.
+    pub fn generate() -> Result<ClusterCa, String> {
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let certificate = Self::params()
+            .self_signed(&key)
+            .map_err(|e| format!("sign the cluster CA: {e}"))?;
+        Ok(ClusterCa {
+            certificate: certificate.der().clone(),
+            key,
+        })
+    }
+
+    fn params() -> CertificateParams {
+        let mut params = CertificateParams::default();
+        let mut name = Name::new();
+        // A name of its own, so that another cluster's CA is told apart by name, not only by signature.
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        name.push(DnType::CommonName, format!("floe cluster CA {}", &tag[..12]));
+        params.distinguished_name = name;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = SystemTime::now();
+        params.not_before = offset(now - Duration::from_secs(3600));
+        params.not_after = offset(now + CA_VALIDITY);
+        params
+    }
+
+    /// The CA from its certificate and key (PEM), as stored.
+    pub fn from_pem(certificate: &str, key: &str) -> Result<ClusterCa, String> {
+        let key = KeyPair::from_pem(key).map_err(|e| format!("the CA key: {e}"))?;
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(certificate.as_bytes())
+            .map_err(|e| format!("the CA certificate: {e}"))?;
+        Ok(ClusterCa { certificate: der, key })
+    }
+
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.certificate
+    }
+
+    pub fn certificate_pem(&self) -> String {
+        pem(&self.certificate)
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// Hex SHA-256 of the CA certificate: what a join token carries, so that
+    /// a joining node can tell the real cluster from an impostor.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(Sha256::digest(&self.certificate))
+    }
+
+    /// Signs a certificate for node `node` over the key of `request` (a
+    /// PKCS #10 request, whose signature proves the requester holds the
+    /// key). Everything else in the request is ignored: the CA decides what
+    /// the certificate says.
+    pub fn issue(&self, node: NodeId, request: &[u8], valid_for: Duration) -> Result<CertificateDer<'static>, String> {
+        let request = CertificateSigningRequestParams::from_der(&request.to_vec().into())
+            .map_err(|e| format!("a certificate request that does not verify: {e}"))?;
+        let issuer = Issuer::from_ca_cert_der(&self.certificate, &self.key).map_err(|e| e.to_string())?;
+        let mut params = CertificateParams::new(vec![PEER_SERVER_NAME.to_string()]).map_err(|e| e.to_string())?;
+        let mut name = Name::new();
+        name.push(DnType::CommonName, common_name(node));
+        params.distinguished_name = name;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = SystemTime::now();
+        params.not_before = offset(now - Duration::from_secs(3600));
+        params.not_after = offset(now + valid_for);
+        let certificate = params
+            .signed_by(&request.public_key, &issuer)
+            .map_err(|e| format!("sign the certificate of node {node}: {e}"))?;
+        Ok(certificate.der().clone())
+    }
+}
+
+fn pem(certificate: &CertificateDer<'_>) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(certificate);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// A node's own key: made on the node, never sent anywhere.
+pub struct NodeKey(KeyPair);
+
+impl NodeKey {
+    pub fn generate() -> Result<NodeKey, String> {
+        Ok(NodeKey(KeyPair::generate().map_err(|e| e.to_string())?))
+    }
+
+    pub fn from_pem(pem: &str) -> Result<NodeKey, String> {
+        Ok(NodeKey(
+            KeyPair::from_pem(pem).map_err(|e| format!("the node key: {e}"))?,
+        ))
+    }
+
+    pub fn to_pem(&self) -> String {
+        self.0.serialize_pem()
+    }
+
+    /// A certificate request for this key (DER), for the CA to sign.
+    pub fn request(&self, node: NodeId) -> Result<Vec<u8>, String> {
+        let mut params = CertificateParams::default();
+        let mut name = Name::new();
+        name.push(DnType::CommonName, common_name(node));
+        params.distinguished_name = name;
+        let request = params.serialize_request(&self.0).map_err(|e| e.to_string())?;
+        Ok(request.der().to_vec())
+    }
+
+    fn private_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.0.serialize_der()))
+    }
+}
+
+/// The keys the cluster pins, by node id: who may speak on the peer plane.
+#[derive(Clone, Default)]
+pub struct Pins(Arc<RwLock<BTreeMap<NodeId, Pin>>>);
+
+impl std::fmt::Debug for Pins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pins = self.0.read().expect("pins lock");
+        f.debug_list().entries(pins.keys()).finish()
+    }
+}
+
+impl Pins {
+    /// Replaces every pin (the members and their keys, as Raft has them).
+    pub fn set(&self, pins: BTreeMap<NodeId, Pin>) {
+        *self.0.write().expect("pins lock") = pins;
+    }
+
+    /// The node a certificate belongs to, if its key is pinned for that node.
+    pub fn check(&self, certificate: &[u8]) -> Result<NodeId, rustls::Error> {
+        let (node, pin) = identify(certificate).map_err(tls_error)?;
+        match self.0.read().expect("pins lock").get(&node) {
+            Some(pinned) if *pinned == pin => Ok(node),
+            Some(_) => Err(tls_error(format!(
+                "the certificate of node {node} is signed by the cluster CA but its key is not node {node}'s"
+            ))),
+            None => Err(tls_error(format!("node {node} is not a member"))),
+        }
+    }
+}
+
+/// This node's certificate and key, replaceable while the node runs.
+#[derive(Clone)]
+pub struct Identity(Arc<RwLock<Arc<CertifiedKey>>>);
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Identity")
+    }
+}
+
+impl Identity {
+    pub fn new(certificate: CertificateDer<'static>, key: &NodeKey) -> Result<Identity, String> {
+        Ok(Identity(Arc::new(RwLock::new(Self::certified(certificate, key)?))))
+    }
+
+    fn certified(certificate: CertificateDer<'static>, key: &NodeKey) -> Result<Arc<CertifiedKey>, String> {
+        let certified = CertifiedKey::from_der(vec![certificate], key.private_der(), &provider())
+            .map_err(|e| format!("the node certificate does not match its key: {e}"))?;
+        Ok(Arc::new(certified))
+    }
+
+    /// Presents `certificate` from the next connection on.
+    pub fn replace(&self, certificate: CertificateDer<'static>, key: &NodeKey) -> Result<(), String> {
+        *self.0.write().expect("identity lock") = Self::certified(certificate, key)?;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.0.read().expect("identity lock").clone()
+    }
+
+    /// The current certificate (DER).
+    pub fn certificate(&self) -> CertificateDer<'static> {
+        self.current().cert[0].clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Identity {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for Identity {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn roots(ca: &CertificateDer<'static>) -> Result<Arc<rustls::RootCertStore>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca.clone())
+        .map_err(|e| format!("the cluster CA certificate: {e}"))?;
+    Ok(Arc::new(roots))
+}
+
+/// A peer listener's verifier: a client certificate is required, must chain
+/// to the CA, and must carry the key pinned for its node.
+#[derive(Debug)]
+struct PinnedClients {
+    chain: Arc<dyn ClientCertVerifier>,
+    pins: Pins,
+}
+
+impl ClientCertVerifier for PinnedClients {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.chain.verify_client_cert(end_entity, intermediates, now)?;
+        self.pins.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// A peer client's verifier: the same rules for the member it calls.
+#[derive(Debug)]
+struct PinnedServers {
+    chain: Arc<rustls::client::WebPkiServerVerifier>,
+    pins: Pins,
+}
+
+impl ServerCertVerifier for PinnedServers {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self
+            .chain
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        self.pins.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// The peer listener's TLS: TLS 1.3, HTTP/2, a pinned member's certificate required.
+pub fn server_config(
+    ca: &CertificateDer<'static>,
+    identity: &Identity,
+    pins: &Pins,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let chain = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(Arc::new(PinnedClients {
+            chain,
+            pins: pins.clone(),
+        }))
+        .with_cert_resolver(Arc::new(identity.clone()));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption: a resumed session skips the certificate check, which
+    // would let a removed member back in with a ticket from before.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// The peer client's TLS: TLS 1.3, HTTP/2, this node's certificate, a pinned member on the other end.
+pub fn client_config(
+    ca: &CertificateDer<'static>,
+    identity: &Identity,
+    pins: &Pins,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedServers {
+            chain,
+            pins: pins.clone(),
+        }))
+        .with_client_cert_resolver(Arc::new(identity.clone()));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    // Every connection proves its certificate again (see `server_config`).
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    /// A node of `ca`: its key, and its identity signed for `node`.
+    fn member(ca: &ClusterCa, node: NodeId) -> (NodeKey, Identity) {
+        let key = NodeKey::generate().unwrap();
+        let certificate = ca.issue(node, &key.request(node).unwrap(), DAY).unwrap();
+        let identity = Identity::new(certificate, &key).unwrap();
+        (key, identity)
+    }
+
+    fn pin(identity: &Identity) -> (NodeId, Pin) {
+        identify(&identity.certificate()).unwrap()
+    }
+
+    /// One handshake and one byte each way between a client and a server
+    /// config; the error text of whichever side failed.
+    async fn handshake(client: Arc<rustls::ClientConfig>, server: Arc<rustls::ServerConfig>) -> Result<(), String> {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let serving = tokio::spawn(async move {
+            let mut stream = TlsAcceptor::from(server).accept(far).await.map_err(|e| e.to_string())?;
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
+            stream.write_all(&byte).await.map_err(|e| e.to_string())?;
+            stream.flush().await.map_err(|e| e.to_string())
+        });
+        let name = ServerName::try_from(PEER_SERVER_NAME).unwrap();
+        let calling = async {
+            let mut stream = TlsConnector::from(client)
+                .connect(name, near)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream.write_all(b"x").await.map_err(|e| e.to_string())?;
+            stream.flush().await.map_err(|e| e.to_string())?;
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        };
+        let called = calling.await;
+        let served = serving.await.unwrap();
+        match (called, served) {
+            (Ok(()), Ok(())) => Ok(()),
+            (called, served) => Err(format!("client: {called:?}; server: {served:?}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn pinned_members_of_one_ca_talk_and_no_one_else_does() {
+        let ca = ClusterCa::generate().unwrap();
+        let (_, one) = member(&ca, 1);
+        let (_, two) = member(&ca, 2);
+        let pins = Pins::default();
+        pins.set(BTreeMap::from([pin(&one), pin(&two)]));
+        let server = server_config(ca.certificate(), &one, &pins).unwrap();
+        handshake(client_config(ca.certificate(), &two, &pins).unwrap(), server.clone())
+            .await
+            .unwrap();
+
+        // No client certificate at all.
+        let anonymous = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots(ca.certificate()).unwrap())
+            .with_no_client_auth();
+        let error = handshake(Arc::new(anonymous), server.clone()).await.unwrap_err();
+        assert!(
+            error.contains("CertificateRequired") || error.contains("certificate"),
+            "{error}"
+        );
+
+        // A self-signed certificate that names node 2.
+        let key = NodeKey::generate().unwrap();
+        let mut params = CertificateParams::new(vec![PEER_SERVER_NAME.to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, common_name(2));
+        let forged = params.self_signed(&key.0).unwrap().der().clone();
+        let stranger = Identity::new(forged, &key).unwrap();
+        assert!(handshake(
+            client_config(ca.certificate(), &stranger, &pins).unwrap(),
+            server.clone()
+        )
+        .await
+        .is_err());
+
+        // A member of another cluster (its own CA), even under a pinned id: it
+        // trusts a CA that did not sign the server's certificate, and the
+        // server does not trust its CA.
+        let other_ca = ClusterCa::generate().unwrap();
+        let (_, foreign) = member(&other_ca, 2);
+        let error = handshake(
+            client_config(other_ca.certificate(), &foreign, &pins).unwrap(),
+            server.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.contains("UnknownIssuer") || error.contains("issuer"), "{error}");
+
+        // Signed by the real CA, but the key is not the one pinned for node 2.
+        let (_, impostor) = member(&ca, 2);
+        let error = handshake(
+            client_config(ca.certificate(), &impostor, &pins).unwrap(),
+            server.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.contains("not node 2's"), "{error}");
+        // … nor for an id no member has.
+        let (_, unknown) = member(&ca, 9);
+        let error = handshake(
+            client_config(ca.certificate(), &unknown, &pins).unwrap(),
+            server.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.contains("node 9 is not a member"), "{error}");
+
+        // The client checks the server the same way: a server whose key is not pinned is refused.
+        let (_, rogue) = member(&ca, 1);
+        let rogue_server = server_config(ca.certificate(), &rogue, &pins).unwrap();
+        let error = handshake(client_config(ca.certificate(), &two, &pins).unwrap(), rogue_server)
+            .await
+            .unwrap_err();
+        assert!(error.contains("not node 1's"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_removed_member_reaches_no_one_and_a_renewed_one_goes_on() {
+        let ca = ClusterCa::generate().unwrap();
+        let (_, one) = member(&ca, 1);
+        let (two_key, two) = member(&ca, 2);
+        let pins = Pins::default();
+        pins.set(BTreeMap::from([pin(&one), pin(&two)]));
+        let server = server_config(ca.certificate(), &one, &pins).unwrap();
+        let client = client_config(ca.certificate(), &two, &pins).unwrap();
+        handshake(client.clone(), server.clone()).await.unwrap();
+
+        // Renewal: a new certificate for the same key, presented from the next connection on.
+        let renewed = ca.issue(2, &two_key.request(2).unwrap(), 2 * DAY).unwrap();
+        assert_ne!(renewed, two.certificate());
+        two.replace(renewed.clone(), &two_key).unwrap();
+        assert_eq!(two.certificate(), renewed);
+        assert!(expires_ms(&renewed).unwrap() > expires_ms(&one.certificate()).unwrap());
+        handshake(client.clone(), server.clone()).await.unwrap();
+
+        // Removed: its key is unpinned, and nothing it holds gets it in.
+        pins.set(BTreeMap::from([pin(&one)]));
+        let error = handshake(client, server).await.unwrap_err();
+        assert!(error.contains("node 2 is not a member"), "{error}");
+    }
+
+    #[test]
+    fn the_ca_survives_its_pem_and_refuses_a_request_that_does_not_verify() {
+        let ca = ClusterCa::generate().unwrap();
+        let again = ClusterCa::from_pem(&ca.certificate_pem(), &ca.key_pem()).unwrap();
+        assert_eq!(again.fingerprint(), ca.fingerprint());
+        let key = NodeKey::generate().unwrap();
+        let certificate = again.issue(3, &key.request(3).unwrap(), DAY).unwrap();
+        let (node, _) = identify(&certificate).unwrap();
+        assert_eq!(node, 3);
+        let mut request = key.request(3).unwrap();
+        let last = request.len() - 1;
+        request[last] ^= 0xff;
+        assert!(ca.issue(3, &request, DAY).is_err());
+        assert!(ClusterCa::from_pem("garbage", &ca.key_pem()).is_err());
+    }
+}
