@@ -396,12 +396,56 @@ impl TestCluster {
         Ok(address)
     }
 
-    /// Starts a new node that joins through the running members; returns its index.
+    /// The first join token, which node 1 wrote to its data dir (once its
+    /// bootstrap finished, shortly after it started listening).
+    pub async fn join_token(&self) -> anyhow::Result<String> {
+        let path = self.nodes[0].data_dir.join("join-token");
+        wait_for("node 1's join token", Duration::from_secs(20), || {
+            let exists = path.exists();
+            async move { exists }
+        })
+        .await?;
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("read {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// Starts a new node that joins through the running members (their
+    /// public addresses, with node 1's first join token); returns its index.
     pub async fn join_new_node(&mut self) -> anyhow::Result<usize> {
-        let members = self.peer_addresses().join(",");
-        let index = self.add_process(vec!["--join".into(), members])?;
+        let members = self.addresses().join(",");
+        let token = self.join_token().await?;
+        let index = self.add_process(vec!["--join".into(), members, "--join-token".into(), token])?;
         self.wait_started(index).await?;
         Ok(index)
+    }
+
+    /// Starts a node that joins through the running members with `token`,
+    /// once it listens (it may still be refused); returns its index.
+    pub async fn start_joining_node(&mut self, token: &str) -> anyhow::Result<usize> {
+        let members = self.addresses().join(",");
+        let index = self.add_process(vec!["--join".into(), members, "--join-token".into(), token.into()])?;
+        self.wait_started(index).await?;
+        Ok(index)
+    }
+
+    /// Waits for node `index` to exit by itself (say, refused); its exit status.
+    pub async fn wait_exit(&mut self, index: usize, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.nodes[index].child.as_mut().context("not started")?;
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "node {index} still runs after {timeout:?}:\n{}",
+                    self.nodes[index].log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts a node that waits to be added (`--no-bootstrap`); returns its index.
@@ -648,6 +692,34 @@ pub fn python_package(statement: &str) -> Vec<u8> {
 pub fn body(response: &floe_client::proto::InvokeResponse) -> serde_json::Value {
     serde_json::from_slice(&response.payload)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&response.payload)))
+}
+
+/// The node-to-node client as node 1 (its certificate and key, from its data
+/// dir), trusting the members whose certificates are in the data dirs: a
+/// test or benchmark that calls the peer plane the way the nodes do.
+pub fn member_peers(cluster: &TestCluster) -> anyhow::Result<floe_node::cluster::peers::Peers> {
+    member_peers_as(cluster, 0)
+}
+
+/// [`member_peers`] with node `index`'s certificate and key.
+pub fn member_peers_as(cluster: &TestCluster, index: usize) -> anyhow::Result<floe_node::cluster::peers::Peers> {
+    use floe_node::cluster::tls::{identify, read_pem_certificate, PeerTls, Pins};
+    let pins = Pins::default();
+    let mut pinned = std::collections::BTreeMap::new();
+    for node in &cluster.nodes {
+        let path = node.data_dir.join("tls").join("node.crt");
+        if !path.exists() {
+            continue;
+        }
+        let certificate = read_pem_certificate(&path)?;
+        let (id, pin) = identify(&certificate).map_err(anyhow::Error::msg)?;
+        pinned.insert(id, pin);
+    }
+    pins.set(pinned);
+    let tls = PeerTls::load(&cluster.nodes[index].data_dir, pins)?.context("the node has no peer certificate")?;
+    Ok(floe_node::cluster::peers::Peers::with_tls(
+        tls.client_config().map_err(anyhow::Error::msg)?,
+    ))
 }
 
 /// Asks the leader at `leader` for a grant through the node-to-node client

@@ -178,22 +178,14 @@ async fn a_waiting_node_is_added_by_the_operator_and_sigterm_stops_nodes_cleanly
         .await
         .unwrap_err();
     assert!(error.to_string().contains("has not joined a cluster yet"), "{error}");
-    let id = cluster
-        .client_of(0)
-        .await?
-        .add_node(&cluster.peer_address(waiting))
-        .await?;
+    let id = cluster.client_of(0).await?.add_node(&cluster.address(waiting)).await?;
     assert_eq!(id, 2);
     cluster.wait_for_voters(2).await?;
     let added = cluster.client_of(waiting).await?;
     assert!(has_function(&added, "first", ReadConsistency::Linearizable).await);
     // Adding it twice is harmless and returns the same id.
     assert_eq!(
-        cluster
-            .client_of(0)
-            .await?
-            .add_node(&cluster.peer_address(waiting))
-            .await?,
+        cluster.client_of(0).await?.add_node(&cluster.address(waiting)).await?,
         2
     );
 

@@ -9,7 +9,7 @@ use floe_client::proto::{self, ReadConsistency};
 use floe_proto::internal::peer_client::PeerClient;
 use floe_proto::internal::raft_client::RaftClient;
 use floe_proto::internal::scheduler_client::SchedulerClient;
-use floe_proto::internal::{AssignIdRequest, Execution, HelloRequest, Package, Payload};
+use floe_proto::internal::{Execution, HelloRequest, Package, Payload};
 use floe_proto::v1::access_keys_client::AccessKeysClient;
 use floe_proto::v1::cluster_client::ClusterClient;
 use floe_proto::v1::functions_client::FunctionsClient;
@@ -26,13 +26,16 @@ async fn create_f(client: &floe_client::Client) -> anyhow::Result<()> {
 
 /// A plain gRPC channel to `address`, as a stranger opens one.
 async fn channel(address: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(format!("http://{address}"))?.connect().await?)
+    Ok(Channel::from_shared(format!("http://{address}"))?.connect_lazy())
 }
 
 /// Every node-to-node RPC a stranger would try, each with a harmful
 /// request: (name, the call's status code, or None if it succeeded).
 async fn internal_calls(address: &str) -> anyhow::Result<Vec<(&'static str, Option<Code>)>> {
-    let channel = channel(address).await?;
+    internal_calls_on(channel(address).await?).await
+}
+
+async fn internal_calls_on(channel: Channel) -> anyhow::Result<Vec<(&'static str, Option<Code>)>> {
     let (mut peer, mut scheduler, mut raft) = (
         PeerClient::new(channel.clone()),
         SchedulerClient::new(channel.clone()),
@@ -67,10 +70,6 @@ async fn internal_calls(address: &str) -> anyhow::Result<Vec<(&'static str, Opti
             ),
         ),
         ("Peer/Hello", code(peer.hello(HelloRequest {}).await.map(drop))),
-        (
-            "Peer/AssignId",
-            code(peer.assign_id(AssignIdRequest { node_id: 9 }).await.map(drop)),
-        ),
         (
             "Peer/PutPackage",
             code(
@@ -117,9 +116,8 @@ async fn internal_calls(address: &str) -> anyhow::Result<Vec<(&'static str, Opti
     ])
 }
 
-/// The public services, called on a peer listener.
-async fn public_calls(address: &str) -> anyhow::Result<Vec<(&'static str, Option<Code>)>> {
-    let channel = channel(address).await?;
+/// The public services, called over `channel` (to a peer listener).
+async fn public_calls(channel: Channel) -> anyhow::Result<Vec<(&'static str, Option<Code>)>> {
     let code = |result: Result<(), tonic::Status>| result.err().map(|status| status.code());
     Ok(vec![
         (
@@ -179,10 +177,16 @@ async fn cluster_state(cluster: &TestCluster) -> anyhow::Result<(Vec<String>, Ve
 /// Two planes: a node's public listener serves no node-to-node service, and
 /// its peer listener no public one. A stranger who reaches the public port
 /// (as every client must) cannot mint a key, join, upload or run code, or
-/// forge the scheduler's and Raft's messages; nothing changes.
+/// forge the scheduler's and Raft's messages; on the peer port, without a
+/// member's certificate (none, or one of another cluster's CA), the TLS
+/// handshake fails. Nothing changes.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_public_listener_serves_no_node_to_node_service() -> anyhow::Result<()> {
     let cluster = TestCluster::start(3).await?;
+    let member = chaos_tests::member_peers(&cluster)?;
+    // A member of another cluster, with a certificate of its own CA.
+    let other = TestCluster::start(1).await?;
+    let foreign = chaos_tests::member_peers(&other)?;
     let before = cluster_state(&cluster).await?;
     for index in 0..3 {
         let (public, peer) = (cluster.address(index), cluster.peer_address(index));
@@ -194,8 +198,29 @@ async fn the_public_listener_serves_no_node_to_node_service() -> anyhow::Result<
                 "{call} on the public listener {public}"
             );
         }
-        for (call, code) in public_calls(&peer).await? {
+        // A member (node 1's certificate) finds no public service on a peer listener.
+        for (call, code) in public_calls(member.channel(&peer)?).await? {
             assert_eq!(code, Some(Code::Unimplemented), "{call} on the peer listener {peer}");
+        }
+        // A stranger without a member's certificate gets no further than the TLS handshake.
+        // (The connection fails or is dropped: no service answers.)
+        let handshake_failed = |code: Option<Code>| {
+            matches!(
+                code,
+                Some(Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Internal)
+            )
+        };
+        for (call, code) in internal_calls(&peer).await? {
+            assert!(
+                handshake_failed(code),
+                "{call} on the peer listener {peer} without TLS: {code:?}"
+            );
+        }
+        for (call, code) in internal_calls_on(foreign.channel(&peer)?).await? {
+            assert!(
+                handshake_failed(code),
+                "{call} on the peer listener {peer} from another cluster: {code:?}"
+            );
         }
         // The REST listener is HTTP/1 Lambda only: the gRPC paths find nothing there either.
         let rest = cluster.http_address(index);
@@ -357,5 +382,113 @@ async fn an_unreadable_log_entry_stops_the_node_with_its_index() -> anyhow::Resu
     assert!(log.contains(&format!("index {last}")), "{log}");
     assert!(log.contains("remove the node and add it again"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+    Ok(())
+}
+
+/// Joining takes a valid token. Without one, with a wrong secret, an
+/// expired or a used-up token, the new node is refused with a clear message,
+/// stops, and the membership is unchanged; with a valid one it joins and
+/// serves reads. A removed member can reach no one any more, with the
+/// certificate it still holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn joining_takes_a_valid_token_and_a_removed_node_reaches_no_one() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(2).await?;
+    let client = cluster.client().await?;
+    create_f(&client).await?;
+    let members = |status: &proto::ClusterStatus| status.nodes.len();
+    assert_eq!(members(&cluster.status(0).await?), 2);
+
+    let one_use = client.create_join_token(Duration::from_secs(600), 1).await?.token;
+    let short = client.create_join_token(Duration::from_secs(1), 0).await?.token;
+    let mut wrong_secret: Vec<&str> = one_use.split('.').collect();
+    let forged = "0".repeat(wrong_secret[2].len());
+    wrong_secret[2] = &forged;
+    let wrong_secret = wrong_secret.join(".");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // No token at all: refused before anything starts.
+    let (code, _, stderr) = {
+        let output = std::process::Command::new(chaos_tests::binary("floed"))
+            .args([
+                "--data-dir",
+                &cluster.data_dir(0).with_extension("stranger").display().to_string(),
+            ])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--peer-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--join", &cluster.address(0)])
+            .env_remove("FLOE_JOIN_TOKEN")
+            .output()?;
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("joining needs a join token"), "{stderr}");
+
+    for (token, refusal) in [
+        (wrong_secret.as_str(), "wrong secret"),
+        (short.as_str(), "expired"),
+        ("floe1.0badc0de.0123456789abcdef0123456789abcdef", "unknown join token"),
+    ] {
+        let index = cluster.start_joining_node(token).await?;
+        let status = cluster.wait_exit(index, Duration::from_secs(30)).await?;
+        assert!(!status.success(), "joined with a bad token");
+        let log = cluster.nodes[index].log();
+        assert!(log.contains(refusal), "expected {refusal:?} in:\n{log}");
+        assert_eq!(
+            members(&cluster.status(0).await?),
+            2,
+            "a refused join changed the membership"
+        );
+    }
+
+    // The one-use token admits one node, which serves reads; then it is used up.
+    let joined = cluster.start_joining_node(&one_use).await?;
+    cluster.wait_for_voters(3).await?;
+    let newcomer = cluster.client_of(joined).await?;
+    wait_for("the new node to serve reads", Duration::from_secs(30), || async {
+        newcomer.get_function("f", ReadConsistency::Linearizable).await.is_ok()
+    })
+    .await?;
+    let index = cluster.start_joining_node(&one_use).await?;
+    cluster.wait_exit(index, Duration::from_secs(30)).await?;
+    assert!(
+        cluster.nodes[index].log().contains("used up"),
+        "{}",
+        cluster.nodes[index].log()
+    );
+
+    // Removed: node `joined` keeps its certificate and key, and is refused everywhere.
+    let status = cluster.status(joined).await?;
+    let id = status.node_id;
+    cluster.client_of(0).await?.remove_node(id).await?;
+    cluster.kill(joined);
+    let removed = chaos_tests::member_peers_as(&cluster, joined)?;
+    for index in 0..2 {
+        let peer = cluster.peer_address(index);
+        wait_for("the removed node to be refused", Duration::from_secs(10), || {
+            let removed = &removed;
+            let peer = peer.clone();
+            async move { removed.hello(&peer).await.is_err() }
+        })
+        .await?;
+        let error = removed.hello(&peer).await.unwrap_err();
+        assert!(
+            matches!(
+                error.code(),
+                Code::Unavailable | Code::Cancelled | Code::Unknown | Code::PermissionDenied
+            ),
+            "{error:?}"
+        );
+    }
+    assert_eq!(members(&cluster.status(0).await?), 2);
     Ok(())
 }

@@ -408,6 +408,20 @@ impl Client {
     }
 
     /// Asks the cluster to add the waiting node whose peer address (its `cluster.peer_listen`) is `address`; returns its id.
+    /// A join token that admits `uses` nodes (0: any number) for `ttl`.
+    pub async fn create_join_token(
+        &self,
+        ttl: std::time::Duration,
+        uses: u32,
+    ) -> Result<proto::CreateJoinTokenResponse, Error> {
+        let request = proto::CreateJoinTokenRequest {
+            ttl_seconds: ttl.as_secs().max(1),
+            uses,
+        };
+        self.call(|c| async move { ClusterClient::new(c).create_join_token(request).await })
+            .await
+    }
+
     pub async fn add_node(&self, address: &str) -> Result<u64, Error> {
         let request = proto::AddNodeRequest {
             address: address.to_string(),

@@ -24,9 +24,12 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     /// The region label this node serves (quotas are per region).
     pub region: String,
-    /// Existing members to join through (their peer addresses), on first
-    /// start. Empty: start (or restart) a cluster of its own.
+    /// Existing members to join through (their public gRPC addresses), on
+    /// first start. Empty: start (or restart) a cluster of its own.
     pub join: Vec<String>,
+    /// The join token that admits this node (`floe cluster token create`,
+    /// or the first node's `join-token` file); needed with `join`.
+    pub join_token: Option<String>,
     /// On first start without `join`, wait to be added (`floe cluster add`)
     /// instead of starting a single-node cluster.
     pub no_bootstrap: bool,
@@ -49,6 +52,13 @@ pub struct ClusterConfig {
     /// The address other members use to reach `peer_listen`; defaults to the
     /// bound address.
     pub peer_advertise: Option<String>,
+    /// The first join token of a new cluster (`floe1.<id>.<secret>`), chosen
+    /// in advance; without it the first node makes one. Either way it is
+    /// written to `join-token` in the data dir.
+    pub bootstrap_join_token: Option<String>,
+    /// How often a node checks whether its peer certificate needs renewing.
+    #[serde(with = "humantime_serde")]
+    pub renewal_check_interval: std::time::Duration,
 }
 
 impl Default for ClusterConfig {
@@ -56,6 +66,8 @@ impl Default for ClusterConfig {
         ClusterConfig {
             peer_listen: "127.0.0.1:7402".parse().expect("static address"),
             peer_advertise: None,
+            bootstrap_join_token: None,
+            renewal_check_interval: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -263,6 +275,7 @@ impl Default for NodeConfig {
             advertise: None,
             region: "local".into(),
             join: Vec::new(),
+            join_token: None,
             no_bootstrap: false,
             cluster: ClusterConfig::default(),
             raft: RaftConfig::default(),
@@ -364,6 +377,9 @@ impl NodeConfig {
         }
         if self.no_bootstrap && !self.join.is_empty() {
             bail!("no_bootstrap and join exclude each other: join already implies waiting to be added");
+        }
+        if self.cluster.renewal_check_interval.is_zero() {
+            bail!("cluster.renewal_check_interval must be more than 0");
         }
         Ok(())
     }

@@ -17,6 +17,9 @@ pub const CODE_HEADER: &str = "floe-code";
 pub const REASON_HEADER: &str = "floe-reason";
 /// The reason given when no node has room for a function (not a quota).
 pub const NO_CAPACITY: &str = "InsufficientCapacity";
+/// The code of an `Unauthenticated` join: no join token, or one that is
+/// wrong, expired or used up.
+pub const JOIN_REFUSED: &str = "InvalidJoinToken";
 
 /// Why an invocation was refused: Lambda's `Reason` of a 429.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +163,10 @@ impl From<ApplyError> for NodeError {
             | ApplyError::AliasNotFound { .. }
             | ApplyError::NodeNotFound { .. }
             | ApplyError::AccessKeyNotFound { .. } => NodeError::NotFound(message),
+            ApplyError::JoinRefused { .. } => NodeError::Unauthenticated {
+                code: JOIN_REFUSED.to_string(),
+                message,
+            },
             ApplyError::FunctionExists { .. } | ApplyError::AliasExists { .. } | ApplyError::AccessKeyExists { .. } => {
                 NodeError::AlreadyExists(message)
             }

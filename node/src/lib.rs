@@ -69,7 +69,17 @@ fn write_atomically(data_dir: &Path, name: &str, text: &str) -> anyhow::Result<(
 /// Runs a node until `shutdown` is cancelled.
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
+    let join_token = match &config.join_token {
+        Some(text) => Some(cluster::token::JoinToken::parse(text).map_err(|e| anyhow::anyhow!("the join token: {e}"))?),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
+    if !config.join.is_empty() && join_token.is_none() && service::cluster::read_node_id(&data_dir)?.is_none() {
+        anyhow::bail!(
+            "joining needs a join token (--join-token or FLOE_JOIN_TOKEN): the first node wrote one to \
+             join-token in its data dir; `floe cluster token create` makes more"
+        );
+    }
     secrets::open_data_dir(&data_dir)?;
     secrets::check_private_file(&data_dir.join(service::auth::CREDENTIALS_FILE))?;
     let (log_store, state_machine, reader) = floe_raft_store::open(&data_dir.join("raft")).with_context(|| {
@@ -111,6 +121,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         executor.clone(),
     ));
 
+    // Why the node stopped on its own (a refused join, Raft failing), if it did.
+    let fatal: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
     let public = PublicApi {
         service: service.clone(),
     };
@@ -137,30 +149,46 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .add_service(AccessKeysServer::new(public))
         .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });
     let server = tokio::spawn(server);
-    let peer_incoming = tonic::transport::server::TcpIncoming::from(peer_listener).with_nodelay(Some(true));
-    let peer_server_shutdown = shutdown.clone();
-    let peer_server = tonic::transport::Server::builder()
-        // Peers cancel RPCs by the hundred when a link fails (Raft timeouts);
-        // h2's default of 20 reset streams would then close the whole
-        // connection, failing every other call on it.
-        .http2_max_pending_accept_reset_streams(Some(1024))
-        .add_service(
-            RaftServer::new(internal.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            SchedulerServer::new(internal.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            PeerServer::new(internal)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(peer_incoming, async move { peer_server_shutdown.cancelled().await });
-    let peer_server = tokio::spawn(peer_server);
+    // The peer listener serves only mutual TLS with members, so it starts
+    // once this node has its certificate: at once on a restart or a
+    // bootstrap, after admission on a joining node (connections wait in the
+    // listener's backlog meanwhile).
+    let (peer_node, peer_server_shutdown) = (service.node.clone(), shutdown.clone());
+    let peer_server = tokio::spawn(async move {
+        let tls = tokio::select! {
+            tls = peer_node.tls_ready() => tls,
+            _ = peer_server_shutdown.cancelled() => return Ok(()),
+        };
+        let config = tls.server_config().map_err(anyhow::Error::msg)?;
+        let incoming = cluster::transport::accept(peer_listener, config, peer_server_shutdown.clone());
+        tonic::transport::Server::builder()
+            // Peers cancel RPCs by the hundred when a link fails (Raft timeouts);
+            // h2's default of 20 reset streams would then close the whole
+            // connection, failing every other call on it.
+            .http2_max_pending_accept_reset_streams(Some(1024))
+            // A member removed while connected is refused from its next call.
+            .layer(tonic::service::InterceptorLayer::new(cluster::transport::check_member(
+                peer_node.pins.clone(),
+            )))
+            .add_service(
+                RaftServer::new(internal.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                SchedulerServer::new(internal.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                PeerServer::new(internal)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(incoming, async move { peer_server_shutdown.cancelled().await })
+            .await
+            .context("peer gRPC server")
+    });
     let rest = tokio::spawn(api::rest::serve(
         http_listener,
         service.clone(),
@@ -179,34 +207,48 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     }
 
     match service::cluster::read_node_id(&data_dir)? {
+        // A first node that stopped part way through its bootstrap.
+        Some(service::cluster::FIRST_NODE_ID) if cluster::tls::bootstrapping(&data_dir) => {
+            service
+                .membership
+                .bootstrap()
+                .await
+                .context("bootstrap a new cluster")?;
+            tracing::info!("finished starting a new single-node cluster as node 1");
+        }
         Some(id) => {
-            let cluster = service.node.start_raft(id).await?;
-            // A first node that crashed between writing its id and initialising.
-            if id == service::cluster::FIRST_NODE_ID
-                && config.join.is_empty()
-                && !config.no_bootstrap
-                && !cluster.raft.is_initialized().await?
-            {
-                service.membership.bootstrap().await?;
-            }
+            let peer_tls = cluster::tls::PeerTls::load(&data_dir, service.node.pins.clone())?.with_context(|| {
+                format!(
+                    "{} has a node id but no peer certificate ({}/): it was written by a floe without TLS \
+                     between nodes; start this node with an empty data dir and join it again",
+                    data_dir.display(),
+                    cluster::tls::TLS_DIR
+                )
+            })?;
+            service.node.set_tls(peer_tls)?;
+            service.node.start_raft(id).await?;
             tracing::info!(node_id = id, "restarted from the data dir");
         }
         None if !config.join.is_empty() => {
             let membership = service.membership.clone();
             let join = config.join.clone();
-            let shutdown = shutdown.clone();
+            let token = join_token.expect("validated: join needs a token");
+            let (stopping, failure) = (shutdown.clone(), fatal.clone());
             service.node.workers.spawn("join", async move {
-                membership
-                    .join(&join, &shutdown)
-                    .await
-                    .context("could not join the cluster")
+                if let Err(error) = membership.join(&join, &token, &stopping).await {
+                    // A refused join is final: say why and stop.
+                    if !stopping.is_cancelled() {
+                        let _ = failure.set(format!("could not join the cluster: {error:#}"));
+                        stopping.cancel();
+                    }
+                }
+                Ok(())
             });
         }
         None if config.no_bootstrap => {
-            tracing::info!("waiting to be added with `floe cluster add {peer_address}`")
+            tracing::info!("waiting to be added with `floe cluster add {address}`")
         }
         None => {
-            service::cluster::write_node_id(&data_dir, service::cluster::FIRST_NODE_ID)?;
             service
                 .membership
                 .bootstrap()
@@ -227,8 +269,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let stop = || shutdown.clone();
     // Raft stopped by its own error (say a log entry that cannot be read)
     // stops the node, which says why, rather than leaving it half alive.
-    let raft_failure = Arc::new(std::sync::OnceLock::new());
-    let (node, failure, stopping) = (service.node.clone(), raft_failure.clone(), stop());
+    let (node, failure, stopping) = (service.node.clone(), fatal.clone(), stop());
     workers.spawn("raft-watch", async move {
         let cluster = tokio::select! {
             cluster = node.started() => cluster,
@@ -237,7 +278,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         tokio::select! {
             Some(error) = cluster.fatal() => {
                 tracing::error!(%error, "Raft stopped on an error: stopping the node");
-                let _ = failure.set(error);
+                let _ = failure.set(format!("Raft stopped on an error: {error}"));
                 stopping.cancel();
             }
             _ = stopping.cancelled() => {}
@@ -270,6 +311,14 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         heartbeats.await;
         Ok(())
     });
+    let renewing = service
+        .membership
+        .clone()
+        .run_certificate_renewal(config.cluster.renewal_check_interval, stop());
+    workers.spawn("certificate-renewal", async move {
+        renewing.await;
+        Ok(())
+    });
     let dispatching = service.dispatcher.clone().run(stop());
     workers.spawn("event-dispatcher", async move {
         dispatching.await;
@@ -284,16 +333,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!("shutting down");
     server.await.context("gRPC server task")?.context("gRPC server")?;
     let _ = rest.await;
-    peer_server
-        .await
-        .context("peer gRPC server task")?
-        .context("peer gRPC server")?;
+    peer_server.await.context("peer gRPC server task")??;
     service.node.workers.stopped().await;
     if let Some(cluster) = service.node.started_cluster() {
         cluster.stop().await;
     }
-    if let Some(error) = raft_failure.get() {
-        anyhow::bail!("Raft stopped on an error: {error}");
+    if let Some(error) = fatal.get() {
+        anyhow::bail!("{error}");
     }
     tracing::info!("stopped");
     Ok(())

@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 /// (boto3, the aws CLI) on 127.0.0.1:7401. On first start it creates an access
 /// key and writes it to ./floe-data/credentials, which the floe CLI reads.
 /// Nodes talk to each other on a listener of their own (127.0.0.1:7402, see
-/// --peer-listen), which clients never need. To grow a cluster, start more
-/// nodes with `--join PEER_ADDRESS` of any member.
+/// --peer-listen, mutual TLS with certificates of the cluster's own CA), which
+/// clients never need. To grow a cluster, start more nodes with `--join
+/// ADDRESS --join-token TOKEN`: the address of any member's gRPC API, and the
+/// token the first node wrote to ./floe-data/join-token.
 ///
 /// Settings come from, in rising precedence: built-in defaults, the TOML
 /// file given with --config, FLOE_* environment variables, and flags.
@@ -45,10 +47,18 @@ struct Flags {
     /// Region label of this node [default: local].
     #[arg(long, env = "FLOE_REGION")]
     region: Option<String>,
-    /// On first start, join the cluster through this member's peer address (its --peer-listen;
+    /// On first start, join the cluster through this member's gRPC address (its --listen;
     /// repeat or comma-separate for several).
     #[arg(long, env = "FLOE_JOIN", value_delimiter = ',')]
     join: Vec<String>,
+    /// The join token that admits this node: the first node's DATA_DIR/join-token, or one from
+    /// `floe cluster token create`.
+    #[arg(long, env = "FLOE_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// On bootstrap, make this the first join token (floe1.<id>.<secret>: 8 to 32 and 32 to
+    /// 128 lower-case hex digits) instead of a random one.
+    #[arg(long, env = "FLOE_BOOTSTRAP_JOIN_TOKEN", hide_env_values = true)]
+    bootstrap_join_token: Option<String>,
     /// On first start, wait to be added with `floe cluster add` instead of starting a new cluster.
     #[arg(long, env = "FLOE_NO_BOOTSTRAP")]
     no_bootstrap: bool,
@@ -102,6 +112,12 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
     }
     if flags.no_bootstrap {
         config.no_bootstrap = true;
+    }
+    if let Some(token) = &flags.join_token {
+        config.join_token = Some(token.clone());
+    }
+    if let Some(token) = &flags.bootstrap_join_token {
+        config.cluster.bootstrap_join_token = Some(token.clone());
     }
     if let Some(http_listen) = flags.http_listen {
         config.api.http_listen = http_listen;

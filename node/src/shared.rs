@@ -1,5 +1,6 @@
 //! Node-wide values that every layer may use: the wall clock as floe
-//! records it, and which sandboxes can serve an invocation.
+//! records it, which sandboxes can serve an invocation, and who is at the
+//! other end of a peer connection.
 
 /// Milliseconds since the Unix epoch: the timestamps floe stores and shows.
 pub fn now_ms() -> i64 {
@@ -16,4 +17,12 @@ pub struct SandboxKey {
     pub function: String,
     pub version: String,
     pub revision_id: String,
+}
+
+/// The member at the other end of a peer connection, as its certificate
+/// (checked against the pins) says: the node id and its key's SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub node: floe_raft_store::NodeId,
+    pub pin: [u8; 32],
 }

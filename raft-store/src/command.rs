@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AccessKeyRecord, AliasRecord, AliasRouting, CodeRef, EventInvokeConfig, EventRecord, FunctionConfig,
-    FunctionRecord, NodeRecord, VersionRecord,
+    AccessKeyRecord, AliasRecord, AliasRouting, ClusterCaRecord, CodeRef, EventInvokeConfig, EventRecord,
+    FunctionConfig, FunctionRecord, JoinTokenRecord, NodeRecord, TokenUse, VersionRecord,
 };
 
 /// A replicated write.
@@ -95,6 +95,13 @@ pub enum Command {
         #[serde(default)]
         public_address: String,
         region: String,
+        /// Hex SHA-256 of its certificate's public key; absent before mTLS.
+        #[serde(default)]
+        key_pin: String,
+        /// The join token that admitted it: used up atomically with the
+        /// registration, refused if expired or used up meanwhile.
+        #[serde(default)]
+        token: Option<TokenUse>,
     },
     /// Removes a node from the registry (its Raft membership is changed apart).
     RemoveNode {
@@ -146,6 +153,12 @@ pub enum Command {
     /// Adds an access key; an existing id is refused.
     CreateAccessKey(AccessKeyRecord),
     DeleteAccessKey {
+        id: String,
+    },
+    /// The cluster CA, set once by the first node.
+    SetClusterCa(ClusterCaRecord),
+    CreateJoinToken(JoinTokenRecord),
+    DeleteJoinToken {
         id: String,
     },
 }
@@ -220,6 +233,9 @@ pub enum ApplyError {
     AccessKeyNotFound { id: String },
     #[error("access key {id} already exists")]
     AccessKeyExists { id: String },
+    /// A join token that does not admit the node (unknown, expired, used up).
+    #[error("{message}")]
+    JoinRefused { message: String },
 }
 
 /// The state machine's answer to one command, as carried back to the proposer.

@@ -82,6 +82,15 @@ pub fn access_key(id: &str) -> Vec<u8> {
 
 pub const ACCESS_KEYS: &[u8] = b"accesskey/";
 
+/// The cluster CA (one record).
+pub const CLUSTER_CA: &[u8] = b"cluster/ca";
+
+pub fn join_token(id: &str) -> Vec<u8> {
+    format!("jointoken/{id}").into_bytes()
+}
+
+pub const JOIN_TOKENS: &[u8] = b"jointoken/";
+
 /// The sum of all functions' reserved concurrency.
 pub const RESERVED_TOTAL: &[u8] = b"meta/reserved_total";
 

@@ -109,6 +109,44 @@ pub struct NodeRecord {
     #[serde(default)]
     pub public_address: String,
     pub region: String,
+    /// Hex SHA-256 of its certificate's public key (SubjectPublicKeyInfo):
+    /// the only key the peer plane accepts for this node id. Empty for
+    /// nodes registered before the peer plane had TLS.
+    #[serde(default)]
+    pub key_pin: String,
+}
+
+/// The cluster CA that signs node certificates (PEM). Its key is replicated
+/// to every member with the rest of the state, so any member that leads can
+/// admit a node; it is as secret as the cluster itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ClusterCaRecord {
+    pub certificate_pem: String,
+    pub key_pem: String,
+}
+
+/// A join token as the cluster keeps it: never the secret, only its digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct JoinTokenRecord {
+    pub id: String,
+    /// Hex SHA-256 of the secret.
+    pub secret_digest: String,
+    pub created_ms: i64,
+    /// After this, the token admits no one.
+    pub expires_ms: i64,
+    /// Joins it still admits; `None`: any number until it expires.
+    pub uses_left: Option<u32>,
+}
+
+/// A join token used by a `RegisterNode`: apply checks and counts it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct TokenUse {
+    pub id: String,
+    /// The leader's clock when it admitted the node (apply has none).
+    pub now_ms: i64,
 }
 
 /// A region's concurrency quota when none was set.

@@ -202,6 +202,25 @@ pub fn access_key_id(id: &str) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// Join token ids: 8 to 32 lower-case hex digits (they travel in tokens
+/// `floe1.<id>.<secret>.<ca sha256>`, so they hold no dots).
+pub fn join_token_id(id: &str) -> Result<(), ApplyError> {
+    if !(8..=32).contains(&id.len()) || !id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+        return Err(invalid(format!(
+            "invalid join token id {id:?}: use 8 to 32 lower-case hex digits"
+        )));
+    }
+    Ok(())
+}
+
+/// A PEM text the cluster keeps (the CA): bounded, ASCII.
+fn pem_text(what: &str, text: &str) -> Result<(), ApplyError> {
+    if text.is_empty() || text.len() > 16 * 1024 || !text.is_ascii() || !text.starts_with("-----BEGIN ") {
+        return Err(invalid(format!("{what} is not a PEM text of at most 16 KiB")));
+    }
+    Ok(())
+}
+
 /// The stateless checks of a command: every name, number and text field it
 /// carries. A batch's commands are checked each; batches do not nest.
 pub fn command(command: &Command) -> Result<(), ApplyError> {
@@ -274,11 +293,21 @@ pub fn command(command: &Command) -> Result<(), ApplyError> {
         }
         Command::SetRegionQuota { region: label, .. } => region(label),
         Command::RegisterNode {
-            address, region: label, ..
+            address,
+            region: label,
+            key_pin,
+            token,
+            ..
         } => {
             region(label)?;
             if address.is_empty() {
                 return Err(invalid("a node needs an address".into()));
+            }
+            if !key_pin.is_empty() {
+                sha256(key_pin)?;
+            }
+            if let Some(token) = token {
+                join_token_id(&token.id)?;
             }
             Ok(())
         }
@@ -315,5 +344,18 @@ pub fn command(command: &Command) -> Result<(), ApplyError> {
             description(&key.description)
         }
         Command::DeleteAccessKey { id } => access_key_id(id),
+        Command::SetClusterCa(ca) => {
+            pem_text("the CA certificate", &ca.certificate_pem)?;
+            pem_text("the CA key", &ca.key_pem)
+        }
+        Command::CreateJoinToken(token) => {
+            join_token_id(&token.id)?;
+            sha256(&token.secret_digest)?;
+            if token.expires_ms <= token.created_ms {
+                return Err(invalid("a join token must expire after it is created".into()));
+            }
+            Ok(())
+        }
+        Command::DeleteJoinToken { id } => join_token_id(id),
     }
 }

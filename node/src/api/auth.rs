@@ -1,8 +1,10 @@
 //! SigV4 on the public gRPC services: a tower layer in front of tonic.
 //!
 //! Calls to `floe.v1.*` must be signed (service name `floe`, the body's
-//! SHA-256 as payload hash); the node-to-node services (`floe.internal.v1.*`)
-//! are not checked here — they belong on a network only the nodes share.
+//! SHA-256 as payload hash), but for the two a node makes before it holds
+//! any key — joining, with a join token's proof as its credential, and an
+//! invitation to a waiting node. The node-to-node services are not served
+//! here at all: they are on the peer listener, behind mutual TLS.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,6 +17,8 @@ use crate::service::Service;
 
 /// Public gRPC services start with this path prefix.
 const PUBLIC_PREFIX: &str = "/floe.v1.";
+/// Calls authenticated otherwise than by a signature (see above).
+const UNSIGNED: &[&str] = &["/floe.v1.Cluster/Join", "/floe.v1.Cluster/Invite"];
 
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -68,7 +72,8 @@ where
     }
 
     fn call(&mut self, request: GrpcRequest) -> Self::Future {
-        if !request.uri().path().starts_with(PUBLIC_PREFIX) || !self.service.access.auth_required() {
+        let path = request.uri().path();
+        if !path.starts_with(PUBLIC_PREFIX) || UNSIGNED.contains(&path) || !self.service.access.auth_required() {
             return Box::pin(self.inner.call(request));
         }
         // The clone is not ready; the one poll_ready readied goes into the future.

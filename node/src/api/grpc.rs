@@ -582,6 +582,7 @@ impl Cluster for PublicApi {
                             live: n.live,
                         }),
                     sandbox_mode: m.sandbox_mode,
+                    certificate_expires_ms: m.certificate_expires_ms,
                 })
                 .collect(),
             quotas: view
@@ -612,6 +613,51 @@ impl Cluster for PublicApi {
         }
         let node_id = self.service.membership.add_node(&address).await.map_err(into_status)?;
         ok(pb::AddNodeResponse { node_id })
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<pb::CreateJoinTokenRequest>,
+    ) -> Reply<pb::CreateJoinTokenResponse> {
+        let request = request.into_inner();
+        let ttl = std::time::Duration::from_secs(if request.ttl_seconds == 0 {
+            3600
+        } else {
+            request.ttl_seconds
+        });
+        let uses = (request.uses > 0).then_some(request.uses);
+        let (token, expires_ms) = self
+            .service
+            .membership
+            .create_join_token(ttl, uses)
+            .await
+            .map_err(into_status)?;
+        ok(pb::CreateJoinTokenResponse {
+            id: token.id.clone(),
+            token: token.to_string(),
+            expires_ms,
+        })
+    }
+
+    async fn join(&self, request: Request<pb::JoinRequest>) -> Reply<pb::JoinResponse> {
+        let answer = self
+            .service
+            .membership
+            .admit(request.into_inner())
+            .await
+            .map_err(into_status)?;
+        ok(answer)
+    }
+
+    async fn invite(&self, request: Request<pb::InviteRequest>) -> Reply<pb::InviteResponse> {
+        let request = request.into_inner();
+        let node_id = self
+            .service
+            .membership
+            .accept_invitation(&request.token, &request.join)
+            .await
+            .map_err(into_status)?;
+        ok(pb::InviteResponse { node_id })
     }
 
     async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> Reply<pb::RemoveNodeResponse> {

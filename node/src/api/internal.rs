@@ -8,8 +8,8 @@ use floe_proto::internal::peer_server::Peer;
 use floe_proto::internal::raft_server::Raft as RaftService;
 use floe_proto::internal::scheduler_server::Scheduler as SchedulerService;
 use floe_proto::internal::{
-    AssignIdRequest, AssignIdResponse, Execution, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload,
-    PutPackageResponse, RaftFrame, ReadIndexRequest, ReadIndexResponse,
+    Execution, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload, PutPackageResponse, RaftFrame,
+    ReadIndexRequest, ReadIndexResponse, RenewCertificateRequest, RenewCertificateResponse,
 };
 use floe_raft_store::{codec, Command, NodeId, TypeConfig};
 use futures::StreamExt;
@@ -167,16 +167,38 @@ impl Peer for InternalApi {
             region: self.service.node.config.region.clone(),
             sandbox_mode: self.service.membership.sandbox_mode(),
             public_address: self.service.node.address.clone(),
+            certificate_expires_ms: self.service.node.peer_tls().map(|tls| tls.expires_ms()).unwrap_or(0),
         }))
     }
 
-    async fn assign_id(&self, request: Request<AssignIdRequest>) -> Result<Response<AssignIdResponse>, Status> {
-        self.service
+    async fn join(
+        &self,
+        request: Request<floe_proto::v1::JoinRequest>,
+    ) -> Result<Response<floe_proto::v1::JoinResponse>, Status> {
+        let answer = self
+            .service
             .membership
-            .assign_id(request.into_inner().node_id)
+            .admit(request.into_inner())
             .await
             .map_err(into_status)?;
-        Ok(Response::new(AssignIdResponse {}))
+        Ok(Response::new(answer))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<RenewCertificateRequest>,
+    ) -> Result<Response<RenewCertificateResponse>, Status> {
+        let caller = *request
+            .extensions()
+            .get::<crate::shared::PeerIdentity>()
+            .ok_or_else(|| Status::permission_denied("not a member's connection"))?;
+        let certificate = self
+            .service
+            .membership
+            .renew_certificate(caller, &request.get_ref().certificate_request)
+            .await
+            .map_err(into_status)?;
+        Ok(Response::new(RenewCertificateResponse { certificate }))
     }
 
     async fn put_package(&self, request: Request<Package>) -> Result<Response<PutPackageResponse>, Status> {
@@ -215,7 +237,7 @@ impl Peer for InternalApi {
         let node_id = self
             .service
             .membership
-            .add_node(&request.into_inner().address)
+            .promote(&request.into_inner().address)
             .await
             .map_err(into_status)?;
         Ok(Response::new(floe_proto::v1::AddNodeResponse { node_id }))

@@ -12,6 +12,8 @@ pub mod network;
 pub mod peers;
 pub mod proposer;
 pub mod tls;
+pub mod token;
+pub mod transport;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The node-to-node client: one gRPC channel per peer address, created
-//! lazily and reused, and one typed method per internal RPC, with its
-//! deadline. Callers send and receive floe's own types (commands, grants,
+//! lazily and reused, over mutual TLS (`transport.rs`), and one typed method
+//! per internal RPC, with its deadline. Callers send and receive floe's own types (commands, grants,
 //! reports); the encoding (bincode in a `Payload`, as openraft's messages)
 //! and the deadlines live here only. Errors stay `tonic::Status`, because
 //! what a failure means (retry, unreachable, outcome unknown) depends on
@@ -8,16 +8,20 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use floe_proto::internal::peer_client::PeerClient;
 use floe_proto::internal::raft_client::RaftClient;
 use floe_proto::internal::scheduler_client::SchedulerClient;
 use floe_proto::internal::{
-    AssignIdRequest, Execution, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload, ReadIndexRequest,
+    Execution, GetPackageRequest, HelloRequest, HelloResponse, Package, Payload, ReadIndexRequest,
+    RenewCertificateRequest,
 };
-use floe_proto::v1::{AddNodeRequest, GetLogsRequest, LogRecord, RemoveNodeRequest};
+use floe_proto::v1::cluster_client::ClusterClient;
+use floe_proto::v1::{
+    AddNodeRequest, GetLogsRequest, InviteRequest, JoinRequest, JoinResponse, LogRecord, RemoveNodeRequest,
+};
 use floe_proto::MAX_MESSAGE_BYTES;
 use floe_raft_store::{codec, Command, CommandResult, NodeId};
 use serde::de::DeserializeOwned;
@@ -27,8 +31,6 @@ use tonic::{Request, Status};
 
 use crate::wire::{GrantAsk, GrantReply, HeartbeatReply, LoadReport, LoadView, Release, ShadowGrant};
 
-/// How long a connection attempt to a peer may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a call to the leader's scheduler may wait for its answer (grant,
 /// shadow, release, load; a heartbeat waits at most this long too).
 pub const LEADER_RPC_TIMEOUT: Duration = Duration::from_secs(1);
@@ -39,18 +41,35 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
+    /// This node's TLS as a client, once it has a certificate.
+    tls: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl Peers {
+    /// Peers reached with `tls` (this node's certificate, the CA, the pins).
+    pub fn with_tls(tls: Arc<rustls::ClientConfig>) -> Peers {
+        let peers = Peers::default();
+        peers.set_tls(tls);
+        peers
+    }
+
+    /// Once this node has its certificate: channels are made from then on.
+    pub fn set_tls(&self, tls: Arc<rustls::ClientConfig>) {
+        let _ = self.tls.set(tls);
+    }
+
     pub fn channel(&self, address: &str) -> Result<Channel, tonic::Status> {
         let mut channels = self.channels.lock().expect("peers lock");
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
+        let tls = self
+            .tls
+            .get()
+            .ok_or_else(|| tonic::Status::unavailable("this node has no peer certificate yet (it has not joined)"))?;
+        // The scheme only names HTTP/2 to tonic: the connector does TLS.
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| tonic::Status::invalid_argument(format!("bad peer address {address:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
             // A peer cut off mid-call is noticed in seconds, not when TCP gives up.
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(2))
@@ -61,7 +80,7 @@ impl Peers {
             // call on it — a guard against hostile servers that, between
             // members of one cluster, only turns old faults into new ones.
             .http2_max_local_error_reset_streams(None);
-        let channel = endpoint.connect_lazy();
+        let channel = endpoint.connect_with_connector_lazy(super::transport::connector(tls.clone()));
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)
     }
@@ -192,7 +211,8 @@ impl Peers {
         Ok(self.peer(address)?.hello(request).await?.into_inner())
     }
 
-    /// Asks a member (which forwards to its leader) to add the node at `new_node`.
+    /// Asks a member (which forwards to its leader) to make the registered
+    /// node at peer address `new_node` a voter.
     pub async fn add_node(&self, member: &str, new_node: &str) -> Result<NodeId, Status> {
         let request = AddNodeRequest {
             address: new_node.to_string(),
@@ -200,10 +220,23 @@ impl Peers {
         Ok(self.peer(member)?.add_node(request).await?.into_inner().node_id)
     }
 
-    /// Tells a node waiting to join the id the cluster gave it.
-    pub async fn assign_id(&self, address: &str, node_id: NodeId) -> Result<(), Status> {
-        self.peer(address)?.assign_id(AssignIdRequest { node_id }).await?;
-        Ok(())
+    /// Forwards a join to the leader.
+    pub async fn join(&self, leader: &str, request: JoinRequest) -> Result<JoinResponse, Status> {
+        let mut request = Request::new(request);
+        request.set_timeout(QUERY_TIMEOUT * 5);
+        Ok(self.peer(leader)?.join(request).await?.into_inner())
+    }
+
+    /// A new certificate for this node's key, from the leader.
+    pub async fn renew_certificate(&self, leader: &str, certificate_request: Vec<u8>) -> Result<Vec<u8>, Status> {
+        let mut request = Request::new(RenewCertificateRequest { certificate_request });
+        request.set_timeout(QUERY_TIMEOUT);
+        Ok(self
+            .peer(leader)?
+            .renew_certificate(request)
+            .await?
+            .into_inner()
+            .certificate)
     }
 
     pub async fn remove_node(&self, leader: &str, node_id: NodeId) -> Result<(), Status> {
@@ -230,6 +263,36 @@ impl Peers {
         request.set_timeout(QUERY_TIMEOUT);
         Ok(self.peer(address)?.get_local_logs(request).await?.into_inner().records)
     }
+}
+
+// The only calls to another node's public listener: a node that has no
+// certificate yet cannot use the peer plane, so it joins there.
+
+/// A one-off plain channel to a node's public gRPC address.
+async fn public_cluster(address: &str) -> Result<ClusterClient<Channel>, Status> {
+    let channel = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| Status::invalid_argument(format!("bad address {address:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot reach {address}: {e}")))?;
+    Ok(ClusterClient::new(channel))
+}
+
+/// Asks the member at public address `member` to admit this node.
+pub async fn join_through(member: &str, request: JoinRequest) -> Result<JoinResponse, Status> {
+    let mut request = Request::new(request);
+    request.set_timeout(QUERY_TIMEOUT * 5);
+    Ok(public_cluster(member).await?.join(request).await?.into_inner())
+}
+
+/// Invites the waiting node at public address `node` to join through
+/// `through` with `token`; answers its new id once it joined.
+pub async fn invite(node: &str, token: String, through: Vec<String>) -> Result<NodeId, Status> {
+    let mut request = Request::new(InviteRequest { token, join: through });
+    request.set_timeout(Duration::from_secs(90));
+    Ok(public_cluster(node).await?.invite(request).await?.into_inner().node_id)
 }
 
 fn decode_from<T: DeserializeOwned>(address: &str, data: &[u8]) -> Result<T, Status> {
@@ -313,14 +376,19 @@ mod tests {
     async fn answers_to_abandoned_calls_do_not_close_a_peer_connection() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = listener.local_addr().unwrap();
+        let (server_tls, client_tls) = crate::cluster::tls::two_members();
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(SchedulerServer::new(Quick))
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+                .serve_with_incoming(crate::cluster::transport::accept(
+                    listener,
+                    server_tls,
+                    tokio_util::sync::CancellationToken::new(),
+                )),
         );
         let hold = Arc::new(AtomicBool::new(false));
         let address = proxy(server, hold.clone()).await.to_string();
-        let peers = Peers::default();
+        let peers = Peers::with_tls(client_tls);
         peers
             .scheduler(&address)
             .unwrap()

@@ -12,10 +12,13 @@
 //! new connections present the new one.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use floe_raft_store::NodeId;
+use anyhow::Context;
+use floe_raft_store::{state_machine, NodeId, StateReader};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName as Name, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -72,6 +75,17 @@ pub fn identify(certificate: &[u8]) -> Result<(NodeId, Pin), String> {
         .filter(|id| *id > 0)
         .ok_or_else(|| format!("the certificate names {name:?}, not a floe node"))?;
     Ok((node, Sha256::digest(parsed.tbs_certificate.subject_pki.raw).into()))
+}
+
+/// The pin of the key a certificate request (DER) is for, once its
+/// signature shows the requester holds that key.
+pub fn check_request(request: &[u8]) -> Result<Pin, String> {
+    use x509_parser::prelude::FromDer;
+    CertificateSigningRequestParams::from_der(&request.to_vec().into())
+        .map_err(|e| format!("a certificate request that does not verify: {e}"))?;
+    let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(request)
+        .map_err(|e| format!("not a certificate request: {e}"))?;
+    Ok(Sha256::digest(parsed.certification_request_info.subject_pki.raw).into())
 }
 
 /// When a certificate stops being valid, in Unix milliseconds.
@@ -172,7 +186,7 @@ impl ClusterCa {
     }
 }
 
-fn pem(certificate: &CertificateDer<'_>) -> String {
+pub fn pem(certificate: &CertificateDer<'_>) -> String {
     use base64::Engine;
     let text = base64::engine::general_purpose::STANDARD.encode(certificate);
     let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
@@ -218,32 +232,76 @@ impl NodeKey {
 }
 
 /// The keys the cluster pins, by node id: who may speak on the peer plane.
+///
+/// Read from the replicated registry at each handshake (and each request,
+/// see `transport.rs`), so a removed node is refused from the moment its
+/// removal is applied. A node that has just joined, whose state has not
+/// caught up yet, uses the pins its join answer gave it until the registry
+/// holds anyone.
 #[derive(Clone, Default)]
-pub struct Pins(Arc<RwLock<BTreeMap<NodeId, Pin>>>);
+pub struct Pins {
+    registry: Option<StateReader>,
+    provisional: Arc<RwLock<BTreeMap<NodeId, Pin>>>,
+}
 
 impl std::fmt::Debug for Pins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pins = self.0.read().expect("pins lock");
-        f.debug_list().entries(pins.keys()).finish()
+        f.write_str("Pins")
     }
 }
 
+/// A pin as the registry writes it (hex).
+pub fn pin_hex(pin: &Pin) -> String {
+    hex::encode(pin)
+}
+
 impl Pins {
-    /// Replaces every pin (the members and their keys, as Raft has them).
-    pub fn set(&self, pins: BTreeMap<NodeId, Pin>) {
-        *self.0.write().expect("pins lock") = pins;
+    /// Pins read from the registry in `state`.
+    pub fn from_registry(state: StateReader) -> Pins {
+        Pins {
+            registry: Some(state),
+            provisional: Default::default(),
+        }
     }
 
-    /// The node a certificate belongs to, if its key is pinned for that node.
-    pub fn check(&self, certificate: &[u8]) -> Result<NodeId, rustls::Error> {
-        let (node, pin) = identify(certificate).map_err(tls_error)?;
-        match self.0.read().expect("pins lock").get(&node) {
-            Some(pinned) if *pinned == pin => Ok(node),
+    /// Replaces the pins used while the registry is empty.
+    pub fn set(&self, pins: BTreeMap<NodeId, Pin>) {
+        *self.provisional.write().expect("pins lock") = pins;
+    }
+
+    fn pinned(&self, node: NodeId) -> Result<Option<Pin>, rustls::Error> {
+        if let Some(state) = &self.registry {
+            let error = |e: floe_raft_store::StoreError| tls_error(format!("read the registry: {e}"));
+            if let Some(record) = state_machine::get_node(state, node).map_err(error)? {
+                let mut pin = [0u8; 32];
+                return match hex::decode_to_slice(&record.key_pin, &mut pin) {
+                    Ok(()) => Ok(Some(pin)),
+                    Err(_) => Ok(None),
+                };
+            }
+            if !state_machine::list_nodes(state).map_err(error)?.is_empty() {
+                return Ok(None);
+            }
+        }
+        Ok(self.provisional.read().expect("pins lock").get(&node).copied())
+    }
+
+    /// Whether `pin` is the key pinned for `node` now.
+    pub fn check_pin(&self, node: NodeId, pin: &Pin) -> Result<(), rustls::Error> {
+        match self.pinned(node)? {
+            Some(pinned) if pinned == *pin => Ok(()),
             Some(_) => Err(tls_error(format!(
                 "the certificate of node {node} is signed by the cluster CA but its key is not node {node}'s"
             ))),
             None => Err(tls_error(format!("node {node} is not a member"))),
         }
+    }
+
+    /// The node a certificate belongs to, if its key is pinned for that node.
+    pub fn check(&self, certificate: &[u8]) -> Result<NodeId, rustls::Error> {
+        let (node, pin) = identify(certificate).map_err(tls_error)?;
+        self.check_pin(node, &pin)?;
+        Ok(node)
     }
 }
 
@@ -297,6 +355,161 @@ impl rustls::client::ResolvesClientCert for Identity {
 
     fn has_certs(&self) -> bool {
         true
+    }
+}
+
+/// The directory of the data dir that holds this node's TLS files: `ca.crt`
+/// (the cluster CA's certificate), `node.key` (made here, never sent
+/// anywhere) and `node.crt` (signed by the CA for this node id), all 0600.
+pub const TLS_DIR: &str = "tls";
+const CA_FILE: &str = "ca.crt";
+const KEY_FILE: &str = "node.key";
+const CERTIFICATE_FILE: &str = "node.crt";
+
+pub fn read_pem_certificate(path: &Path) -> anyhow::Result<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    crate::secrets::check_private_file(path)?;
+    CertificateDer::from_pem_file(path).map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))
+}
+
+fn tls_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join(TLS_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
+const CA_KEY_FILE: &str = "ca.key";
+
+/// The first node's CA, from the moment it is made until the cluster holds
+/// it in Raft (`tls/ca.key`, then [`forget_ca_key`]): a bootstrap that
+/// stopped part way goes on with the same CA.
+pub fn bootstrap_ca(data_dir: &Path) -> anyhow::Result<ClusterCa> {
+    let dir = tls_dir(data_dir)?;
+    let (key_path, certificate_path) = (dir.join(CA_KEY_FILE), dir.join(CA_FILE));
+    crate::secrets::check_private_file(&key_path)?;
+    match std::fs::read_to_string(&key_path) {
+        Ok(key) => {
+            let certificate = std::fs::read_to_string(&certificate_path)
+                .with_context(|| format!("read {}", certificate_path.display()))?;
+            ClusterCa::from_pem(&certificate, &key).map_err(anyhow::Error::msg)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let ca = ClusterCa::generate().map_err(anyhow::Error::msg)?;
+            crate::secrets::write_private(&certificate_path, ca.certificate_pem().as_bytes())?;
+            crate::secrets::write_private(&key_path, ca.key_pem().as_bytes())?;
+            Ok(ca)
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", key_path.display())),
+    }
+}
+
+/// Whether a bootstrap is under way (the CA key still waits in the data dir).
+pub fn bootstrapping(data_dir: &Path) -> bool {
+    data_dir.join(TLS_DIR).join(CA_KEY_FILE).exists()
+}
+
+/// Removes the CA key from the data dir once the cluster holds it.
+pub fn forget_ca_key(data_dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(data_dir.join(TLS_DIR).join(CA_KEY_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// This node's key: the one in the data dir, or a new one written there
+/// (before it is ever used, so a join retried after a crash asks for the
+/// same key to be pinned).
+pub fn node_key(data_dir: &Path) -> anyhow::Result<NodeKey> {
+    let path = tls_dir(data_dir)?.join(KEY_FILE);
+    crate::secrets::check_private_file(&path)?;
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => NodeKey::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = NodeKey::generate().map_err(anyhow::Error::msg)?;
+            crate::secrets::write_private(&path, key.to_pem().as_bytes())?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// This node's side of the peer plane: the CA it trusts, its key and
+/// certificate, and the pins it checks peers against.
+pub struct PeerTls {
+    pub ca: CertificateDer<'static>,
+    pub key: NodeKey,
+    pub identity: Identity,
+    pub pins: Pins,
+}
+
+impl PeerTls {
+    pub fn new(
+        ca: CertificateDer<'static>,
+        certificate: CertificateDer<'static>,
+        key: NodeKey,
+        pins: Pins,
+    ) -> Result<PeerTls, String> {
+        let identity = Identity::new(certificate, &key)?;
+        Ok(PeerTls {
+            ca,
+            key,
+            identity,
+            pins,
+        })
+    }
+
+    /// The files in the data dir, if this node has its certificate.
+    pub fn load(data_dir: &Path, pins: Pins) -> anyhow::Result<Option<PeerTls>> {
+        let dir = data_dir.join(TLS_DIR);
+        let certificate_path = dir.join(CERTIFICATE_FILE);
+        if !certificate_path.exists() {
+            return Ok(None);
+        }
+        let key = node_key(data_dir)?;
+        let certificate = read_pem_certificate(&certificate_path)?;
+        let ca = read_pem_certificate(&dir.join(CA_FILE))?;
+        let tls = PeerTls::new(ca, certificate, key, pins).map_err(anyhow::Error::msg)?;
+        Ok(Some(tls))
+    }
+
+    /// Writes the CA's certificate and this node's certificate (the key is
+    /// written by [`node_key`]).
+    pub fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let dir = tls_dir(data_dir)?;
+        crate::secrets::write_private(&dir.join(KEY_FILE), self.key.to_pem().as_bytes())?;
+        crate::secrets::write_private(&dir.join(CA_FILE), pem(&self.ca).as_bytes())?;
+        self.save_certificate(data_dir)
+    }
+
+    /// Writes this node's current certificate (after a renewal).
+    pub fn save_certificate(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let dir = tls_dir(data_dir)?;
+        crate::secrets::write_private(
+            &dir.join(CERTIFICATE_FILE),
+            pem(&self.identity.certificate()).as_bytes(),
+        )
+    }
+
+    /// This node's id and key pin, as its certificate says.
+    pub fn me(&self) -> (NodeId, Pin) {
+        identify(&self.identity.certificate()).expect("a certificate this node accepted")
+    }
+
+    /// When this node's certificate expires (Unix ms).
+    pub fn expires_ms(&self) -> i64 {
+        expires_ms(&self.identity.certificate()).unwrap_or(0)
+    }
+
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        server_config(&self.ca, &self.identity, &self.pins)
+    }
+
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        client_config(&self.ca, &self.identity, &self.pins)
     }
 }
 
@@ -452,6 +665,26 @@ pub fn client_config(
     // Every connection proves its certificate again (see `server_config`).
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
+}
+
+/// Two members of a new cluster: node 1's server side and node 2's client
+/// side (for tests of what runs over the peer plane).
+#[cfg(test)]
+pub fn two_members() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let ca = ClusterCa::generate().unwrap();
+    let pins = Pins::default();
+    let mut members = Vec::new();
+    let mut pinned = BTreeMap::new();
+    for node in [1, 2] {
+        let key = NodeKey::generate().unwrap();
+        let certificate = ca
+            .issue(node, &key.request(node).unwrap(), Duration::from_secs(3600))
+            .unwrap();
+        pinned.insert(node, identify(&certificate).unwrap().1);
+        members.push(PeerTls::new(ca.certificate().clone(), certificate, key, pins.clone()).unwrap());
+    }
+    pins.set(pinned);
+    (members[0].server_config().unwrap(), members[1].client_config().unwrap())
 }
 
 #[cfg(test)]

@@ -3,21 +3,55 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use floe_raft_store::model::NodeRecord;
+use anyhow::Context;
+use floe_proto::v1::{JoinMember, JoinRequest, JoinResponse};
+use floe_raft_store::model::{ClusterCaRecord, JoinTokenRecord, NodeRecord, TokenUse};
 use floe_raft_store::{state_machine, validate, Command, NodeId, Response};
 use openraft::BasicNode;
-
-use std::sync::Arc;
+use rustls::pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
 
 use super::scheduling::Scheduling;
 use super::Node;
-use crate::error::NodeError;
+use crate::cluster::peers;
+use crate::cluster::tls::{self, ClusterCa, PeerTls};
+use crate::cluster::token::{self, JoinToken};
+use crate::error::{NodeError, JOIN_REFUSED};
 use crate::executor::Executor;
+use crate::shared::now_ms;
 
 /// The id of the node that starts a new cluster.
 pub const FIRST_NODE_ID: NodeId = 1;
+
+/// How long a node certificate is valid; it is renewed when a third is left.
+pub const CERTIFICATE_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The file in the first node's data dir that holds the first join token.
+pub const JOIN_TOKEN_FILE: &str = "join-token";
+/// How long the first join token admits nodes (as kubeadm's first token).
+const FIRST_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The one-use token `floe cluster add` sends to a waiting node.
+const INVITE_TOKEN_TTL: Duration = Duration::from_secs(600);
+/// How long a waiting node may take to join once invited.
+const INVITATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest-lived join token `floe cluster token create` makes.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// A PKCS #10 request for one P-256 key is some 300 bytes.
+const MAX_CERTIFICATE_REQUEST: usize = 8 * 1024;
+
+/// Whether a failed join call is a refusal to stop on (a bad token, a
+/// malformed request, a taken address), not a fault to retry.
+fn joining_refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unauthenticated
+            | tonic::Code::InvalidArgument
+            | tonic::Code::AlreadyExists
+            | tonic::Code::PermissionDenied
+    )
+}
 
 /// The file in the data dir that holds this node's id once it has one.
 const NODE_ID_FILE: &str = "node_id";
@@ -82,6 +116,8 @@ pub struct MemberView {
     pub matched_index: Option<u64>,
     /// How the node isolates sandboxes, or "unreachable".
     pub sandbox_mode: String,
+    /// When its peer certificate expires (Unix ms; 0 when unreachable).
+    pub certificate_expires_ms: i64,
 }
 
 /// What `GetAccountSettings` reports.
@@ -134,56 +170,118 @@ impl Membership {
         self.executor.isolation.describe()
     }
 
-    /// Takes the id the leader allocated for this waiting node and starts
-    /// Raft under it (the `AssignId` RPC); the same id again is a no-op.
-    pub async fn assign_id(&self, id: NodeId) -> Result<(), NodeError> {
-        if id == 0 {
-            return Err(NodeError::InvalidArgument("node id 0 is reserved".into()));
-        }
-        if let Some(cluster) = self.node.started_cluster() {
-            return if cluster.id == id {
-                Ok(())
-            } else {
-                Err(NodeError::FailedPrecondition(format!(
-                    "this node already is node {}",
-                    cluster.id
-                )))
-            };
-        }
-        write_node_id(&self.node.config.data_dir, id).map_err(|e| NodeError::Internal(format!("{e:#}")))?;
-        self.node
-            .start_raft(id)
-            .await
-            .map_err(|e| NodeError::Internal(format!("start raft: {e:#}")))?;
-        tracing::info!(node_id = id, "assigned an id; raft started");
-        Ok(())
-    }
-
-    /// First start of a new cluster: this node becomes node 1 and the only voter.
+    /// First start of a new cluster: this node makes the cluster CA and its
+    /// own certificate, becomes node 1 and the only voter, and writes the
+    /// first join token. Safe to run again after a crash part way: the CA
+    /// waits in `tls/ca.key` until the cluster holds it, and every step
+    /// after that is idempotent.
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
+        let data_dir = &self.node.config.data_dir;
+        let ca = tls::bootstrap_ca(data_dir)?;
+        let peer_tls = match PeerTls::load(data_dir, self.node.pins.clone())? {
+            Some(peer_tls) => peer_tls,
+            None => {
+                let key = tls::node_key(data_dir)?;
+                let request = key.request(FIRST_NODE_ID).map_err(anyhow::Error::msg)?;
+                let certificate = ca
+                    .issue(FIRST_NODE_ID, &request, CERTIFICATE_VALIDITY)
+                    .map_err(anyhow::Error::msg)?;
+                let peer_tls = PeerTls::new(ca.certificate().clone(), certificate, key, self.node.pins.clone())
+                    .map_err(anyhow::Error::msg)?;
+                peer_tls.save(data_dir)?;
+                peer_tls
+            }
+        };
+        let (_, pin) = peer_tls.me();
+        self.node.pins.set(BTreeMap::from([(FIRST_NODE_ID, pin)]));
+        self.node.set_tls(peer_tls)?;
+        write_node_id(data_dir, FIRST_NODE_ID)?;
         let cluster = self.node.start_raft(FIRST_NODE_ID).await?;
-        let members = std::collections::BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.node.peer_address))]);
-        cluster.raft.initialize(members).await?;
+        if !cluster.raft.is_initialized().await? {
+            let members = BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.node.peer_address))]);
+            cluster.raft.initialize(members).await?;
+        }
+        cluster
+            .propose(Command::SetClusterCa(ClusterCaRecord {
+                certificate_pem: ca.certificate_pem(),
+                key_pem: ca.key_pem(),
+            }))
+            .await?;
         cluster
             .propose(Command::RegisterNode {
                 id: Some(FIRST_NODE_ID),
                 address: self.node.peer_address.clone(),
                 public_address: self.node.address.clone(),
                 region: self.node.config.region.clone(),
+                key_pin: tls::pin_hex(&pin),
+                token: None,
             })
             .await?;
+        self.write_first_token(&ca).await?;
+        tls::forget_ca_key(data_dir)?;
         Ok(())
     }
 
-    /// On a waiting node: asks the members in `join` to add it, until one does.
-    pub async fn join(&self, join: &[String], shutdown: &tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    /// The first join token, in `join-token` next to `credentials`: chosen
+    /// in advance (`FLOE_BOOTSTRAP_JOIN_TOKEN`) or made here.
+    async fn write_first_token(&self, ca: &ClusterCa) -> anyhow::Result<()> {
+        let path = self.node.config.data_dir.join(JOIN_TOKEN_FILE);
+        if path.exists() {
+            return Ok(());
+        }
+        let token = match &self.node.config.cluster.bootstrap_join_token {
+            Some(text) => JoinToken::parse(text)
+                .map_err(|e| anyhow::anyhow!("cluster.bootstrap_join_token: {e}"))?
+                .with_ca(&ca.fingerprint()),
+            None => JoinToken::generate(&ca.fingerprint()),
+        };
+        let now = now_ms();
+        let record = JoinTokenRecord {
+            id: token.id.clone(),
+            secret_digest: token.digest(),
+            created_ms: now,
+            expires_ms: now + FIRST_TOKEN_TTL.as_millis() as i64,
+            uses_left: None,
+        };
+        match self.node.cluster()?.propose(Command::CreateJoinToken(record)).await {
+            Ok(_) => {}
+            // Made by an earlier run that stopped before writing the file.
+            Err(NodeError::FailedPrecondition(message)) if message.contains("already exists") => {}
+            Err(e) => return Err(e.into()),
+        }
+        crate::secrets::write_private(&path, format!("{token}\n").as_bytes())?;
+        tracing::info!(path = %path.display(), "wrote the first join token (valid 24 hours, any number of joins)");
+        Ok(())
+    }
+
+    /// On a new node: joins through the members' public addresses in
+    /// `through` with `token`, until one admits it or one refuses it for
+    /// good (a bad token: that is an error). Then it is a member with a
+    /// certificate, runs Raft, and has asked to become a voter.
+    pub async fn join(
+        &self,
+        through: &[String],
+        token: &JoinToken,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<NodeId> {
+        let data_dir = &self.node.config.data_dir;
+        let key = tls::node_key(data_dir)?;
+        let certificate_request = key.request(0).map_err(anyhow::Error::msg)?;
+        let ask = JoinRequest {
+            token_id: token.id.clone(),
+            proof: token.proof(&certificate_request),
+            certificate_request: certificate_request.clone(),
+            peer_address: self.node.peer_address.clone(),
+            public_address: self.node.address.clone(),
+            region: self.node.config.region.clone(),
+        };
         let mut attempt = 0u32;
-        loop {
-            for address in join {
-                match self.node.peers.add_node(address, &self.node.peer_address).await {
-                    Ok(node_id) => {
-                        tracing::info!(node_id, via = %address, "joined the cluster");
-                        return Ok(());
+        let answer = 'joined: loop {
+            for address in through {
+                match peers::join_through(address, ask.clone()).await {
+                    Ok(answer) => break 'joined answer,
+                    Err(status) if joining_refused(&status) => {
+                        anyhow::bail!("{address} refused to admit this node: {}", status.message())
                     }
                     Err(status) => {
                         tracing::warn!(via = %address, error = %status.message(), "join attempt failed; retrying")
@@ -196,13 +294,267 @@ impl Membership {
                 _ = shutdown.cancelled() => anyhow::bail!("shut down before joining"),
                 _ = tokio::time::sleep(backoff) => {}
             }
+        };
+        let ca = CertificateDer::from(answer.ca_certificate);
+        let fingerprint = hex::encode(Sha256::digest(&ca));
+        match &token.ca_fingerprint {
+            Some(expected) if *expected != fingerprint => anyhow::bail!(
+                "the cluster showed a CA whose SHA-256 is {fingerprint}, not the {expected} that the join token \
+                 names: not joining it"
+            ),
+            Some(_) => {}
+            None => tracing::warn!(
+                ca_sha256 = %fingerprint,
+                "the join token names no CA: trusting the CA the cluster showed"
+            ),
+        }
+        let certificate = CertificateDer::from(answer.certificate);
+        let (id, pin) = tls::identify(&certificate).map_err(anyhow::Error::msg)?;
+        let requested = tls::check_request(&certificate_request).map_err(anyhow::Error::msg)?;
+        if id != answer.node_id || pin != requested {
+            anyhow::bail!("the cluster answered with a certificate that is not for this node's key and id");
+        }
+        let mut pins = BTreeMap::new();
+        for member in &answer.members {
+            let mut pin = [0u8; 32];
+            if hex::decode_to_slice(&member.key_pin, &mut pin).is_ok() {
+                pins.insert(member.id, pin);
+            }
+        }
+        self.node.pins.set(pins);
+        let peer_tls = PeerTls::new(ca, certificate, key, self.node.pins.clone()).map_err(anyhow::Error::msg)?;
+        peer_tls.save(data_dir)?;
+        write_node_id(data_dir, id)?;
+        self.node.set_tls(peer_tls)?;
+        self.node.start_raft(id).await?;
+        tracing::info!(node_id = id, "admitted to the cluster; asking to become a voter");
+        let members: Vec<String> = answer
+            .members
+            .iter()
+            .filter(|member| member.id != id)
+            .map(|member| member.peer_address.clone())
+            .collect();
+        self.become_voter(&members, shutdown).await?;
+        Ok(id)
+    }
+
+    /// Asks the members (any of them forwards to the leader) to make this
+    /// admitted node a voter, until one has.
+    pub async fn become_voter(
+        &self,
+        members: &[String],
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut attempt = 0u32;
+        loop {
+            for member in members {
+                match self.node.peers.add_node(member, &self.node.peer_address).await {
+                    Ok(node_id) => {
+                        tracing::info!(node_id, via = %member, "joined the cluster as a voter");
+                        return Ok(());
+                    }
+                    Err(status) => {
+                        tracing::warn!(via = %member, error = %status.message(), "could not become a voter yet; retrying")
+                    }
+                }
+            }
+            attempt += 1;
+            let backoff = Duration::from_millis(200 * u64::from(attempt.min(10)));
+            tokio::select! {
+                _ = shutdown.cancelled() => anyhow::bail!("shut down before becoming a voter"),
+                _ = tokio::time::sleep(backoff) => {}
+            }
         }
     }
 
-    /// Adds the waiting node at `address`: registers it (allocating its id),
-    /// tells it its id, then makes it a learner and a voter. Runs on the
-    /// leader; other nodes forward it there.
+    /// Admits a new node (`Cluster/Join`, or `Peer/Join` forwarded): checks
+    /// its token and proof, registers it with its key pinned (using the
+    /// token up in the same entry), and signs its certificate. Runs on the
+    /// leader; other members forward it there.
+    pub async fn admit(&self, ask: JoinRequest) -> Result<JoinResponse, NodeError> {
+        validate::join_token_id(&ask.token_id)?;
+        validate::region(&ask.region)?;
+        for (what, address) in [
+            ("peer_address", &ask.peer_address),
+            ("public_address", &ask.public_address),
+        ] {
+            if address.is_empty() || address.len() > 256 {
+                return Err(NodeError::InvalidArgument(format!(
+                    "{what} must be 1 to 256 characters"
+                )));
+            }
+        }
+        if ask.certificate_request.len() > MAX_CERTIFICATE_REQUEST {
+            return Err(NodeError::InvalidArgument(
+                "the certificate request is too large".into(),
+            ));
+        }
+        let cluster = self.node.cluster()?;
+        if !cluster.is_leader() {
+            let (_, leader) = cluster
+                .leader()
+                .ok_or_else(|| NodeError::Unavailable("no leader to admit the node".into()))?;
+            return Ok(self.node.peers.join(&leader, ask).await?);
+        }
+        let _one_at_a_time = self.lock.lock().await;
+        let now = now_ms();
+        let refused = |message: String| NodeError::Unauthenticated {
+            code: JOIN_REFUSED.to_string(),
+            message,
+        };
+        let token = state_machine::get_join_token(&self.node.reader, &ask.token_id)?;
+        if let Some(refusal) = state_machine::token_refusal(token.as_ref(), now) {
+            return Err(refused(refusal));
+        }
+        let token = token.expect("checked above");
+        if !token::verify_proof(&token.secret_digest, &ask.certificate_request, &ask.proof) {
+            return Err(refused(format!(
+                "wrong secret for join token {}: use the whole token as `floe cluster token create` printed it",
+                token.id
+            )));
+        }
+        let pin = tls::check_request(&ask.certificate_request).map_err(NodeError::InvalidArgument)?;
+        let ca = self.ca()?;
+        let registered = state_machine::list_nodes(&self.node.reader)?;
+        let id = match registered.iter().find(|node| node.address == ask.peer_address) {
+            // A join whose answer was lost, retried with the same key.
+            Some(node) if node.key_pin == tls::pin_hex(&pin) => node.id,
+            Some(node) => {
+                return Err(NodeError::AlreadyExists(format!(
+                    "peer address {} belongs to node {}: remove it first, or give the new node another address",
+                    ask.peer_address, node.id
+                )))
+            }
+            None => match cluster
+                .propose(Command::RegisterNode {
+                    id: None,
+                    address: ask.peer_address.clone(),
+                    public_address: ask.public_address.clone(),
+                    region: ask.region.clone(),
+                    key_pin: tls::pin_hex(&pin),
+                    token: Some(TokenUse {
+                        id: token.id.clone(),
+                        now_ms: now,
+                    }),
+                })
+                .await?
+            {
+                Response::Node(node) => node.id,
+                other => return Err(NodeError::Internal(format!("unexpected response {other:?}"))),
+            },
+        };
+        let certificate = ca
+            .issue(id, &ask.certificate_request, CERTIFICATE_VALIDITY)
+            .map_err(NodeError::InvalidArgument)?;
+        let members = state_machine::list_nodes(&self.node.reader)?
+            .into_iter()
+            .map(|node| JoinMember {
+                id: node.id,
+                peer_address: node.address,
+                key_pin: node.key_pin,
+            })
+            .collect();
+        tracing::info!(node_id = id, peer_address = %ask.peer_address, token = %token.id, "admitted a node");
+        Ok(JoinResponse {
+            node_id: id,
+            certificate: certificate.to_vec(),
+            ca_certificate: ca.certificate().to_vec(),
+            members,
+        })
+    }
+
+    /// The cluster CA, as the cluster holds it.
+    fn ca(&self) -> Result<ClusterCa, NodeError> {
+        let record = state_machine::cluster_ca(&self.node.reader)?.ok_or_else(|| {
+            NodeError::FailedPrecondition(
+                "this cluster has no CA: it was created by a floe without TLS between nodes; create it anew".into(),
+            )
+        })?;
+        ClusterCa::from_pem(&record.certificate_pem, &record.key_pem).map_err(NodeError::Internal)
+    }
+
+    /// A new join token (`floe cluster token create`): admits `uses` nodes
+    /// (`None`: any number) for `ttl`.
+    pub async fn create_join_token(&self, ttl: Duration, uses: Option<u32>) -> Result<(JoinToken, i64), NodeError> {
+        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+            return Err(NodeError::InvalidArgument(format!(
+                "a join token lives from 1 second to {} days",
+                MAX_TOKEN_TTL.as_secs() / 86_400
+            )));
+        }
+        if uses == Some(0) {
+            return Err(NodeError::InvalidArgument(
+                "a join token admits at least one node".into(),
+            ));
+        }
+        let cluster = self.node.cluster()?;
+        let ca = self.ca()?;
+        let token = JoinToken::generate(&ca.fingerprint());
+        let now = now_ms();
+        let expires_ms = now + ttl.as_millis() as i64;
+        cluster
+            .propose(Command::CreateJoinToken(JoinTokenRecord {
+                id: token.id.clone(),
+                secret_digest: token.digest(),
+                created_ms: now,
+                expires_ms,
+                uses_left: uses,
+            }))
+            .await?;
+        Ok((token, expires_ms))
+    }
+
+    /// `floe cluster add ADDRESS`: invites the waiting node at public
+    /// address `address` with a one-use token; it joins through this node.
     pub async fn add_node(&self, address: &str) -> Result<NodeId, NodeError> {
+        let (token, _) = self.create_join_token(INVITE_TOKEN_TTL, Some(1)).await?;
+        peers::invite(address, token.to_string(), vec![self.node.address.clone()])
+            .await
+            .map_err(|status| match NodeError::from(status) {
+                NodeError::Unavailable(message) => {
+                    NodeError::Unavailable(format!("cannot reach the new node at {address}: {message}"))
+                }
+                other => other,
+            })
+    }
+
+    /// On a waiting node (`--no-bootstrap`): the invitation `floe cluster
+    /// add` sent. Joins with its token; refused if this node has an id.
+    pub async fn accept_invitation(&self, token: &str, through: &[String]) -> Result<NodeId, NodeError> {
+        let token = JoinToken::parse(token).map_err(NodeError::InvalidArgument)?;
+        if through.is_empty() {
+            return Err(NodeError::InvalidArgument("an invitation names where to join".into()));
+        }
+        let _one_at_a_time = self.lock.lock().await;
+        if let Some(cluster) = self.node.started_cluster() {
+            // Invited again by its own cluster (the token names its CA): already done.
+            let own_ca = self.node.peer_tls().map(|tls| hex::encode(Sha256::digest(&tls.ca)));
+            if own_ca.is_some() && own_ca == token.ca_fingerprint {
+                return Ok(cluster.id);
+            }
+            return Err(NodeError::FailedPrecondition(format!(
+                "this node already is node {} of another cluster",
+                cluster.id
+            )));
+        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        let joining = self.join(through, &token, &stop);
+        match tokio::time::timeout(INVITATION_TIMEOUT, joining).await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(e)) => Err(NodeError::FailedPrecondition(format!("{e:#}"))),
+            Err(_) => {
+                stop.cancel();
+                Err(NodeError::Unavailable(format!(
+                    "could not join through {} within {INVITATION_TIMEOUT:?}",
+                    through.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// Makes the admitted node at peer address `address` a voter (the
+    /// internal `AddNode`). Runs on the leader; other nodes forward it there.
+    pub async fn promote(&self, address: &str) -> Result<NodeId, NodeError> {
         let cluster = self.node.cluster()?;
         if !cluster.is_leader() {
             let (_, leader) = cluster
@@ -211,48 +563,115 @@ impl Membership {
             return Ok(self.node.peers.add_node(&leader, address).await?);
         }
         let _one_at_a_time = self.lock.lock().await;
+        let registered = state_machine::list_nodes(&self.node.reader)?;
+        let Some(node) = registered.iter().find(|node| node.address == address) else {
+            return Err(NodeError::NotFound(format!(
+                "no node is registered at peer address {address}: a node joins with a token first"
+            )));
+        };
         let hello = self.node.peers.hello(address).await.map_err(|status| {
             NodeError::Unavailable(format!("cannot reach the new node at {address}: {}", status.message()))
         })?;
-        let registered = state_machine::list_nodes(&self.node.reader)?;
-        let id = match registered.iter().find(|node| node.address == address) {
-            // Registered by an earlier attempt that did not finish: go on with that id.
-            Some(node) if hello.node_id == 0 || hello.node_id == node.id => node.id,
-            Some(node) => {
-                return Err(NodeError::AlreadyExists(format!(
-                    "address {address} belongs to node {}, but the node there says it is node {}",
-                    node.id, hello.node_id
-                )))
-            }
-            None if hello.node_id != 0 => {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "the node at {address} already belongs to a cluster (as node {}): start it with an empty data dir",
-                    hello.node_id
-                )))
-            }
-            None => match cluster
-                .propose(Command::RegisterNode {
-                    id: None,
-                    address: address.to_string(),
-                    public_address: hello.public_address.clone(),
-                    region: hello.region.clone(),
-                })
-                .await?
-            {
-                Response::Node(node) => node.id,
-                other => return Err(NodeError::Internal(format!("unexpected response {other:?}"))),
-            },
-        };
-        if hello.node_id == 0 {
-            self.node
-                .peers
-                .assign_id(address, id)
-                .await
-                .map_err(|status| NodeError::Unavailable(format!("assign id to {address}: {}", status.message())))?;
+        if hello.node_id != node.id {
+            return Err(NodeError::AlreadyExists(format!(
+                "address {address} belongs to node {}, but the node there says it is node {}",
+                node.id, hello.node_id
+            )));
         }
-        cluster.add_voter(id, address).await?;
-        tracing::info!(node_id = id, %address, "node added");
-        Ok(id)
+        cluster.add_voter(node.id, address).await?;
+        tracing::info!(node_id = node.id, %address, "node added");
+        Ok(node.id)
+    }
+
+    /// A new certificate for a member's key (`Peer/RenewCertificate`), on
+    /// the leader: the request must be for the key the caller's connection
+    /// proved, pinned for its id.
+    pub async fn renew_certificate(
+        &self,
+        caller: crate::shared::PeerIdentity,
+        certificate_request: &[u8],
+    ) -> Result<Vec<u8>, NodeError> {
+        let cluster = self.node.cluster()?;
+        if !cluster.is_leader() {
+            return Err(NodeError::FailedPrecondition("not the leader".into()));
+        }
+        if certificate_request.len() > MAX_CERTIFICATE_REQUEST {
+            return Err(NodeError::InvalidArgument(
+                "the certificate request is too large".into(),
+            ));
+        }
+        let pin = tls::check_request(certificate_request).map_err(NodeError::InvalidArgument)?;
+        if pin != caller.pin {
+            return Err(NodeError::InvalidArgument(
+                "a renewal keeps the key: the request is for another key than the caller's".into(),
+            ));
+        }
+        self.node
+            .pins
+            .check_pin(caller.node, &pin)
+            .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
+        let certificate = self
+            .ca()?
+            .issue(caller.node, certificate_request, CERTIFICATE_VALIDITY)
+            .map_err(NodeError::InvalidArgument)?;
+        Ok(certificate.to_vec())
+    }
+
+    /// Renews this node's certificate when a third of its life is left
+    /// (checked every `interval`), without a restart: connections from then
+    /// on present the new one.
+    pub async fn run_certificate_renewal(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let peer_tls = tokio::select! {
+            peer_tls = self.node.tls_ready() => peer_tls,
+            _ = shutdown.cancelled() => return,
+        };
+        loop {
+            let left = peer_tls.expires_ms() - now_ms();
+            if left < (CERTIFICATE_VALIDITY.as_millis() / 3) as i64 {
+                match self.renew_once(&peer_tls).await {
+                    Ok(expires_ms) => tracing::info!(expires_ms, "renewed this node's peer certificate"),
+                    Err(error) => tracing::warn!(%error, "could not renew this node's peer certificate yet"),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    async fn renew_once(&self, peer_tls: &PeerTls) -> Result<i64, NodeError> {
+        let cluster = self.node.cluster()?;
+        let (me, _) = peer_tls.me();
+        let request = peer_tls.key.request(me).map_err(NodeError::Internal)?;
+        let certificate = if cluster.is_leader() {
+            let (_, pin) = peer_tls.me();
+            let caller = crate::shared::PeerIdentity { node: me, pin };
+            self.renew_certificate(caller, &request).await?
+        } else {
+            let (_, leader) = cluster
+                .leader()
+                .ok_or_else(|| NodeError::Unavailable("no leader".into()))?;
+            self.node.peers.renew_certificate(&leader, request).await?
+        };
+        let certificate = CertificateDer::from(certificate);
+        if tls::identify(&certificate).map_err(NodeError::Internal)? != peer_tls.me() {
+            return Err(NodeError::Internal(
+                "the renewed certificate is not for this node's key".into(),
+            ));
+        }
+        peer_tls
+            .identity
+            .replace(certificate, &peer_tls.key)
+            .map_err(NodeError::Internal)?;
+        peer_tls
+            .save_certificate(&self.node.config.data_dir)
+            .map_err(|e| NodeError::Internal(format!("{e:#}")))?;
+        Ok(peer_tls.expires_ms())
     }
 
     /// Applies a command another node forwarded, if this node leads
@@ -361,35 +780,38 @@ impl Membership {
                     voter,
                     matched_index,
                     sandbox_mode: String::new(),
+                    certificate_expires_ms: 0,
                 }
             })
             .collect();
-        // Each node's sandbox mode: its own, from the leader's view (heartbeats carry it), or asked.
+        // Each node's sandbox mode and certificate expiry: its own, or asked
+        // (the sandbox mode from the leader's view if it does not answer).
         let load = self.scheduling.load_view().await;
         let reported = |id: NodeId| {
             let view = load.as_ref()?.nodes.iter().find(|n| n.node == id && n.live)?;
             Some(view.sandbox_mode.clone())
         };
         let targets: Vec<(NodeId, String)> = members.iter().map(|m| (m.id, m.peer_address.clone())).collect();
-        let modes = targets.into_iter().map(|(id, address)| {
+        let answers = targets.into_iter().map(|(id, address)| {
             let peers = self.node.peers.clone();
-            let known = if id == cluster.id {
-                Some(self.executor.isolation.describe())
-            } else {
-                reported(id)
-            };
+            let own = (id == cluster.id).then(|| {
+                let expires = self.node.peer_tls().map(|tls| tls.expires_ms()).unwrap_or(0);
+                (self.executor.isolation.describe(), expires)
+            });
+            let reported = reported(id);
             async move {
-                if let Some(known) = known {
-                    return known;
+                if let Some(own) = own {
+                    return own;
                 }
                 match peers.hello(&address).await {
-                    Ok(hello) => hello.sandbox_mode,
-                    Err(_) => "unreachable".to_string(),
+                    Ok(hello) => (hello.sandbox_mode, hello.certificate_expires_ms),
+                    Err(_) => (reported.unwrap_or_else(|| "unreachable".to_string()), 0),
                 }
             }
         });
-        for (member, mode) in members.iter_mut().zip(futures::future::join_all(modes).await) {
+        for (member, (mode, expires)) in members.iter_mut().zip(futures::future::join_all(answers).await) {
             member.sandbox_mode = mode;
+            member.certificate_expires_ms = expires;
         }
         let quotas = state_machine::list_region_quotas(&self.node.reader)?;
         let mut regions: std::collections::BTreeSet<String> = members.iter().map(|m| m.region.clone()).collect();

@@ -1,6 +1,6 @@
 //! This node as every use case sees it: its configuration and address, the
-//! replicated state, Raft once started, the node-to-node client and the
-//! tracker of background work. Each use case holds it and nothing wider.
+//! replicated state, its peer certificate and Raft once it has them, the
+//! node-to-node client and the tracker of background work. Each use case holds it and nothing wider.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -9,6 +9,7 @@ use floe_raft_store::StateReader;
 
 use super::{Consistency, PendingStore};
 use crate::cluster::peers::Peers;
+use crate::cluster::tls::{PeerTls, Pins};
 use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
@@ -23,8 +24,11 @@ pub struct Node {
     pub peer_address: String,
     pub reader: StateReader,
     pub peers: Arc<Peers>,
+    /// The members' pinned keys (from the registry), which the peer plane checks.
+    pub pins: Pins,
     /// Every background loop and off-path task of this node.
     pub workers: Workers,
+    tls: OnceLock<Arc<PeerTls>>,
     cluster: OnceLock<Arc<Cluster>>,
     pending_store: Mutex<Option<PendingStore>>,
 }
@@ -41,11 +45,40 @@ impl Node {
             config,
             address,
             peer_address,
+            pins: Pins::from_registry(reader.clone()),
             reader,
             peers: Arc::new(Peers::default()),
             workers: Workers::default(),
+            tls: OnceLock::new(),
             cluster: OnceLock::new(),
             pending_store: Mutex::new(Some(pending_store)),
+        }
+    }
+
+    /// Takes this node's certificate: the peer client uses it from now on,
+    /// and the peer listener starts serving (see `lib.rs`).
+    pub fn set_tls(&self, tls: PeerTls) -> anyhow::Result<()> {
+        let client = tls.client_config().map_err(anyhow::Error::msg)?;
+        if self.tls.set(Arc::new(tls)).is_err() {
+            anyhow::bail!("this node already has its certificate");
+        }
+        self.peers.set_tls(client);
+        Ok(())
+    }
+
+    /// This node's certificate and keys, once it has them.
+    pub fn peer_tls(&self) -> Option<&Arc<PeerTls>> {
+        self.tls.get()
+    }
+
+    /// Waits until this node has its certificate (at once, unless it is
+    /// still waiting to join).
+    pub async fn tls_ready(&self) -> Arc<PeerTls> {
+        loop {
+            if let Some(tls) = self.tls.get() {
+                return tls.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

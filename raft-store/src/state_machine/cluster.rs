@@ -1,15 +1,74 @@
-//! The node registry and region quotas.
+//! The node registry, who may join it (the cluster CA, join tokens), and
+//! region quotas.
 
 use super::kv::{get_json, scan_json, KvRead, Overlay};
 use crate::command::{ApplyError, CommandResult, Response};
 use crate::error::StoreError;
 use crate::keys;
-use crate::model::{min_unreserved, NodeRecord, DEFAULT_REGION_QUOTA};
+use crate::model::{min_unreserved, ClusterCaRecord, JoinTokenRecord, NodeRecord, TokenUse, DEFAULT_REGION_QUOTA};
 
 type Staged<'a, 'b> = Overlay<'a, dyn KvRead + 'b>;
 
 pub fn list_nodes(kv: &(impl KvRead + ?Sized)) -> Result<Vec<NodeRecord>, StoreError> {
     scan_json(kv, keys::NODES)
+}
+
+pub fn get_node(kv: &(impl KvRead + ?Sized), id: u64) -> Result<Option<NodeRecord>, StoreError> {
+    get_json(kv, &keys::node(id))
+}
+
+pub fn cluster_ca(kv: &(impl KvRead + ?Sized)) -> Result<Option<ClusterCaRecord>, StoreError> {
+    get_json(kv, keys::CLUSTER_CA)
+}
+
+pub fn get_join_token(kv: &(impl KvRead + ?Sized), id: &str) -> Result<Option<JoinTokenRecord>, StoreError> {
+    get_json(kv, &keys::join_token(id))
+}
+
+pub fn list_join_tokens(kv: &(impl KvRead + ?Sized)) -> Result<Vec<JoinTokenRecord>, StoreError> {
+    scan_json(kv, keys::JOIN_TOKENS)
+}
+
+/// Why `token` does not admit a node at `now_ms`, if it does not.
+pub fn token_refusal(token: Option<&JoinTokenRecord>, now_ms: i64) -> Option<String> {
+    match token {
+        None => Some("unknown join token (create one with `floe cluster token create`)".into()),
+        Some(token) if now_ms >= token.expires_ms => Some(format!("join token {} has expired", token.id)),
+        Some(token) if token.uses_left == Some(0) => Some(format!("join token {} is used up", token.id)),
+        Some(_) => None,
+    }
+}
+
+pub(super) fn set_ca(kv: &mut Staged, ca: &ClusterCaRecord) -> Result<CommandResult, StoreError> {
+    match cluster_ca(kv)? {
+        Some(existing) if existing != *ca => Ok(Err(ApplyError::FailedPrecondition {
+            message: "the cluster already has a CA".into(),
+        })),
+        _ => {
+            kv.put_json(keys::CLUSTER_CA.to_vec(), ca)?;
+            Ok(Ok(Response::None))
+        }
+    }
+}
+
+pub(super) fn create_token(kv: &mut Staged, token: &JoinTokenRecord) -> Result<CommandResult, StoreError> {
+    if get_join_token(kv, &token.id)?.is_some() {
+        return Ok(Err(ApplyError::FailedPrecondition {
+            message: format!("join token {} already exists", token.id),
+        }));
+    }
+    kv.put_json(keys::join_token(&token.id), token)?;
+    Ok(Ok(Response::None))
+}
+
+pub(super) fn delete_token(kv: &mut Staged, id: &str) -> Result<CommandResult, StoreError> {
+    if get_join_token(kv, id)?.is_none() {
+        return Ok(Err(ApplyError::JoinRefused {
+            message: format!("join token {id} not found"),
+        }));
+    }
+    kv.delete(keys::join_token(id));
+    Ok(Ok(Response::None))
 }
 
 /// `(region, concurrency)` for every region with a quota set.
@@ -81,13 +140,35 @@ pub(super) fn set_quota(kv: &mut Staged, region: &str, concurrency: u32) -> Resu
     Ok(Ok(Response::None))
 }
 
-pub(super) fn register(
-    kv: &mut Staged,
-    id: Option<u64>,
-    address: &str,
-    public_address: &str,
-    region: &str,
-) -> Result<CommandResult, StoreError> {
+pub(super) struct Registration<'c> {
+    pub id: Option<u64>,
+    pub address: &'c str,
+    pub public_address: &'c str,
+    pub region: &'c str,
+    pub key_pin: &'c str,
+    pub token: Option<&'c TokenUse>,
+}
+
+pub(super) fn register(kv: &mut Staged, registration: Registration) -> Result<CommandResult, StoreError> {
+    let Registration {
+        id,
+        address,
+        public_address,
+        region,
+        key_pin,
+        token,
+    } = registration;
+    if let Some(used) = token {
+        let mut record = get_join_token(kv, &used.id)?;
+        if let Some(message) = token_refusal(record.as_ref(), used.now_ms) {
+            return Ok(Err(ApplyError::JoinRefused { message }));
+        }
+        let record = record.as_mut().expect("checked above");
+        if let Some(uses) = record.uses_left.as_mut() {
+            *uses -= 1;
+        }
+        kv.put_json(keys::join_token(&record.id), &*record)?;
+    }
     let next: u64 = get_json(kv, keys::NEXT_NODE_ID)?.unwrap_or(1);
     let id = id.unwrap_or(next);
     if id == 0 {
@@ -101,6 +182,7 @@ pub(super) fn register(
         address: address.to_string(),
         public_address: public_address.to_string(),
         region: region.to_string(),
+        key_pin: key_pin.to_string(),
     };
     kv.put_json(keys::node(id), &record)?;
     Ok(Ok(Response::Node(record)))

@@ -13,7 +13,10 @@ pub mod kv;
 
 pub use aliases::{get_alias, list_aliases};
 pub use auth::{get_access_key, list_access_keys};
-pub use cluster::{list_nodes, list_region_quotas, region_quota, reserved_total};
+pub use cluster::{
+    cluster_ca, get_join_token, get_node, list_join_tokens, list_nodes, list_region_quotas, region_quota,
+    reserved_total, token_refusal,
+};
 pub use events::{
     effective_event_invoke_config, get_event, get_event_invoke_config, list_failed_events, list_queued_events,
 };
@@ -139,7 +142,19 @@ pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Wri
             address,
             public_address,
             region,
-        } => cluster::register(&mut overlay, *id, address, public_address, region)?,
+            key_pin,
+            token,
+        } => cluster::register(
+            &mut overlay,
+            cluster::Registration {
+                id: *id,
+                address,
+                public_address,
+                region,
+                key_pin,
+                token: token.as_ref(),
+            },
+        )?,
         Command::RemoveNode { id } => cluster::remove(&mut overlay, *id)?,
         Command::PutEventInvokeConfig {
             function,
@@ -173,6 +188,9 @@ pub fn apply(base: &dyn KvRead, command: &Command) -> Result<(CommandResult, Wri
         Command::DeleteFailedEvents { function, ids } => events::delete_failed(&mut overlay, function, ids)?,
         Command::CreateAccessKey(key) => auth::create(&mut overlay, key)?,
         Command::DeleteAccessKey { id } => auth::delete(&mut overlay, id)?,
+        Command::SetClusterCa(ca) => cluster::set_ca(&mut overlay, ca)?,
+        Command::CreateJoinToken(token) => cluster::create_token(&mut overlay, token)?,
+        Command::DeleteJoinToken { id } => cluster::delete_token(&mut overlay, id)?,
         Command::Batch(commands) => {
             let mut results = Vec::with_capacity(commands.len());
             for command in commands {

@@ -607,6 +607,8 @@ fn node_registry() {
         address: address.into(),
         public_address: format!("public-{address}"),
         region: "local".into(),
+        key_pin: String::new(),
+        token: None,
     };
     check(
         &[],
@@ -631,6 +633,100 @@ fn node_registry() {
     check(&[], register(Some(0), "a:1"), Expect::Refused("reserved"));
     check(&[], register(None, ""), Expect::Refused("needs an address"));
     check(&[], Command::RemoveNode { id: 4 }, Expect::Refused("NodeNotFound"));
+}
+
+#[test]
+fn a_join_token_admits_until_it_expires_or_is_used_up() {
+    use crate::model::{JoinTokenRecord, TokenUse};
+    let token = |uses_left| {
+        Command::CreateJoinToken(JoinTokenRecord {
+            id: "0123abcd".into(),
+            secret_digest: "ab".repeat(32),
+            created_ms: 1_000,
+            expires_ms: 10_000,
+            uses_left,
+        })
+    };
+    let join = |address: &str, id: &str, now_ms| Command::RegisterNode {
+        id: None,
+        address: address.into(),
+        public_address: String::new(),
+        region: "local".into(),
+        key_pin: "cd".repeat(32),
+        token: Some(TokenUse { id: id.into(), now_ms }),
+    };
+    check(
+        &[token(Some(1))],
+        join("a:1", "0123abcd", 5_000),
+        Expect::Ok(|r| matches!(r, Response::Node(n) if n.key_pin == "cd".repeat(32))),
+    );
+    check(
+        &[token(Some(1)), join("a:1", "0123abcd", 5_000)],
+        join("b:1", "0123abcd", 5_000),
+        Expect::Refused("used up"),
+    );
+    check(
+        &[token(None), join("a:1", "0123abcd", 5_000)],
+        join("b:1", "0123abcd", 6_000),
+        Expect::Ok(|_| true),
+    );
+    check(
+        &[token(None)],
+        join("a:1", "0123abcd", 10_000),
+        Expect::Refused("expired"),
+    );
+    check(
+        &[token(None)],
+        join("a:1", "ffffffff", 5_000),
+        Expect::Refused("unknown join token"),
+    );
+    check(&[], token(None), Expect::Ok(|_| true));
+    check(&[token(None)], token(None), Expect::Refused("already exists"));
+    check(
+        &[],
+        Command::DeleteJoinToken { id: "0123abcd".into() },
+        Expect::Refused("not found"),
+    );
+    // A token refused by apply consumed nothing: the registry did not grow.
+    let mut table = Table::new();
+    for command in [
+        token(Some(1)),
+        join("a:1", "0123abcd", 5_000),
+        join("b:1", "0123abcd", 5_000),
+    ] {
+        let (_, writes) = apply(&table, &command).unwrap();
+        commit(&mut table, writes);
+    }
+    assert_eq!(list_nodes(&table).unwrap().len(), 1);
+    assert_eq!(
+        crate::state_machine::get_join_token(&table, "0123abcd")
+            .unwrap()
+            .unwrap()
+            .uses_left,
+        Some(0)
+    );
+}
+
+#[test]
+fn the_cluster_ca_is_set_once() {
+    use crate::model::ClusterCaRecord;
+    let ca = |key: &str| {
+        Command::SetClusterCa(ClusterCaRecord {
+            certificate_pem: "-----BEGIN CERTIFICATE-----\n".into(),
+            key_pem: format!("-----BEGIN PRIVATE KEY-----\n{key}"),
+        })
+    };
+    check(&[], ca("a"), Expect::Ok(|_| true));
+    check(&[ca("a")], ca("a"), Expect::Ok(|_| true));
+    check(&[ca("a")], ca("b"), Expect::Refused("already has a CA"));
+    check(
+        &[],
+        Command::SetClusterCa(ClusterCaRecord {
+            certificate_pem: "x".into(),
+            key_pem: "y".into(),
+        }),
+        Expect::Refused("PEM"),
+    );
 }
 
 #[test]

@@ -50,7 +50,7 @@ pub async fn schedule(
         timeout_s: 3,
     };
     // The node-to-node client the nodes use, one channel to the leader.
-    let peers = std::sync::Arc::new(Peers::default());
+    let peers = std::sync::Arc::new(chaos_tests::member_peers(&cluster)?);
     let leader_address = cluster.peer_address(leader);
 
     // Grants: sequential round trips, then concurrent callers.

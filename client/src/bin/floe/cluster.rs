@@ -12,13 +12,30 @@ use crate::print::table;
 pub enum ClusterCommand {
     /// Nodes, roles, regions, leader, Raft term and index.
     Status,
-    /// Add the node started with --no-bootstrap whose peer address (its --peer-listen) is PEER_ADDRESS.
+    /// Add the node started with --no-bootstrap whose gRPC address (its --listen) is ADDRESS:
+    /// it is sent a one-use join token and joins with it.
     Add {
-        #[arg(value_name = "PEER_ADDRESS")]
+        #[arg(value_name = "ADDRESS")]
         address: String,
     },
-    /// Remove node ID from the cluster.
+    /// Remove node ID from the cluster (its certificate is refused at once).
     Remove { id: u64 },
+    /// Join tokens, which admit new nodes (`floed --join ADDRESS --join-token TOKEN`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token and print it (the cluster keeps only its digest).
+    Create {
+        /// How long it admits nodes, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// How many nodes it admits [default: any number until it expires].
+        #[arg(long)]
+        uses: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -67,6 +84,23 @@ fn write_credentials(path: &std::path::Path, id: &str, secret: &str) -> Result<(
     Ok(())
 }
 
+/// When a certificate expires, from now ("in 29d 23h"), or "-" when unknown.
+fn expiry(expires_ms: i64) -> String {
+    if expires_ms <= 0 {
+        return "-".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let left = std::time::Duration::from_secs(((expires_ms - now).max(0) / 1000) as u64 / 3600 * 3600);
+    if left.is_zero() {
+        "expired".into()
+    } else {
+        format!("in {}", humantime::format_duration(left))
+    }
+}
+
 pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Result<(), Failure> {
     match command {
         ClusterCommand::Status => {
@@ -75,7 +109,7 @@ pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Re
                 let nodes: Vec<_> = status
                         .nodes
                         .iter()
-                        .map(|n| serde_json::json!({"id": n.id, "address": n.address, "peer_address": n.peer_address, "region": n.region, "role": n.role, "voter": n.voter, "sandbox_mode": n.sandbox_mode,
+                        .map(|n| serde_json::json!({"id": n.id, "address": n.address, "peer_address": n.peer_address, "region": n.region, "role": n.role, "voter": n.voter, "sandbox_mode": n.sandbox_mode, "certificate_expires_ms": n.certificate_expires_ms,
                             "running": n.load.as_ref().map(|l| l.running), "idle_sandboxes": n.load.as_ref().map(|l| l.idle_sandboxes),
                             "free_memory_mb": n.load.as_ref().map(|l| l.free_memory_mb), "live": n.load.as_ref().map(|l| l.live)}))
                         .collect();
@@ -97,6 +131,7 @@ pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Re
                     "VOTER",
                     "MATCHED INDEX",
                     "SANDBOX",
+                    "CERT EXPIRES",
                     "RUNNING",
                     "IDLE",
                     "FREE MB",
@@ -112,6 +147,7 @@ pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Re
                         if node.voter { "yes" } else { "no" }.to_string(),
                         node.matched_index.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
                         node.sandbox_mode.clone(),
+                        expiry(node.certificate_expires_ms),
                         node.load
                             .as_ref()
                             .map(|l| l.running.to_string())
@@ -156,6 +192,27 @@ pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Re
         ClusterCommand::Add { address } => {
             let id = client.add_node(&address).await?;
             println!("added node {id} at {address}");
+        }
+        ClusterCommand::Token(TokenCommand::Create { ttl, uses }) => {
+            if uses == Some(0) {
+                return Err(usage("--uses must be at least 1"));
+            }
+            let created = client.create_join_token(ttl, uses.unwrap_or(0)).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"token": created.token, "id": created.id, "expires_ms": created.expires_ms})
+                );
+            } else {
+                println!("{}", created.token);
+                eprintln!(
+                    "join token {} admits {} until {} (Unix ms); start a node with --join ADDRESS --join-token TOKEN",
+                    created.id,
+                    uses.map(|n| format!("{n} node(s)"))
+                        .unwrap_or_else(|| "any number of nodes".into()),
+                    created.expires_ms
+                );
+            }
         }
         ClusterCommand::Remove { id } => {
             client.remove_node(id).await?;
