@@ -492,3 +492,60 @@ async fn joining_takes_a_valid_token_and_a_removed_node_reaches_no_one() -> anyh
     assert_eq!(members(&cluster.status(0).await?), 2);
     Ok(())
 }
+
+/// The two unsigned public calls, played by a stranger: a join with an
+/// unknown token, a forged proof or a huge body, and an invitation to a
+/// member, are refused, and nothing changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stranger_cannot_join_or_invite_without_a_token() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(1).await?;
+    let token = cluster.join_token().await?;
+    let token_id = token.split('.').nth(1).unwrap().to_string();
+    let before = cluster_state(&cluster).await?;
+    let mut stranger = ClusterClient::new(channel(&cluster.address(0)).await?);
+    let join = |token_id: &str, request: Vec<u8>| proto::JoinRequest {
+        token_id: token_id.into(),
+        proof: vec![0; 32],
+        certificate_request: request,
+        peer_address: "127.0.0.1:9".into(),
+        public_address: "127.0.0.1:9".into(),
+        region: "local".into(),
+    };
+    for (what, request, expected) in [
+        (
+            "an unknown token",
+            join("0badc0de", b"garbage".to_vec()),
+            Code::Unauthenticated,
+        ),
+        (
+            "a forged proof",
+            join(&token_id, b"garbage".to_vec()),
+            Code::Unauthenticated,
+        ),
+        ("a bad token id", join("../../etc", Vec::new()), Code::InvalidArgument),
+        ("a 1 MiB body", join(&token_id, vec![0; 1 << 20]), Code::OutOfRange),
+    ] {
+        let error = stranger.join(request).await.expect_err(what);
+        assert!(
+            error.code() == expected || (expected == Code::OutOfRange && error.code() == Code::ResourceExhausted),
+            "{what}: {error:?}"
+        );
+    }
+    // A member refuses an invitation to another cluster (and a malformed one).
+    let foreign = format!("floe1.0badc0de.{}.{}", "1".repeat(32), "2".repeat(64));
+    for (token, expected) in [
+        (foreign.as_str(), Code::FailedPrecondition),
+        ("nonsense", Code::InvalidArgument),
+    ] {
+        let error = stranger
+            .invite(proto::InviteRequest {
+                token: token.into(),
+                join: vec!["127.0.0.1:9".into()],
+            })
+            .await
+            .expect_err("an invitation to a member");
+        assert_eq!(error.code(), expected, "{error:?}");
+    }
+    assert_eq!(cluster_state(&cluster).await?, before, "a stranger changed the cluster");
+    Ok(())
+}

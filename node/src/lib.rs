@@ -57,6 +57,9 @@ pub const HTTP_ADDRESS_FILE: &str = "floed.http";
 /// (node-to-node services); written before [`ADDRESS_FILE`].
 pub const PEER_ADDRESS_FILE: &str = "floed.peer";
 
+/// The largest message of the public `Cluster` service (joins, invitations, status requests).
+const CLUSTER_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// Writes `text` to `name` in the data dir whole or not at all: tools poll
 /// for these files and read them at once.
 fn write_atomically(data_dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
@@ -145,7 +148,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(ClusterServer::new(public.clone()))
+        // Join and Invite reach tonic unsigned: their messages are small,
+        // so a stranger's body is cut at 64 KiB (signed calls are read,
+        // within their own limit, by the auth layer first).
+        .add_service(ClusterServer::new(public.clone()).max_decoding_message_size(CLUSTER_MESSAGE_BYTES))
         .add_service(AccessKeysServer::new(public))
         .serve_with_incoming_shutdown(incoming, async move { server_shutdown.cancelled().await });
     let server = tokio::spawn(server);

@@ -157,7 +157,7 @@ impl ClusterCa {
     /// Hex SHA-256 of the CA certificate: what a join token carries, so that
     /// a joining node can tell the real cluster from an impostor.
     pub fn fingerprint(&self) -> String {
-        hex::encode(Sha256::digest(&self.certificate))
+        fingerprint(&self.certificate)
     }
 
     /// Signs a certificate for node `node` over the key of `request` (a
@@ -255,6 +255,19 @@ pub fn pin_hex(pin: &Pin) -> String {
     hex::encode(pin)
 }
 
+/// A pin as the registry holds it; `None` for none (a node registered
+/// before mTLS) or a malformed one.
+pub fn parse_pin(text: &str) -> Option<Pin> {
+    let mut pin = [0u8; 32];
+    hex::decode_to_slice(text, &mut pin).ok()?;
+    Some(pin)
+}
+
+/// Hex SHA-256 of a CA certificate: what join tokens name.
+pub fn fingerprint(certificate: &CertificateDer<'_>) -> String {
+    hex::encode(Sha256::digest(certificate))
+}
+
 impl Pins {
     /// Pins read from the registry in `state`.
     pub fn from_registry(state: StateReader) -> Pins {
@@ -273,11 +286,7 @@ impl Pins {
         if let Some(state) = &self.registry {
             let error = |e: floe_raft_store::StoreError| tls_error(format!("read the registry: {e}"));
             if let Some(record) = state_machine::get_node(state, node).map_err(error)? {
-                let mut pin = [0u8; 32];
-                return match hex::decode_to_slice(&record.key_pin, &mut pin) {
-                    Ok(()) => Ok(Some(pin)),
-                    Err(_) => Ok(None),
-                };
+                return Ok(parse_pin(&record.key_pin));
             }
             if !state_machine::list_nodes(state).map_err(error)?.is_empty() {
                 return Ok(None);

@@ -12,7 +12,6 @@ use floe_raft_store::model::{ClusterCaRecord, JoinTokenRecord, NodeRecord, Token
 use floe_raft_store::{state_machine, validate, Command, NodeId, Response};
 use openraft::BasicNode;
 use rustls::pki_types::CertificateDer;
-use sha2::{Digest, Sha256};
 
 use super::scheduling::Scheduling;
 use super::Node;
@@ -40,6 +39,16 @@ const INVITATION_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A PKCS #10 request for one P-256 key is some 300 bytes.
 const MAX_CERTIFICATE_REQUEST: usize = 8 * 1024;
+
+/// Waits before retry `attempt` (longer each time, up to 2 s), or fails
+/// once the node shuts down.
+async fn back_off(attempt: u32, shutdown: &tokio_util::sync::CancellationToken, doing: &str) -> anyhow::Result<()> {
+    let backoff = Duration::from_millis(200 * u64::from(attempt.min(10)));
+    tokio::select! {
+        _ = shutdown.cancelled() => anyhow::bail!("shut down before {doing}"),
+        _ = tokio::time::sleep(backoff) => Ok(()),
+    }
+}
 
 /// Whether a failed join call is a refusal to stop on (a bad token, a
 /// malformed request, a taken address), not a fault to retry.
@@ -289,14 +298,10 @@ impl Membership {
                 }
             }
             attempt += 1;
-            let backoff = Duration::from_millis(200 * u64::from(attempt.min(10)));
-            tokio::select! {
-                _ = shutdown.cancelled() => anyhow::bail!("shut down before joining"),
-                _ = tokio::time::sleep(backoff) => {}
-            }
+            back_off(attempt, shutdown, "joining").await?;
         };
         let ca = CertificateDer::from(answer.ca_certificate);
-        let fingerprint = hex::encode(Sha256::digest(&ca));
+        let fingerprint = tls::fingerprint(&ca);
         match &token.ca_fingerprint {
             Some(expected) if *expected != fingerprint => anyhow::bail!(
                 "the cluster showed a CA whose SHA-256 is {fingerprint}, not the {expected} that the join token \
@@ -314,13 +319,11 @@ impl Membership {
         if id != answer.node_id || pin != requested {
             anyhow::bail!("the cluster answered with a certificate that is not for this node's key and id");
         }
-        let mut pins = BTreeMap::new();
-        for member in &answer.members {
-            let mut pin = [0u8; 32];
-            if hex::decode_to_slice(&member.key_pin, &mut pin).is_ok() {
-                pins.insert(member.id, pin);
-            }
-        }
+        let pins = answer
+            .members
+            .iter()
+            .filter_map(|member| Some((member.id, tls::parse_pin(&member.key_pin)?)))
+            .collect();
         self.node.pins.set(pins);
         let peer_tls = PeerTls::new(ca, certificate, key, self.node.pins.clone()).map_err(anyhow::Error::msg)?;
         peer_tls.save(data_dir)?;
@@ -359,11 +362,7 @@ impl Membership {
                 }
             }
             attempt += 1;
-            let backoff = Duration::from_millis(200 * u64::from(attempt.min(10)));
-            tokio::select! {
-                _ = shutdown.cancelled() => anyhow::bail!("shut down before becoming a voter"),
-                _ = tokio::time::sleep(backoff) => {}
-            }
+            back_off(attempt, shutdown, "becoming a voter").await?;
         }
     }
 
@@ -528,7 +527,7 @@ impl Membership {
         let _one_at_a_time = self.lock.lock().await;
         if let Some(cluster) = self.node.started_cluster() {
             // Invited again by its own cluster (the token names its CA): already done.
-            let own_ca = self.node.peer_tls().map(|tls| hex::encode(Sha256::digest(&tls.ca)));
+            let own_ca = self.node.peer_tls().map(|peer_tls| tls::fingerprint(&peer_tls.ca));
             if own_ca.is_some() && own_ca == token.ca_fingerprint {
                 return Ok(cluster.id);
             }
