@@ -184,19 +184,36 @@ impl TestCluster {
 
     /// A cluster of `size` voters whose nodes read `config` (TOML).
     pub async fn start_with(size: usize, config: &str) -> anyhow::Result<TestCluster> {
+        let mut cluster = Self::empty(config)?;
+        cluster.boot(size).await?;
+        Ok(cluster)
+    }
+
+    /// No node yet: each is started with [`TestCluster::start_node`].
+    pub fn empty(config: &str) -> anyhow::Result<TestCluster> {
         let root = tempfile::tempdir()?;
         let config_path = root.path().join("floed.toml");
         std::fs::write(&config_path, config)?;
-        let mut cluster = TestCluster {
+        Ok(TestCluster {
             nodes: Vec::new(),
             network: None,
             mounts: Vec::new(),
             failpoints: None,
             root,
             config_path,
-        };
-        cluster.boot(size).await?;
-        Ok(cluster)
+        })
+    }
+
+    /// Starts a node with `extra_args` and waits until it listens; its index.
+    pub async fn start_node(&mut self, extra_args: Vec<String>) -> anyhow::Result<usize> {
+        let index = self.add_process(extra_args)?;
+        self.wait_started(index).await?;
+        Ok(index)
+    }
+
+    /// A directory of the cluster's own, removed with it.
+    pub fn scratch_dir(&self) -> &Path {
+        self.root.path()
     }
 
     /// A cluster whose nodes each run in their own network namespace
@@ -703,20 +720,25 @@ pub fn member_peers(cluster: &TestCluster) -> anyhow::Result<floe_node::cluster:
 
 /// [`member_peers`] with node `index`'s certificate and key.
 pub fn member_peers_as(cluster: &TestCluster, index: usize) -> anyhow::Result<floe_node::cluster::peers::Peers> {
-    use floe_node::cluster::tls::{identify, read_pem_certificate, PeerTls, Pins};
+    use floe_node::cluster::tls::{key_pin, read_pem_certificate, PeerTls, Pins};
+    use floe_node::service::cluster::read_node_id;
     let pins = Pins::default();
     let mut pinned = std::collections::BTreeMap::new();
     for node in &cluster.nodes {
         let path = node.data_dir.join("tls").join("node.crt");
+        let Some(id) = read_node_id(&node.data_dir)? else {
+            continue;
+        };
         if !path.exists() {
             continue;
         }
         let certificate = read_pem_certificate(&path)?;
-        let (id, pin) = identify(&certificate).map_err(anyhow::Error::msg)?;
-        pinned.insert(id, pin);
+        pinned.insert(id, key_pin(&certificate).map_err(anyhow::Error::msg)?);
     }
     pins.set(pinned);
-    let tls = PeerTls::load(&cluster.nodes[index].data_dir, pins)?.context("the node has no peer certificate")?;
+    let data_dir = &cluster.nodes[index].data_dir;
+    let id = read_node_id(data_dir)?.context("the node has no id")?;
+    let tls = PeerTls::load(data_dir, id, None, pins)?.context("the node has no peer certificate")?;
     Ok(floe_node::cluster::peers::Peers::with_tls(
         tls.client_config().map_err(anyhow::Error::msg)?,
     ))

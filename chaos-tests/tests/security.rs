@@ -510,6 +510,7 @@ async fn a_stranger_cannot_join_or_invite_without_a_token() -> anyhow::Result<()
         peer_address: "127.0.0.1:9".into(),
         public_address: "127.0.0.1:9".into(),
         region: "local".into(),
+        certificate: Vec::new(),
     };
     for (what, request, expected) in [
         (
@@ -548,4 +549,241 @@ async fn a_stranger_cannot_join_or_invite_without_a_token() -> anyhow::Result<()
     }
     assert_eq!(cluster_state(&cluster).await?, before, "a stranger changed the cluster");
     Ok(())
+}
+
+/// Certificates are renewed before they expire, without a restart: with
+/// 20-second certificates every member's expiry moves past the first ones,
+/// and once those have expired a restarted member (new handshakes both
+/// ways) still takes part in writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn peer_certificates_are_renewed_before_they_expire() -> anyhow::Result<()> {
+    let config = format!(
+        "{}\n[cluster]\ncertificate_validity = \"20s\"\nrenewal_check_interval = \"1s\"\n",
+        chaos_tests::TEST_CONFIG
+    );
+    let mut cluster = TestCluster::start_with(3, &config).await?;
+    let expiries = |status: &proto::ClusterStatus| -> Vec<i64> {
+        status.nodes.iter().map(|node| node.certificate_expires_ms).collect()
+    };
+    let first = expiries(&cluster.status(0).await?);
+    assert_eq!(first.len(), 3);
+    let last_first = *first.iter().max().unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    assert!(
+        first.iter().all(|expiry| *expiry > now() && *expiry < now() + 25_000),
+        "{first:?}"
+    );
+
+    wait_for("every member to renew", Duration::from_secs(60), || async {
+        match cluster.status(0).await {
+            Ok(status) => expiries(&status).iter().all(|expiry| *expiry > last_first),
+            Err(_) => false,
+        }
+    })
+    .await?;
+    let wait = (last_first + 1_000 - now()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+
+    cluster.kill(2);
+    cluster.restart(2).await?;
+    let client = cluster.client_of(2).await?;
+    wait_for(
+        "the restarted member to take writes",
+        Duration::from_secs(30),
+        || async {
+            match create_f(&client).await {
+                Ok(()) => true,
+                // An earlier try that timed out after its write.
+                Err(error) => format!("{error:#}").to_lowercase().contains("already exists"),
+            }
+        },
+    )
+    .await?;
+    client.get_function("f", ReadConsistency::Linearizable).await?;
+    let log = cluster.nodes[0].log();
+    assert!(log.contains("renewed this node's peer certificate"), "{log}");
+    Ok(())
+}
+
+/// An operator's own PKI: a CA, and per node a key (0600) and a certificate
+/// that names a host, not a floe node id.
+struct OperatorPki {
+    dir: std::path::PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl OperatorPki {
+    fn new(dir: &std::path::Path, name: &str) -> anyhow::Result<OperatorPki> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let ca_key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} root CA"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key)?;
+        std::fs::write(dir.join("ca.crt"), ca.pem())?;
+        let issuer = Issuer::new(params, ca_key);
+        Ok(OperatorPki { dir, issuer })
+    }
+
+    /// Writes `host.key` (0600) and `host.crt` valid until New Year of
+    /// `year`; with `key`, for that key (a renewal). The flags that give
+    /// them to floed.
+    fn node(&self, host: &str, year: i32, key: Option<&rcgen::KeyPair>) -> anyhow::Result<Vec<String>> {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        use std::os::unix::fs::PermissionsExt;
+        let fresh;
+        let key = match key {
+            Some(key) => key,
+            None => {
+                fresh = KeyPair::generate()?;
+                &fresh
+            }
+        };
+        let mut params = CertificateParams::new(vec![host.to_string()])?;
+        params.distinguished_name.push(DnType::CommonName, host);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        let certificate = params.signed_by(key, &self.issuer)?;
+        let (crt, key_path) = (
+            self.dir.join(format!("{host}.crt")),
+            self.dir.join(format!("{host}.key")),
+        );
+        std::fs::write(&crt, certificate.pem())?;
+        std::fs::write(&key_path, key.serialize_pem())?;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(vec![
+            "--peer-cert".into(),
+            crt.display().to_string(),
+            "--peer-key".into(),
+            key_path.display().to_string(),
+            "--peer-ca".into(),
+            self.dir.join("ca.crt").display().to_string(),
+        ])
+    }
+
+    fn key(&self, host: &str) -> anyhow::Result<rcgen::KeyPair> {
+        Ok(rcgen::KeyPair::from_pem(&std::fs::read_to_string(
+            self.dir.join(format!("{host}.key")),
+        )?)?)
+    }
+}
+
+/// `--peer-cert/--peer-key/--peer-ca`: members hold the operator's
+/// certificates (naming hosts, not node ids) and are told apart by their
+/// pinned keys; a node without them, or with another CA's, is refused; a
+/// certificate file replaced for the same key is presented without a
+/// restart, one for another key is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operators_own_pki_replaces_the_cluster_ca() -> anyhow::Result<()> {
+    let config = format!(
+        "{}\n[cluster]\nrenewal_check_interval = \"1s\"\n",
+        chaos_tests::TEST_CONFIG
+    );
+    let mut cluster = TestCluster::empty(&config)?;
+    let pki = OperatorPki::new(cluster.scratch_dir(), "ops")?;
+    let other = OperatorPki::new(cluster.scratch_dir(), "elsewhere")?;
+
+    cluster.start_node(pki.node("node-a.example", 2030, None)?).await?;
+    let token = cluster.join_token().await?;
+    assert_eq!(
+        token.split('.').nth(3),
+        Some(ca_fingerprint(&pki.dir.join("ca.crt"))?.as_str()),
+        "the first token names the operator's CA"
+    );
+    for host in ["node-b.example", "node-c.example"] {
+        let mut args = pki.node(host, 2030, None)?;
+        args.extend([
+            "--join".into(),
+            cluster.address(0),
+            "--join-token".into(),
+            token.clone(),
+        ]);
+        cluster.start_node(args).await?;
+    }
+    cluster.wait_for_voters(3).await?;
+    let client = cluster.client_of(2).await?;
+    create_f(&client).await?;
+    cluster
+        .client_of(1)
+        .await?
+        .get_function("f", ReadConsistency::Linearizable)
+        .await?;
+
+    // Without the operator's files, or with another CA's certificate: refused, nothing changes.
+    let mut stranger_args = other.node("node-d.example", 2030, None)?;
+    stranger_args.extend([
+        "--join".into(),
+        cluster.address(0),
+        "--join-token".into(),
+        token.clone(),
+    ]);
+    let plain_args = vec![
+        "--join".into(),
+        cluster.address(0),
+        "--join-token".into(),
+        token.clone(),
+    ];
+    for (args, refusal) in [
+        (plain_args, "start the node with --peer-cert"),
+        (stranger_args, "not a certificate of this cluster's CA"),
+    ] {
+        let index = cluster.start_node(args).await?;
+        let status = cluster.wait_exit(index, Duration::from_secs(30)).await?;
+        assert!(!status.success());
+        let log = cluster.nodes[index].log();
+        assert!(log.contains(refusal), "expected {refusal:?} in:\n{log}");
+    }
+    assert_eq!(cluster.status(0).await?.nodes.len(), 3);
+
+    // Renewed by the operator for the same key: presented without a restart.
+    let expiry = |status: &proto::ClusterStatus, id: u64| {
+        status
+            .nodes
+            .iter()
+            .find(|node| node.id == id)
+            .map(|node| node.certificate_expires_ms)
+    };
+    let b = cluster.status(1).await?.node_id;
+    let before = expiry(&cluster.status(0).await?, b).unwrap();
+    pki.node("node-b.example", 2031, Some(&pki.key("node-b.example")?))?;
+    wait_for(
+        "node b to present its renewed certificate",
+        Duration::from_secs(20),
+        || async { matches!(cluster.status(0).await, Ok(status) if expiry(&status, b) > Some(before)) },
+    )
+    .await?;
+    // Replaced with a certificate for another key: refused by the node itself, which goes on.
+    pki.node("node-c.example", 2031, None)?;
+    wait_for("node c to refuse its new key", Duration::from_secs(20), || async {
+        cluster.nodes[2]
+            .log()
+            .contains("for another key than the one the cluster pins")
+    })
+    .await?;
+    cluster.kill(1);
+    cluster.restart(1).await?;
+    let client = cluster.client_of(1).await?;
+    wait_for(
+        "node b, restarted, to serve linearizable reads",
+        Duration::from_secs(30),
+        || async { client.get_function("f", ReadConsistency::Linearizable).await.is_ok() },
+    )
+    .await?;
+    Ok(())
+}
+
+/// SHA-256 of the CA certificate in a PEM file, as join tokens name it.
+fn ca_fingerprint(path: &std::path::Path) -> anyhow::Result<String> {
+    let certificate =
+        floe_node::cluster::tls::certificate_from_pem(&std::fs::read_to_string(path)?).map_err(anyhow::Error::msg)?;
+    Ok(floe_node::cluster::tls::fingerprint(&certificate))
 }

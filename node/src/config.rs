@@ -56,9 +56,30 @@ pub struct ClusterConfig {
     /// in advance; without it the first node makes one. Either way it is
     /// written to `join-token` in the data dir.
     pub bootstrap_join_token: Option<String>,
-    /// How often a node checks whether its peer certificate needs renewing.
+    /// How often a node checks whether its peer certificate needs renewing
+    /// (it is renewed once less than a third of its life is left).
     #[serde(with = "humantime_serde")]
     pub renewal_check_interval: std::time::Duration,
+    /// How long the node certificates this node signs (as leader) are valid.
+    #[serde(with = "humantime_serde")]
+    pub certificate_validity: std::time::Duration,
+    /// The operator's own PKI instead of the cluster's CA: this node's
+    /// certificate and key, and the CA that signs every member's (see
+    /// `cluster::tls::OperatorFiles`). All three or none, on every member.
+    pub peer_cert: Option<std::path::PathBuf>,
+    pub peer_key: Option<std::path::PathBuf>,
+    pub peer_ca: Option<std::path::PathBuf>,
+}
+
+impl ClusterConfig {
+    /// The operator's certificate files, if this node uses them.
+    pub fn operator_files(&self) -> Option<crate::cluster::tls::OperatorFiles> {
+        Some(crate::cluster::tls::OperatorFiles {
+            certificate: self.peer_cert.clone()?,
+            key: self.peer_key.clone()?,
+            ca: self.peer_ca.clone()?,
+        })
+    }
 }
 
 impl Default for ClusterConfig {
@@ -68,6 +89,10 @@ impl Default for ClusterConfig {
             peer_advertise: None,
             bootstrap_join_token: None,
             renewal_check_interval: std::time::Duration::from_secs(3600),
+            certificate_validity: std::time::Duration::from_secs(30 * 24 * 3600),
+            peer_cert: None,
+            peer_key: None,
+            peer_ca: None,
         }
     }
 }
@@ -380,6 +405,18 @@ impl NodeConfig {
         }
         if self.cluster.renewal_check_interval.is_zero() {
             bail!("cluster.renewal_check_interval must be more than 0");
+        }
+        let validity = self.cluster.certificate_validity;
+        if validity < std::time::Duration::from_secs(10) || validity > std::time::Duration::from_secs(366 * 86_400) {
+            bail!("cluster.certificate_validity must be from 10 seconds to 366 days");
+        }
+        let cluster = &self.cluster;
+        let given = [&cluster.peer_cert, &cluster.peer_key, &cluster.peer_ca]
+            .iter()
+            .filter(|path| path.is_some())
+            .count();
+        if given != 0 && given != 3 {
+            bail!("cluster.peer_cert, cluster.peer_key and cluster.peer_ca (--peer-cert, --peer-key, --peer-ca) go together");
         }
         Ok(())
     }

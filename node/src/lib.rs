@@ -166,7 +166,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             _ = peer_server_shutdown.cancelled() => return Ok(()),
         };
         let config = tls.server_config().map_err(anyhow::Error::msg)?;
-        let incoming = cluster::transport::accept(peer_listener, config, peer_server_shutdown.clone());
+        let incoming =
+            cluster::transport::accept(peer_listener, config, tls.pins.clone(), peer_server_shutdown.clone());
         tonic::transport::Server::builder()
             // Peers cancel RPCs by the hundred when a link fails (Raft timeouts);
             // h2's default of 20 reset streams would then close the whole
@@ -223,7 +224,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             tracing::info!("finished starting a new single-node cluster as node 1");
         }
         Some(id) => {
-            let peer_tls = cluster::tls::PeerTls::load(&data_dir, service.node.pins.clone())?.with_context(|| {
+            let operator = config.cluster.operator_files();
+            let pins = service.node.pins.clone();
+            let peer_tls = cluster::tls::PeerTls::load(&data_dir, id, operator.as_ref(), pins)?.with_context(|| {
                 format!(
                     "{} has a node id but no peer certificate ({}/): it was written by a floe without TLS \
                      between nodes; start this node with an empty data dir and join it again",

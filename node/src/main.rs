@@ -59,6 +59,17 @@ struct Flags {
     /// 128 lower-case hex digits) instead of a random one.
     #[arg(long, env = "FLOE_BOOTSTRAP_JOIN_TOKEN", hide_env_values = true)]
     bootstrap_join_token: Option<String>,
+    /// With your own PKI: this node's peer certificate (PEM), signed directly by --peer-ca and
+    /// good for both TLS server and client authentication. Without it the cluster runs its own CA.
+    /// Give --peer-cert, --peer-key and --peer-ca together, on every node of the cluster.
+    #[arg(long, env = "FLOE_PEER_CERT")]
+    peer_cert: Option<PathBuf>,
+    /// With your own PKI: the key of --peer-cert (PKCS #8 PEM, mode 0600).
+    #[arg(long, env = "FLOE_PEER_KEY")]
+    peer_key: Option<PathBuf>,
+    /// With your own PKI: the CA certificate (PEM) that signs every member's --peer-cert.
+    #[arg(long, env = "FLOE_PEER_CA")]
+    peer_ca: Option<PathBuf>,
     /// On first start, wait to be added with `floe cluster add` instead of starting a new cluster.
     #[arg(long, env = "FLOE_NO_BOOTSTRAP")]
     no_bootstrap: bool,
@@ -118,6 +129,15 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
     }
     if let Some(token) = &flags.bootstrap_join_token {
         config.cluster.bootstrap_join_token = Some(token.clone());
+    }
+    for (flag, setting) in [
+        (&flags.peer_cert, &mut config.cluster.peer_cert),
+        (&flags.peer_key, &mut config.cluster.peer_key),
+        (&flags.peer_ca, &mut config.cluster.peer_ca),
+    ] {
+        if let Some(path) = flag {
+            *setting = Some(path.clone());
+        }
     }
     if let Some(http_listen) = flags.http_listen {
         config.api.http_listen = http_listen;

@@ -118,12 +118,20 @@ pub struct NodeRecord {
 
 /// The cluster CA that signs node certificates (PEM). Its key is replicated
 /// to every member with the rest of the state, so any member that leads can
-/// admit a node; it is as secret as the cluster itself.
+/// admit a node; it is as secret as the cluster itself. With the operator's
+/// own PKI the key is empty: the operator signs, the cluster only checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct ClusterCaRecord {
     pub certificate_pem: String,
     pub key_pem: String,
+}
+
+impl ClusterCaRecord {
+    /// Whether the operator's PKI signs the members' certificates.
+    pub fn operator_signed(&self) -> bool {
+        self.key_pem.is_empty()
+    }
 }
 
 /// A join token as the cluster keeps it: never the secret, only its digest.

@@ -346,6 +346,9 @@ pub fn command(command: &Command) -> Result<(), ApplyError> {
         Command::DeleteAccessKey { id } => access_key_id(id),
         Command::SetClusterCa(ca) => {
             pem_text("the CA certificate", &ca.certificate_pem)?;
+            if ca.operator_signed() {
+                return Ok(());
+            }
             pem_text("the CA key", &ca.key_pem)
         }
         Command::CreateJoinToken(token) => {

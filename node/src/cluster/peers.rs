@@ -376,13 +376,14 @@ mod tests {
     async fn answers_to_abandoned_calls_do_not_close_a_peer_connection() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = listener.local_addr().unwrap();
-        let (server_tls, client_tls) = crate::cluster::tls::two_members();
+        let (server_tls, client_tls, pins) = crate::cluster::tls::two_members();
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(SchedulerServer::new(Quick))
                 .serve_with_incoming(crate::cluster::transport::accept(
                     listener,
                     server_tls,
+                    pins,
                     tokio_util::sync::CancellationToken::new(),
                 )),
         );

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
-use super::tls::{identify, Pins, PEER_SERVER_NAME};
+use super::tls::{Pins, PEER_SERVER_NAME};
 use crate::shared::PeerIdentity;
 
 /// How long a connection may take to complete its TLS handshake.
@@ -90,10 +90,12 @@ impl tokio::io::AsyncWrite for PeerStream {
     }
 }
 
-/// The authenticated connections of `listener`, until `shutdown`.
+/// The authenticated connections of `listener`, until `shutdown`, each
+/// with the member `pins` say its key is.
 pub fn accept(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    pins: Pins,
     shutdown: CancellationToken,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<PeerStream, std::io::Error>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
@@ -118,7 +120,7 @@ pub fn accept(
                 _ = shutdown.cancelled() => return,
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, sender) = (acceptor.clone(), sender.clone());
+            let (acceptor, sender, pins) = (acceptor.clone(), sender.clone(), pins.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -132,13 +134,13 @@ pub fn accept(
                         return;
                     }
                 };
-                // The verifier accepted the certificate, so it names a member.
+                // The verifier accepted the certificate, so its key is a member's.
                 let Some(peer) = stream
                     .get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|chain| chain.first())
-                    .and_then(|certificate| identify(certificate).ok())
+                    .and_then(|certificate| pins.check(certificate).ok())
                     .map(|(node, pin)| PeerIdentity { node, pin })
                 else {
                     return;

@@ -25,8 +25,6 @@ use crate::shared::now_ms;
 /// The id of the node that starts a new cluster.
 pub const FIRST_NODE_ID: NodeId = 1;
 
-/// How long a node certificate is valid; it is renewed when a third is left.
-pub const CERTIFICATE_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The file in the first node's data dir that holds the first join token.
 pub const JOIN_TOKEN_FILE: &str = "join-token";
 /// How long the first join token admits nodes (as kubeadm's first token).
@@ -39,6 +37,8 @@ const INVITATION_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A PKCS #10 request for one P-256 key is some 300 bytes.
 const MAX_CERTIFICATE_REQUEST: usize = 8 * 1024;
+/// An operator's node certificate (RSA-4096 ones are some 2 KiB).
+const MAX_CERTIFICATE: usize = 16 * 1024;
 
 /// Waits before retry `attempt` (longer each time, up to 2 s), or fails
 /// once the node shuts down.
@@ -180,28 +180,50 @@ impl Membership {
     }
 
     /// First start of a new cluster: this node makes the cluster CA and its
-    /// own certificate, becomes node 1 and the only voter, and writes the
-    /// first join token. Safe to run again after a crash part way: the CA
-    /// waits in `tls/ca.key` until the cluster holds it, and every step
-    /// after that is idempotent.
+    /// own certificate (or takes the operator's, `--peer-cert`), becomes
+    /// node 1 and the only voter, and writes the first join token. Safe to
+    /// run again after a crash part way: the marker `tls/bootstrapping` (and
+    /// the CA key, in `tls/ca.key`) stay until the cluster holds the CA, and
+    /// every step after that is idempotent.
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
         let data_dir = &self.node.config.data_dir;
-        let ca = tls::bootstrap_ca(data_dir)?;
-        let peer_tls = match PeerTls::load(data_dir, self.node.pins.clone())? {
-            Some(peer_tls) => peer_tls,
+        tls::begin_bootstrap(data_dir)?;
+        let pins = self.node.pins.clone();
+        let (peer_tls, ca_record) = match self.node.config.cluster.operator_files() {
+            Some(files) => {
+                let peer_tls = PeerTls::from_operator(FIRST_NODE_ID, &files, pins)?;
+                let record = ClusterCaRecord {
+                    certificate_pem: tls::pem(&peer_tls.ca),
+                    key_pem: String::new(),
+                };
+                (peer_tls, record)
+            }
             None => {
-                let key = tls::node_key(data_dir)?;
-                let request = key.request(FIRST_NODE_ID).map_err(anyhow::Error::msg)?;
-                let certificate = ca
-                    .issue(FIRST_NODE_ID, &request, CERTIFICATE_VALIDITY)
-                    .map_err(anyhow::Error::msg)?;
-                let peer_tls = PeerTls::new(ca.certificate().clone(), certificate, key, self.node.pins.clone())
-                    .map_err(anyhow::Error::msg)?;
-                peer_tls.save(data_dir)?;
-                peer_tls
+                let ca = tls::bootstrap_ca(data_dir)?;
+                let peer_tls = match PeerTls::load(data_dir, FIRST_NODE_ID, None, pins.clone())? {
+                    Some(peer_tls) => peer_tls,
+                    None => {
+                        let key = tls::node_key(data_dir)?;
+                        let request = key.request(FIRST_NODE_ID).map_err(anyhow::Error::msg)?;
+                        let validity = self.node.config.cluster.certificate_validity;
+                        let certificate = ca
+                            .issue(FIRST_NODE_ID, &request, validity)
+                            .map_err(anyhow::Error::msg)?;
+                        let peer_tls = PeerTls::new(FIRST_NODE_ID, ca.certificate().clone(), certificate, key, pins)
+                            .map_err(anyhow::Error::msg)?;
+                        peer_tls.save(data_dir)?;
+                        peer_tls
+                    }
+                };
+                let record = ClusterCaRecord {
+                    certificate_pem: ca.certificate_pem(),
+                    key_pem: ca.key_pem(),
+                };
+                (peer_tls, record)
             }
         };
         let (_, pin) = peer_tls.me();
+        let ca_fingerprint = tls::fingerprint(&peer_tls.ca);
         self.node.pins.set(BTreeMap::from([(FIRST_NODE_ID, pin)]));
         self.node.set_tls(peer_tls)?;
         write_node_id(data_dir, FIRST_NODE_ID)?;
@@ -210,12 +232,7 @@ impl Membership {
             let members = BTreeMap::from([(FIRST_NODE_ID, BasicNode::new(&self.node.peer_address))]);
             cluster.raft.initialize(members).await?;
         }
-        cluster
-            .propose(Command::SetClusterCa(ClusterCaRecord {
-                certificate_pem: ca.certificate_pem(),
-                key_pem: ca.key_pem(),
-            }))
-            .await?;
+        cluster.propose(Command::SetClusterCa(ca_record)).await?;
         cluster
             .propose(Command::RegisterNode {
                 id: Some(FIRST_NODE_ID),
@@ -226,14 +243,14 @@ impl Membership {
                 token: None,
             })
             .await?;
-        self.write_first_token(&ca).await?;
-        tls::forget_ca_key(data_dir)?;
+        self.write_first_token(&ca_fingerprint).await?;
+        tls::end_bootstrap(data_dir)?;
         Ok(())
     }
 
     /// The first join token, in `join-token` next to `credentials`: chosen
     /// in advance (`FLOE_BOOTSTRAP_JOIN_TOKEN`) or made here.
-    async fn write_first_token(&self, ca: &ClusterCa) -> anyhow::Result<()> {
+    async fn write_first_token(&self, ca_fingerprint: &str) -> anyhow::Result<()> {
         let path = self.node.config.data_dir.join(JOIN_TOKEN_FILE);
         if path.exists() {
             return Ok(());
@@ -241,8 +258,8 @@ impl Membership {
         let token = match &self.node.config.cluster.bootstrap_join_token {
             Some(text) => JoinToken::parse(text)
                 .map_err(|e| anyhow::anyhow!("cluster.bootstrap_join_token: {e}"))?
-                .with_ca(&ca.fingerprint()),
-            None => JoinToken::generate(&ca.fingerprint()),
+                .with_ca(ca_fingerprint),
+            None => JoinToken::generate(ca_fingerprint),
         };
         let now = now_ms();
         let record = JoinTokenRecord {
@@ -274,7 +291,14 @@ impl Membership {
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<NodeId> {
         let data_dir = &self.node.config.data_dir;
-        let key = tls::node_key(data_dir)?;
+        let operator = self.node.config.cluster.operator_files();
+        let (key, own) = match &operator {
+            Some(files) => {
+                let (certificate, key, ca) = files.read()?;
+                (key, Some((certificate, ca)))
+            }
+            None => (tls::node_key(data_dir)?, None),
+        };
         let certificate_request = key.request(0).map_err(anyhow::Error::msg)?;
         let ask = JoinRequest {
             token_id: token.id.clone(),
@@ -283,6 +307,10 @@ impl Membership {
             peer_address: self.node.peer_address.clone(),
             public_address: self.node.address.clone(),
             region: self.node.config.region.clone(),
+            certificate: own
+                .as_ref()
+                .map(|(certificate, _)| certificate.to_vec())
+                .unwrap_or_default(),
         };
         let mut attempt = 0u32;
         let answer = 'joined: loop {
@@ -313,19 +341,28 @@ impl Membership {
                 "the join token names no CA: trusting the CA the cluster showed"
             ),
         }
-        let certificate = CertificateDer::from(answer.certificate);
-        let (id, pin) = tls::identify(&certificate).map_err(anyhow::Error::msg)?;
-        let requested = tls::check_request(&certificate_request).map_err(anyhow::Error::msg)?;
-        if id != answer.node_id || pin != requested {
-            anyhow::bail!("the cluster answered with a certificate that is not for this node's key and id");
+        if let Some((_, own_ca)) = &own {
+            if *own_ca != ca {
+                anyhow::bail!("the cluster's CA (SHA-256 {fingerprint}) is not the one in --peer-ca: not joining it");
+            }
         }
+        let certificate = CertificateDer::from(answer.certificate);
+        let pin = tls::key_pin(&certificate).map_err(anyhow::Error::msg)?;
+        let requested = tls::check_request(&certificate_request).map_err(anyhow::Error::msg)?;
+        if pin != requested {
+            anyhow::bail!("the cluster answered with a certificate that is not for this node's key");
+        }
+        let id = answer.node_id;
         let pins = answer
             .members
             .iter()
             .filter_map(|member| Some((member.id, tls::parse_pin(&member.key_pin)?)))
             .collect();
         self.node.pins.set(pins);
-        let peer_tls = PeerTls::new(ca, certificate, key, self.node.pins.clone()).map_err(anyhow::Error::msg)?;
+        let peer_tls = match &operator {
+            Some(files) => PeerTls::from_operator(id, files, self.node.pins.clone())?,
+            None => PeerTls::new(id, ca, certificate, key, self.node.pins.clone()).map_err(anyhow::Error::msg)?,
+        };
         peer_tls.save(data_dir)?;
         write_node_id(data_dir, id)?;
         self.node.set_tls(peer_tls)?;
@@ -413,7 +450,39 @@ impl Membership {
             )));
         }
         let pin = tls::check_request(&ask.certificate_request).map_err(NodeError::InvalidArgument)?;
-        let ca = self.ca()?;
+        let ca = self.ca_record()?;
+        let ca_certificate = tls::certificate_from_pem(&ca.certificate_pem).map_err(NodeError::Internal)?;
+        // With the operator's PKI the node brings its certificate; else the cluster CA signs one.
+        let operator_certificate = match (ca.operator_signed(), ask.certificate.is_empty()) {
+            (true, true) => {
+                return Err(NodeError::InvalidArgument(
+                    "this cluster's members hold certificates of the operator's CA: start the node with \
+                     --peer-cert, --peer-key and --peer-ca"
+                        .into(),
+                ))
+            }
+            (false, false) => {
+                return Err(NodeError::InvalidArgument(
+                    "this cluster signs its members' certificates with its own CA: start the node without \
+                     --peer-cert, --peer-key and --peer-ca"
+                        .into(),
+                ))
+            }
+            (false, true) => None,
+            (true, false) => {
+                if ask.certificate.len() > MAX_CERTIFICATE {
+                    return Err(NodeError::InvalidArgument("the certificate is too large".into()));
+                }
+                let certificate = CertificateDer::from(ask.certificate.clone());
+                tls::verify_member_certificate(&ca_certificate, &certificate).map_err(refused)?;
+                if tls::key_pin(&certificate).map_err(NodeError::InvalidArgument)? != pin {
+                    return Err(NodeError::InvalidArgument(
+                        "the certificate is not for the key of the certificate request".into(),
+                    ));
+                }
+                Some(certificate)
+            }
+        };
         let registered = state_machine::list_nodes(&self.node.reader)?;
         let id = match registered.iter().find(|node| node.address == ask.peer_address) {
             // A join whose answer was lost, retried with the same key.
@@ -442,9 +511,17 @@ impl Membership {
                 other => return Err(NodeError::Internal(format!("unexpected response {other:?}"))),
             },
         };
-        let certificate = ca
-            .issue(id, &ask.certificate_request, CERTIFICATE_VALIDITY)
-            .map_err(NodeError::InvalidArgument)?;
+        let certificate = match operator_certificate {
+            Some(certificate) => certificate,
+            None => ClusterCa::from_record(&ca)
+                .map_err(NodeError::Internal)?
+                .issue(
+                    id,
+                    &ask.certificate_request,
+                    self.node.config.cluster.certificate_validity,
+                )
+                .map_err(NodeError::InvalidArgument)?,
+        };
         let members = state_machine::list_nodes(&self.node.reader)?
             .into_iter()
             .map(|node| JoinMember {
@@ -457,19 +534,18 @@ impl Membership {
         Ok(JoinResponse {
             node_id: id,
             certificate: certificate.to_vec(),
-            ca_certificate: ca.certificate().to_vec(),
+            ca_certificate: ca_certificate.to_vec(),
             members,
         })
     }
 
     /// The cluster CA, as the cluster holds it.
-    fn ca(&self) -> Result<ClusterCa, NodeError> {
-        let record = state_machine::cluster_ca(&self.node.reader)?.ok_or_else(|| {
+    fn ca_record(&self) -> Result<ClusterCaRecord, NodeError> {
+        state_machine::cluster_ca(&self.node.reader)?.ok_or_else(|| {
             NodeError::FailedPrecondition(
                 "this cluster has no CA: it was created by a floe without TLS between nodes; create it anew".into(),
             )
-        })?;
-        ClusterCa::from_pem(&record.certificate_pem, &record.key_pem).map_err(NodeError::Internal)
+        })
     }
 
     /// A new join token (`floe cluster token create`): admits `uses` nodes
@@ -487,8 +563,8 @@ impl Membership {
             ));
         }
         let cluster = self.node.cluster()?;
-        let ca = self.ca()?;
-        let token = JoinToken::generate(&ca.fingerprint());
+        let ca = tls::certificate_from_pem(&self.ca_record()?.certificate_pem).map_err(NodeError::Internal)?;
+        let token = JoinToken::generate(&tls::fingerprint(&ca));
         let now = now_ms();
         let expires_ms = now + ttl.as_millis() as i64;
         cluster
@@ -609,9 +685,19 @@ impl Membership {
             .pins
             .check_pin(caller.node, &pin)
             .map_err(|e| NodeError::FailedPrecondition(e.to_string()))?;
-        let certificate = self
-            .ca()?
-            .issue(caller.node, certificate_request, CERTIFICATE_VALIDITY)
+        let ca = self.ca_record()?;
+        if ca.operator_signed() {
+            return Err(NodeError::FailedPrecondition(
+                "the operator's CA signs this cluster's certificates: replace the node's --peer-cert file".into(),
+            ));
+        }
+        let certificate = ClusterCa::from_record(&ca)
+            .map_err(NodeError::Internal)?
+            .issue(
+                caller.node,
+                certificate_request,
+                self.node.config.cluster.certificate_validity,
+            )
             .map_err(NodeError::InvalidArgument)?;
         Ok(certificate.to_vec())
     }
@@ -629,11 +715,28 @@ impl Membership {
             _ = shutdown.cancelled() => return,
         };
         loop {
-            let left = peer_tls.expires_ms() - now_ms();
-            if left < (CERTIFICATE_VALIDITY.as_millis() / 3) as i64 {
-                match self.renew_once(&peer_tls).await {
-                    Ok(expires_ms) => tracing::info!(expires_ms, "renewed this node's peer certificate"),
-                    Err(error) => tracing::warn!(%error, "could not renew this node's peer certificate yet"),
+            if peer_tls.operator.is_some() {
+                match peer_tls.reload_operator_files() {
+                    Ok(true) => tracing::info!(
+                        expires_ms = peer_tls.expires_ms(),
+                        "presenting the renewed certificate from --peer-cert"
+                    ),
+                    Ok(false) => {}
+                    Err(error) => tracing::error!(error = %format!("{error:#}"), "could not use the --peer-cert files"),
+                }
+            }
+            let (from, until) = tls::validity_ms(&peer_tls.identity.certificate()).unwrap_or((0, 0));
+            if until - now_ms() < (until - from) / 3 {
+                if peer_tls.operator.is_some() {
+                    tracing::warn!(
+                        expires_ms = until,
+                        "this node's --peer-cert expires soon: replace the file with one renewed for the same key"
+                    );
+                } else {
+                    match self.renew_once(&peer_tls).await {
+                        Ok(expires_ms) => tracing::info!(expires_ms, "renewed this node's peer certificate"),
+                        Err(error) => tracing::warn!(%error, "could not renew this node's peer certificate yet"),
+                    }
                 }
             }
             tokio::select! {
@@ -658,7 +761,7 @@ impl Membership {
             self.node.peers.renew_certificate(&leader, request).await?
         };
         let certificate = CertificateDer::from(certificate);
-        if tls::identify(&certificate).map_err(NodeError::Internal)? != peer_tls.me() {
+        if tls::key_pin(&certificate).map_err(NodeError::Internal)? != peer_tls.me().1 {
             return Err(NodeError::Internal(
                 "the renewed certificate is not for this node's key".into(),
             ));

@@ -171,6 +171,17 @@ pub(super) fn register(kv: &mut Staged, registration: Registration) -> Result<Co
     }
     let next: u64 = get_json(kv, keys::NEXT_NODE_ID)?.unwrap_or(1);
     let id = id.unwrap_or(next);
+    // A key identifies one member (peers are told apart by it).
+    if !key_pin.is_empty() {
+        if let Some(holder) = list_nodes(kv)?
+            .into_iter()
+            .find(|node| node.key_pin == key_pin && node.id != id)
+        {
+            return Ok(Err(ApplyError::FailedPrecondition {
+                message: format!("that key is already pinned for node {}", holder.id),
+            }));
+        }
+    }
     if id == 0 {
         return Ok(Err(ApplyError::InvalidArgument {
             message: "node id 0 is reserved".into(),

@@ -647,18 +647,35 @@ fn a_join_token_admits_until_it_expires_or_is_used_up() {
             uses_left,
         })
     };
+    // Each address with a key of its own.
+    let pin = |address: &str| {
+        format!(
+            "{:0<64}",
+            address.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    };
     let join = |address: &str, id: &str, now_ms| Command::RegisterNode {
         id: None,
         address: address.into(),
         public_address: String::new(),
         region: "local".into(),
-        key_pin: "cd".repeat(32),
+        key_pin: pin(address),
         token: Some(TokenUse { id: id.into(), now_ms }),
     };
     check(
         &[token(Some(1))],
         join("a:1", "0123abcd", 5_000),
-        Expect::Ok(|r| matches!(r, Response::Node(n) if n.key_pin == "cd".repeat(32))),
+        Expect::Ok(|r| matches!(r, Response::Node(n) if n.key_pin.starts_with("613a31"))),
+    );
+    // A key identifies one member: another node with a pinned key is refused.
+    let mut twin = join("b:1", "0123abcd", 6_000);
+    if let Command::RegisterNode { key_pin, .. } = &mut twin {
+        *key_pin = pin("a:1");
+    }
+    check(
+        &[token(None), join("a:1", "0123abcd", 5_000)],
+        twin,
+        Expect::Refused("already pinned for node 1"),
     );
     check(
         &[token(Some(1)), join("a:1", "0123abcd", 5_000)],

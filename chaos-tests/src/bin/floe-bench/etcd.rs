@@ -145,11 +145,34 @@ impl Drop for Etcd {
     }
 }
 
+/// A CA and one certificate per member (for 127.0.0.1) in `dir`, for
+/// etcd's mutual peer TLS: `ca.crt`, `e{i}.crt`, `e{i}.key`.
+fn write_peer_pki(dir: &std::path::Path, members: usize) -> anyhow::Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key)?;
+    std::fs::write(dir.join("ca.crt"), ca.pem())?;
+    let issuer = Issuer::from_ca_cert_der(ca.der(), &ca_key)?;
+    for i in 0..members {
+        let key = KeyPair::generate()?;
+        let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        let certificate = params.signed_by(&key, &issuer)?;
+        std::fs::write(dir.join(format!("e{i}.crt")), certificate.pem())?;
+        std::fs::write(dir.join(format!("e{i}.key")), key.serialize_pem())?;
+    }
+    Ok(())
+}
+
+/// Three members whose peer traffic is mutual TLS (as floe's always is);
+/// clients speak plain gRPC to both systems.
 pub async fn start_etcd() -> anyhow::Result<Etcd> {
     let dir = tempfile::tempdir()?;
+    write_peer_pki(dir.path(), 3)?;
     let clients: Vec<String> = (0..3).map(|_| free_address().to_string()).collect();
     let peers: Vec<String> = (0..3).map(|_| free_address().to_string()).collect();
-    let initial: Vec<String> = (0..3).map(|i| format!("e{i}=http://{}", peers[i])).collect();
+    let initial: Vec<String> = (0..3).map(|i| format!("e{i}=https://{}", peers[i])).collect();
     let mut children = Vec::new();
     for i in 0..3 {
         let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))?;
@@ -160,10 +183,17 @@ pub async fn start_etcd() -> anyhow::Result<Etcd> {
                 .arg(dir.path().join(format!("e{i}")))
                 .args(["--listen-client-urls", &format!("http://{}", clients[i])])
                 .args(["--advertise-client-urls", &format!("http://{}", clients[i])])
-                .args(["--listen-peer-urls", &format!("http://{}", peers[i])])
-                .args(["--initial-advertise-peer-urls", &format!("http://{}", peers[i])])
+                .args(["--listen-peer-urls", &format!("https://{}", peers[i])])
+                .args(["--initial-advertise-peer-urls", &format!("https://{}", peers[i])])
                 .args(["--initial-cluster", &initial.join(",")])
                 .args(["--initial-cluster-state", "new"])
+                .arg("--peer-client-cert-auth")
+                .arg("--peer-trusted-ca-file")
+                .arg(dir.path().join("ca.crt"))
+                .arg("--peer-cert-file")
+                .arg(dir.path().join(format!("e{i}.crt")))
+                .arg("--peer-key-file")
+                .arg(dir.path().join(format!("e{i}.key")))
                 .stdout(std::process::Stdio::null())
                 .stderr(log)
                 .spawn()
