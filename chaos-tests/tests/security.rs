@@ -787,3 +787,62 @@ fn ca_fingerprint(path: &std::path::Path) -> anyhow::Result<String> {
         floe_node::cluster::tls::certificate_from_pem(&std::fs::read_to_string(path)?).map_err(anyhow::Error::msg)?;
     Ok(floe_node::cluster::tls::fingerprint(&certificate))
 }
+
+/// Requests signed with key ids the node does not know cost it a read
+/// barrier each only up to a bound (one per 100 ms, shared): 1,000 of
+/// them, 100 at a time, make a handful, and a key created a moment ago
+/// through another node still works at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_key_ids_cannot_force_a_read_barrier_each() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(2).await?;
+    let barriers = |status: &proto::ClusterStatus| status.unknown_key_barriers;
+    let before = barriers(&cluster.status(0).await?);
+    let started = std::time::Instant::now();
+    let mut callers = Vec::new();
+    for caller in 0..100 {
+        let address = cluster.address(0);
+        callers.push(tokio::spawn(async move {
+            let mut refused = 0;
+            for call in 0..10 {
+                let stranger = floe_client::Credentials {
+                    access_key_id: format!("FLOEUNKNOWN{caller:03}{call:02}"),
+                    secret_access_key: "s".repeat(64),
+                };
+                let client = floe_client::Client::connect_with([address.clone()], Some(stranger)).await?;
+                let error = client
+                    .get_function("f", ReadConsistency::Stale)
+                    .await
+                    .expect_err("an unknown key was accepted");
+                assert_eq!(error.code(), Some(Code::Unauthenticated), "{error}");
+                refused += 1;
+            }
+            anyhow::Ok(refused)
+        }));
+    }
+    let mut refused = 0;
+    for caller in callers {
+        refused += caller.await??;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(refused, 1000);
+    let made = barriers(&cluster.status(0).await?) - before;
+    let bound = elapsed.as_millis() as u64 / 100 + 2;
+    assert!(
+        made <= bound,
+        "{made} read barriers for 1,000 unknown keys in {elapsed:?}"
+    );
+    println!("1,000 requests with unknown key ids: {made} read barriers in {elapsed:?}");
+
+    // A key created through node 2 signs a request at node 1 at once.
+    let created = cluster.client_of(1).await?.create_access_key("fresh").await?;
+    let fresh = floe_client::Client::connect_with(
+        [cluster.address(0)],
+        Some(floe_client::Credentials {
+            access_key_id: created.key.as_ref().expect("a key").access_key_id.clone(),
+            secret_access_key: created.secret_access_key.clone(),
+        }),
+    )
+    .await?;
+    fresh.list_functions(ReadConsistency::Stale).await?;
+    Ok(())
+}

@@ -377,6 +377,23 @@ pub fn verify(
             "Credential should be scoped to correct service: '{service}'."
         )));
     }
+    // Whatever changes a request's meaning is signed, so a captured request
+    // cannot be replayed with a header added or changed: the host (HTTP/1.1
+    // requests carry one; gRPC's `:authority` is not a header) and every
+    // `x-amz-*` header (invocation type, log type, client context, date…).
+    for name in parts.headers.keys() {
+        let name = name.as_str();
+        if (name == "host" || name.starts_with("x-amz-")) && !authorization.signed_headers.iter().any(|h| h == name) {
+            return Err(SignatureError::Incomplete(format!(
+                "'{name}' must be a 'SignedHeader' in the AWS Authorization."
+            )));
+        }
+    }
+    if parts.payload_hash == UNSIGNED_PAYLOAD {
+        return Err(SignatureError::Incomplete(
+            "UNSIGNED-PAYLOAD is not accepted: sign the request's body (its SHA-256).".into(),
+        ));
+    }
     if !authorization.signed_headers.iter().any(|h| h == "x-amz-date") && parts.headers.get("date").is_none() {
         return Err(SignatureError::Incomplete(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into(),
@@ -577,6 +594,52 @@ mod tests {
                 now
             ),
             Err(SignatureError::Incomplete(_))
+        ));
+    }
+
+    /// A captured request replayed with a header added that changes its
+    /// meaning, or with an unsigned body, is refused before any HMAC.
+    #[test]
+    fn headers_that_change_meaning_and_the_body_must_be_signed() {
+        let now = SystemTime::now();
+        let headers = signed_request(now);
+        for (name, value) in [("x-amz-log-type", "Tail"), ("x-amz-client-context", "e30=")] {
+            let mut added = headers.clone();
+            added.insert(http::HeaderName::from_static(name), value.parse().unwrap());
+            assert!(
+                matches!(check(&added, b"{}", now), Err(SignatureError::Incomplete(m)) if m.contains(name)),
+                "{name}"
+            );
+        }
+        // Signed without the host: refused even though the HMAC would match.
+        let mut hostless = header_map(&[("x-amz-invocation-type", "Event")]);
+        sign(
+            &long_credentials(),
+            "local",
+            REST_SERVICE,
+            "POST",
+            "/2015-03-31/functions/hello%3A1/invocations",
+            "Qualifier=%24LATEST",
+            &mut hostless,
+            &sha256_hex(b"{}"),
+            now,
+        );
+        assert_eq!(check(&hostless, b"{}", now), Ok(()), "no host header at all (gRPC)");
+        hostless.insert("host", "127.0.0.1:7401".parse().unwrap());
+        assert!(matches!(check(&hostless, b"{}", now), Err(SignatureError::Incomplete(m)) if m.contains("'host'")));
+
+        let authorization = Authorization::parse(headers["authorization"].to_str().unwrap()).unwrap();
+        let parts = RequestParts {
+            method: "POST",
+            path: "/2015-03-31/functions/hello%3A1/invocations",
+            query: "Qualifier=%24LATEST",
+            headers: &headers,
+            payload_hash: UNSIGNED_PAYLOAD,
+        };
+        let digest = secret_digest(&long_credentials().secret_access_key);
+        assert!(matches!(
+            verify(&authorization, &digest, REST_SERVICE, &parts, now),
+            Err(SignatureError::Incomplete(m)) if m.contains("UNSIGNED-PAYLOAD")
         ));
     }
 

@@ -603,6 +603,7 @@ impl Cluster for PublicApi {
                     state: state.to_string(),
                 })
                 .collect(),
+            unknown_key_barriers: self.service.access.unknown_key_barriers(),
         })
     }
 

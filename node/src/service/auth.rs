@@ -60,14 +60,57 @@ impl From<SignatureError> for NodeError {
     }
 }
 
+/// How often, at most, requests signed with key ids this node does not know
+/// make it ask the leader whether they are new (a read barrier).
+const UNKNOWN_KEY_BARRIER_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The read barriers of requests with unknown key ids: one at a time, at
+/// most one per [`UNKNOWN_KEY_BARRIER_INTERVAL`], shared by every request
+/// that arrived before it started. Strangers cannot make a node send the
+/// leader a round trip per request; a key created a moment ago through
+/// another node is still found (a barrier that starts after the request
+/// arrived sees every key created before it was sent).
+#[derive(Default)]
+struct UnknownKeys {
+    /// When the last barrier started (held while one runs).
+    last: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    barriers: std::sync::atomic::AtomicU64,
+}
+
 /// Access keys: creating, listing, deleting, and finding a request's.
 pub struct Access {
     node: Arc<Node>,
+    unknown: UnknownKeys,
 }
 
 impl Access {
     pub fn new(node: Arc<Node>) -> Access {
-        Access { node }
+        Access {
+            node,
+            unknown: UnknownKeys::default(),
+        }
+    }
+
+    /// Read barriers made for unknown key ids since this node started.
+    pub fn unknown_key_barriers(&self) -> u64 {
+        self.unknown.barriers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until a read barrier that started after `arrived` has
+    /// finished (see [`UnknownKeys`]).
+    async fn barrier_after(&self, arrived: tokio::time::Instant) -> Result<(), NodeError> {
+        let mut last = self.unknown.last.lock().await;
+        if last.is_some_and(|started| started >= arrived) {
+            return Ok(());
+        }
+        if let Some(started) = *last {
+            tokio::time::sleep_until(started + UNKNOWN_KEY_BARRIER_INTERVAL).await;
+        }
+        let started = tokio::time::Instant::now();
+        self.unknown.barriers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.node.read_barrier(Consistency::Linearizable).await?;
+        *last = Some(started);
+        Ok(())
     }
 
     /// Whether public requests must be signed.
@@ -118,7 +161,8 @@ impl Access {
 
     /// The key a request claims to be signed with. `None` when authentication
     /// is off. A key this node has not seen yet (created a moment ago through
-    /// another node) is looked up again after a read barrier.
+    /// another node) is looked up again after a read barrier, shared with
+    /// other such requests and at most one per 100 ms.
     pub async fn signing_key(&self, headers: &http::HeaderMap) -> Result<Option<SigningKey>, NodeError> {
         if !self.auth_required() {
             return Ok(None);
@@ -130,9 +174,10 @@ impl Access {
             .to_str()
             .map_err(|_| SignatureError::Incomplete("The Authorization header is not ASCII.".into()))?;
         let authorization = Authorization::parse(header)?;
+        let arrived = tokio::time::Instant::now();
         let mut key = state_machine::get_access_key(&self.node.reader, &authorization.access_key_id)?;
         if key.is_none() {
-            self.node.read_barrier(Consistency::Linearizable).await?;
+            self.barrier_after(arrived).await?;
             key = state_machine::get_access_key(&self.node.reader, &authorization.access_key_id)?;
         }
         let key = key.ok_or(SignatureError::UnknownKey)?;
