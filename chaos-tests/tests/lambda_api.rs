@@ -369,3 +369,103 @@ async fn a_captured_invoke_cannot_be_replayed_changed() -> anyhow::Result<()> {
     assert_serving(&address);
     Ok(())
 }
+
+/// 200 connections declaring 6 MB invocations, signed with a known key id
+/// but not its secret, each send 200 KB and stall: the node holds at most
+/// its budget for their bodies (4 MiB here; past each request's first 64
+/// KiB), serves a legitimate client meanwhile, refuses them once their time
+/// is up, and then has the budget for a legitimate 1 MB request.
+#[tokio::test(flavor = "multi_thread")]
+async fn unverified_bodies_stay_within_the_budget() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = format!("{TEST_CONFIG}\n[api]\nhttp_body_timeout = \"6s\"\nunverified_body_budget = \"4MiB\"\n");
+    let cluster = TestCluster::start_with(1, &config).await?;
+    let client = cluster.client_of(0).await?;
+    client
+        .create_function(
+            "f",
+            chaos_tests::python_config(),
+            chaos_tests::python_package("return 1"),
+        )
+        .await?;
+    let address = cluster.http_address(0);
+    let path = "/2015-03-31/functions/f/invocations";
+    // Signed over another body: the signature cannot match what they send.
+    let head = signed_head(&address, "POST", path, b"other", "content-length: 6000000\r\n");
+    let mut attackers = Vec::new();
+    for _ in 0..200 {
+        let (address, head) = (address.clone(), head.clone());
+        attackers.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(&address).await?;
+            stream.write_all(head.as_bytes()).await?;
+            let _ = tokio::time::timeout(Duration::from_secs(10), stream.write_all(&vec![b'x'; 200 * 1024])).await;
+            let mut answer = vec![0u8; 512];
+            let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut answer)).await??;
+            anyhow::Ok(String::from_utf8_lossy(&answer[..read]).into_owned())
+        }));
+    }
+    let budget = 4 * 1024 * 1024;
+    wait_for_peak(&cluster, budget * 3 / 4).await?;
+
+    // Meanwhile a legitimate client is served (its bodies are within the free part).
+    let served = address.clone();
+    tokio::task::spawn_blocking(move || {
+        assert_serving(&served);
+        let invoke = signed_head(
+            &served,
+            "POST",
+            path,
+            b"{}",
+            "connection: close\r\ncontent-length: 2\r\n",
+        );
+        let answer = exchange(&served, format!("{invoke}{{}}").as_bytes(), Duration::from_secs(30));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    })
+    .await?;
+
+    let mut refused = std::collections::BTreeMap::new();
+    for attacker in attackers {
+        let answer = attacker.await??;
+        let status = answer.lines().next().unwrap_or("").to_string();
+        assert!(
+            status.starts_with("HTTP/1.1 408") || status.starts_with("HTTP/1.1 429"),
+            "{answer}"
+        );
+        *refused.entry(status).or_insert(0) += 1;
+    }
+    let peak = cluster.status(0).await?.unverified_body_bytes_peak;
+    assert!(
+        peak <= budget,
+        "held {peak} bytes of unverified bodies, over the budget of {budget}"
+    );
+    println!("200 stalled attackers: {refused:?}; peak of unverified body bytes held {peak} (budget {budget})");
+
+    // The budget is free again: a legitimate 1 MB invocation goes through.
+    let payload = format!("{{\"pad\":\"{}\"}}", "p".repeat(1024 * 1024));
+    let served = address.clone();
+    tokio::task::spawn_blocking(move || {
+        let invoke = signed_head(
+            &served,
+            "POST",
+            path,
+            payload.as_bytes(),
+            &format!("connection: close\r\ncontent-length: {}\r\n", payload.len()),
+        );
+        let answer = exchange(
+            &served,
+            format!("{invoke}{payload}").as_bytes(),
+            Duration::from_secs(30),
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    })
+    .await?;
+    Ok(())
+}
+
+/// Waits until node 1 has held at least `bytes` of unverified bodies at once.
+async fn wait_for_peak(cluster: &TestCluster, bytes: u64) -> anyhow::Result<()> {
+    chaos_tests::wait_for("the attackers to fill the budget", Duration::from_secs(20), || async {
+        matches!(cluster.status(0).await, Ok(status) if status.unverified_body_bytes_peak >= bytes)
+    })
+    .await
+}

@@ -140,6 +140,11 @@ pub struct ApiConfig {
     pub http_body_timeout: Duration,
     /// HTTP connections served at once; more wait in the kernel's backlog.
     pub http_max_connections: usize,
+    /// Bytes all requests together may buffer before their signatures are
+    /// checked, past each request's first 64 KiB (gRPC and REST). A request
+    /// larger than this can never be served, so keep it above the largest
+    /// request (70 MB: CreateFunction with a 50 MB zip in base64).
+    pub unverified_body_budget: bytesize::ByteSize,
 }
 
 impl Default for ApiConfig {
@@ -153,6 +158,7 @@ impl Default for ApiConfig {
             http_header_timeout: Duration::from_secs(10),
             http_body_timeout: Duration::from_secs(60),
             http_max_connections: 1024,
+            unverified_body_budget: bytesize::ByteSize::mib(128),
         }
     }
 }
@@ -388,6 +394,9 @@ impl NodeConfig {
         }
         if api.http_header_timeout.is_zero() || api.http_body_timeout.is_zero() || api.http_max_connections == 0 {
             bail!("api.http_header_timeout, api.http_body_timeout and api.http_max_connections must be above zero");
+        }
+        if api.unverified_body_budget < bytesize::ByteSize::mib(1) {
+            bail!("api.unverified_body_budget must be at least 1 MiB");
         }
         match (&api.bootstrap_access_key_id, &api.bootstrap_secret_access_key) {
             (None, None) => {}

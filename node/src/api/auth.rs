@@ -10,15 +10,43 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use http_body_util::BodyExt;
 
+use crate::api::unverified::{read_body, ReadRefusal};
 use crate::error::NodeError;
-use crate::service::Service;
+use crate::service::{limits, Service};
 
 /// Public gRPC services start with this path prefix.
 const PUBLIC_PREFIX: &str = "/floe.v1.";
 /// Calls authenticated otherwise than by a signature (see above).
 const UNSIGNED: &[&str] = &["/floe.v1.Cluster/Join", "/floe.v1.Cluster/Invite"];
+
+/// gRPC's 5-byte frame header, and room for a message's other fields.
+const ENVELOPE: usize = 64 * 1024;
+
+/// The largest body a public gRPC method takes, as REST's operations do:
+/// code uploads the most, an invocation its payload, the rest 1 MiB.
+fn body_limit(path: &str) -> usize {
+    match path {
+        "/floe.v1.Functions/CreateFunction" | "/floe.v1.Functions/UpdateFunction" => floe_proto::MAX_MESSAGE_BYTES,
+        "/floe.v1.Functions/Invoke" => limits::MAX_INVOKE_PAYLOAD_BYTES + limits::MAX_CLIENT_CONTEXT_BYTES + ENVELOPE,
+        _ => 1024 * 1024,
+    }
+}
+
+fn refused_body(refusal: ReadRefusal, limit: usize) -> GrpcResponse {
+    let status = match refusal {
+        ReadRefusal::TooLarge => tonic::Status::resource_exhausted(format!(
+            "the request is larger than this method's limit of {limit} bytes"
+        )),
+        ReadRefusal::TimedOut => tonic::Status::deadline_exceeded("the request did not arrive in time"),
+        ReadRefusal::Busy => tonic::Status::unavailable("the node is busy reading other requests' bodies: retry"),
+        ReadRefusal::OverBudget => {
+            tonic::Status::resource_exhausted("the request is larger than this node's api.unverified_body_budget")
+        }
+        ReadRefusal::Broken(error) => tonic::Status::cancelled(format!("cannot read the request: {error}")),
+    };
+    status.into_http()
+}
 
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -88,14 +116,11 @@ where
                 Ok(None) => unreachable!("authentication is required here"),
                 Err(error) => return Ok(refused(error)),
             };
-            let limited = http_body_util::Limited::new(body, floe_proto::MAX_MESSAGE_BYTES + 16);
-            let bytes = match limited.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => {
-                    return Ok(refused(NodeError::PayloadTooLarge(format!(
-                        "cannot read the request: {e}"
-                    ))))
-                }
+            let limit = body_limit(parts.uri.path());
+            let timeout = service.node.config.api.http_body_timeout;
+            let (bytes, held) = match read_body(&service.access.unverified, body, limit, timeout).await {
+                Ok(read) => read,
+                Err(refusal) => return Ok(refused_body(refusal, limit)),
             };
             let payload_hash = floe_proto::sigv4::sha256_hex(&bytes);
             let signed = floe_proto::sigv4::RequestParts {
@@ -108,6 +133,7 @@ where
             if let Err(error) = key.verify(floe_proto::sigv4::GRPC_SERVICE, &signed) {
                 return Ok(refused(error.into()));
             }
+            drop(held);
             let request = http::Request::from_parts(parts, tonic::body::Body::new(http_body_util::Full::new(bytes)));
             inner.call(request).await
         })

@@ -604,6 +604,7 @@ impl Cluster for PublicApi {
                 })
                 .collect(),
             unknown_key_barriers: self.service.access.unknown_key_barriers(),
+            unverified_body_bytes_peak: self.service.access.unverified.peak_bytes(),
         })
     }
 

@@ -77,17 +77,105 @@ struct UnknownKeys {
     barriers: std::sync::atomic::AtomicU64,
 }
 
+/// Bytes of each request's body that draw on no budget: what a request
+/// may buffer before its signature is checked is then bounded by the
+/// connection and stream limits alone.
+pub const FREE_UNVERIFIED_BYTES: usize = 64 * 1024;
+
+/// The bytes buffered for requests whose signature is not checked yet,
+/// across every connection of both public APIs: past each request's first
+/// [`FREE_UNVERIFIED_BYTES`], every byte holds a share of
+/// `api.unverified_body_budget` until the signature is checked. A client
+/// that knows a key id (ids are not secret) but not its secret can hold at
+/// most that much memory, however many connections it opens.
+pub struct UnverifiedBytes {
+    permits: Arc<tokio::sync::Semaphore>,
+    budget_kib: usize,
+    peak_kib: std::sync::atomic::AtomicUsize,
+}
+
+/// A request's share of the budget, given back when dropped.
+#[derive(Default)]
+pub struct HeldBytes {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl HeldBytes {
+    fn kib(&self) -> usize {
+        self.permit.as_ref().map_or(0, |permit| permit.num_permits())
+    }
+}
+
+/// Why a request could not hold the bytes it sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BudgetRefusal {
+    /// The request alone is larger than the whole budget.
+    OverBudget,
+    /// Other requests held the budget until the deadline.
+    Busy,
+}
+
+impl UnverifiedBytes {
+    pub fn new(budget_bytes: u64) -> UnverifiedBytes {
+        let budget_kib = (budget_bytes / 1024).max(1) as usize;
+        UnverifiedBytes {
+            permits: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
+            budget_kib,
+            peak_kib: Default::default(),
+        }
+    }
+
+    /// Makes `held` cover `buffered` bytes of one request (its free part
+    /// included), waiting for other requests to give theirs back until
+    /// `deadline`.
+    pub async fn hold(
+        &self,
+        held: &mut HeldBytes,
+        buffered: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), BudgetRefusal> {
+        let needed_kib = buffered.saturating_sub(FREE_UNVERIFIED_BYTES).div_ceil(1024);
+        if needed_kib <= held.kib() {
+            return Ok(());
+        }
+        if needed_kib > self.budget_kib {
+            return Err(BudgetRefusal::OverBudget);
+        }
+        let more = (needed_kib - held.kib()) as u32;
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_many_owned(more))
+            .await
+            .map_err(|_| BudgetRefusal::Busy)?
+            .expect("the budget is never closed");
+        match &mut held.permit {
+            Some(existing) => existing.merge(permit),
+            None => held.permit = Some(permit),
+        }
+        let in_use = self.budget_kib - self.permits.available_permits();
+        self.peak_kib.fetch_max(in_use, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The most bytes held at once since the node started (KiB-rounded).
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak_kib.load(std::sync::atomic::Ordering::Relaxed) as u64 * 1024
+    }
+}
+
 /// Access keys: creating, listing, deleting, and finding a request's.
 pub struct Access {
     node: Arc<Node>,
     unknown: UnknownKeys,
+    /// What requests may buffer before their signature is checked.
+    pub unverified: UnverifiedBytes,
 }
 
 impl Access {
     pub fn new(node: Arc<Node>) -> Access {
+        let budget = node.config.api.unverified_body_budget.as_u64();
         Access {
             node,
             unknown: UnknownKeys::default(),
+            unverified: UnverifiedBytes::new(budget),
         }
     }
 
@@ -238,4 +326,51 @@ fn write_credentials(path: &Path, id: &str, secret: &str) -> anyhow::Result<()> 
         path.display()
     );
     crate::secrets::write_private(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_past_their_free_part_share_the_budget() {
+        let budget = UnverifiedBytes::new(1024 * 1024);
+        let deadline = || tokio::time::Instant::now() + Duration::from_millis(50);
+        let mut small = HeldBytes::default();
+        budget
+            .hold(&mut small, FREE_UNVERIFIED_BYTES, deadline())
+            .await
+            .unwrap();
+        assert_eq!(small.kib(), 0, "the free part holds nothing");
+
+        let mut first = HeldBytes::default();
+        budget
+            .hold(&mut first, FREE_UNVERIFIED_BYTES + 100 * 1024, deadline())
+            .await
+            .unwrap();
+        budget
+            .hold(&mut first, FREE_UNVERIFIED_BYTES + 700 * 1024, deadline())
+            .await
+            .unwrap();
+        assert_eq!(first.kib(), 700);
+        let mut second = HeldBytes::default();
+        assert_eq!(
+            budget
+                .hold(&mut second, FREE_UNVERIFIED_BYTES + 400 * 1024, deadline())
+                .await,
+            Err(BudgetRefusal::Busy)
+        );
+        assert_eq!(
+            budget
+                .hold(&mut second, FREE_UNVERIFIED_BYTES + 2048 * 1024, deadline())
+                .await,
+            Err(BudgetRefusal::OverBudget)
+        );
+        drop(first);
+        budget
+            .hold(&mut second, FREE_UNVERIFIED_BYTES + 400 * 1024, deadline())
+            .await
+            .unwrap();
+        assert_eq!(budget.peak_bytes(), 700 * 1024);
+    }
 }

@@ -119,7 +119,8 @@ pub async fn cluster(client: &Client, json: bool, command: ClusterCommand) -> Re
                             "last_log_index": status.last_log_index, "applied_index": status.applied_index, "nodes": nodes,
                             "regions": status.usage.iter().map(|u| serde_json::json!({"region": u.region, "running": u.running, "quota": u.quota})).collect::<Vec<_>>(),
                         "workers": status.workers.iter().map(|w| serde_json::json!({"name": w.name, "state": w.state})).collect::<Vec<_>>(),
-                        "unknown_key_barriers": status.unknown_key_barriers})
+                        "unknown_key_barriers": status.unknown_key_barriers,
+                        "unverified_body_bytes_peak": status.unverified_body_bytes_peak})
                 );
             } else {
                 let mut table = table();

@@ -16,9 +16,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::unverified::{read_body, ReadRefusal};
 use crate::error::NodeError;
 use crate::error::NO_CAPACITY;
 use crate::service::{limits, Service};
@@ -167,23 +167,40 @@ async fn authenticate(State(service): State<Arc<Service>>, request: Request, nex
         Ok(key) => key,
         Err(e) => return LambdaError::from(e).into_response(),
     };
-    let read = tokio::time::timeout(
+    let read = read_body(
+        &service.access.unverified,
+        body,
+        limit,
         service.node.config.api.http_body_timeout,
-        http_body_util::Limited::new(body, limit).collect(),
     )
     .await;
-    let bytes = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit, &path).into_response(),
-        Ok(Err(e)) => {
-            return LambdaError::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", e.to_string())
-                .into_response()
+    let (bytes, _held_until_verified) = match read {
+        Ok(read) => read,
+        Err(ReadRefusal::TooLarge) => return too_large(limit, &path).into_response(),
+        Err(ReadRefusal::Broken(error)) => {
+            return LambdaError::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", error).into_response()
         }
-        Err(_) => {
+        Err(ReadRefusal::TimedOut) => {
             return LambdaError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "RequestTimeoutException",
                 "the request body did not arrive in time",
+            )
+            .into_response()
+        }
+        Err(ReadRefusal::Busy) => {
+            return LambdaError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                "the node is busy reading other requests' bodies: retry",
+            )
+            .into_response()
+        }
+        Err(ReadRefusal::OverBudget) => {
+            return LambdaError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLargeException",
+                "the request is larger than this node's api.unverified_body_budget",
             )
             .into_response()
         }
@@ -209,6 +226,7 @@ async fn authenticate(State(service): State<Arc<Service>>, request: Request, nex
             return LambdaError::from(NodeError::from(e)).into_response();
         }
     }
+    drop(_held_until_verified);
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
 }
