@@ -65,16 +65,25 @@ pub struct ClusterConfig {
     pub certificate_validity: std::time::Duration,
     /// The operator's own PKI instead of the cluster's CA: this node's
     /// certificate and key, and the CA that signs every member's (see
-    /// `cluster::tls::OperatorFiles`). All three or none, on every member.
+    /// [`OperatorFiles`]). All three or none, on every member.
     pub peer_cert: Option<std::path::PathBuf>,
     pub peer_key: Option<std::path::PathBuf>,
     pub peer_ca: Option<std::path::PathBuf>,
 }
 
+/// This node's peer certificate and key, and the CA that signs every
+/// member's, from the operator's own PKI (see `cluster::tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorFiles {
+    pub certificate: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+}
+
 impl ClusterConfig {
     /// The operator's certificate files, if this node uses them.
-    pub fn operator_files(&self) -> Option<crate::cluster::tls::OperatorFiles> {
-        Some(crate::cluster::tls::OperatorFiles {
+    pub fn operator_files(&self) -> Option<OperatorFiles> {
+        Some(OperatorFiles {
             certificate: self.peer_cert.clone()?,
             key: self.peer_key.clone()?,
             ca: self.peer_ca.clone()?,

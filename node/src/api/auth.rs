@@ -20,6 +20,8 @@ const PUBLIC_PREFIX: &str = "/floe.v1.";
 /// Calls authenticated otherwise than by a signature (see above).
 const UNSIGNED: &[&str] = &["/floe.v1.Cluster/Join", "/floe.v1.Cluster/Invite"];
 
+const INVOKE: &str = "/floe.v1.Functions/Invoke";
+
 /// gRPC's 5-byte frame header, and room for a message's other fields.
 const ENVELOPE: usize = 64 * 1024;
 
@@ -28,13 +30,17 @@ const ENVELOPE: usize = 64 * 1024;
 fn body_limit(path: &str) -> usize {
     match path {
         "/floe.v1.Functions/CreateFunction" | "/floe.v1.Functions/UpdateFunction" => floe_proto::MAX_MESSAGE_BYTES,
-        "/floe.v1.Functions/Invoke" => limits::MAX_INVOKE_PAYLOAD_BYTES + limits::MAX_CLIENT_CONTEXT_BYTES + ENVELOPE,
+        INVOKE => limits::MAX_INVOKE_PAYLOAD_BYTES + limits::MAX_CLIENT_CONTEXT_BYTES + ENVELOPE,
         _ => 1024 * 1024,
     }
 }
 
-fn refused_body(refusal: ReadRefusal, limit: usize) -> GrpcResponse {
+fn refused_body(refusal: ReadRefusal, path: &str, limit: usize) -> GrpcResponse {
     let status = match refusal {
+        ReadRefusal::TooLarge if path == INVOKE => tonic::Status::resource_exhausted(format!(
+            "the request payload is too large: the limit is {} bytes",
+            limits::MAX_INVOKE_PAYLOAD_BYTES
+        )),
         ReadRefusal::TooLarge => tonic::Status::resource_exhausted(format!(
             "the request is larger than this method's limit of {limit} bytes"
         )),
@@ -120,7 +126,7 @@ where
             let timeout = service.node.config.api.http_body_timeout;
             let (bytes, held) = match read_body(&service.access.unverified, body, limit, timeout).await {
                 Ok(read) => read,
-                Err(refusal) => return Ok(refused_body(refusal, limit)),
+                Err(refusal) => return Ok(refused_body(refusal, parts.uri.path(), limit)),
             };
             let payload_hash = floe_proto::sigv4::sha256_hex(&bytes);
             let signed = floe_proto::sigv4::RequestParts {

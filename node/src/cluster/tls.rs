@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use floe_raft_store::{state_machine, NodeId, StateReader};
+
+pub use crate::config::OperatorFiles;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName as Name, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -503,19 +505,11 @@ pub fn node_key(data_dir: &Path) -> anyhow::Result<NodeKey> {
     }
 }
 
-/// Certificates from the operator's own PKI (`--peer-cert`, `--peer-key`,
-/// `--peer-ca`) instead of the cluster CA's: the certificate must be signed
-/// directly by that CA and allow both server and client authentication;
-/// the key file must be private (0600). Renewing means replacing the
-/// certificate file, for the same key: the node reads it again at each
-/// renewal check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OperatorFiles {
-    pub certificate: PathBuf,
-    pub key: PathBuf,
-    pub ca: PathBuf,
-}
-
+/// The operator's own PKI (`config::OperatorFiles`): the certificate must
+/// be signed directly by that CA and allow both server and client
+/// authentication; the key file must be private (0600). Renewing means
+/// replacing the certificate file, for the same key: the node reads it again
+/// at each renewal check.
 impl OperatorFiles {
     /// The certificate, key and CA, checked to belong together.
     pub fn read(&self) -> anyhow::Result<(CertificateDer<'static>, NodeKey, CertificateDer<'static>)> {
