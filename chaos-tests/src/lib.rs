@@ -744,6 +744,33 @@ pub fn member_peers_as(cluster: &TestCluster, index: usize) -> anyhow::Result<fl
     ))
 }
 
+/// A CA and a server certificate for 127.0.0.1 in `dir`: (ca.crt, node.crt, node.key).
+pub fn write_public_pki(
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair};
+    use std::os::unix::fs::PermissionsExt;
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // A name of its own (OpenSSL takes a certificate named as its issuer for self-signed).
+    ca_params.distinguished_name = DistinguishedName::new();
+    ca_params.distinguished_name.push(DnType::CommonName, "floe test CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let certificate = params.signed_by(&key, &issuer)?;
+    let paths = (dir.join("ca.crt"), dir.join("node.crt"), dir.join("node.key"));
+    std::fs::write(&paths.0, ca.pem())?;
+    std::fs::write(&paths.1, certificate.pem())?;
+    std::fs::write(&paths.2, key.serialize_pem())?;
+    std::fs::set_permissions(&paths.2, std::fs::Permissions::from_mode(0o600))?;
+    Ok(paths)
+}
+
 /// Asks the leader at `leader` for a grant through the node-to-node client
 /// the nodes use (the benchmarks and the scheduling tests time and load the
 /// scheduler this way).

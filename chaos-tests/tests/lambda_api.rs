@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
 use chaos_tests::{TestCluster, TEST_ACCESS_KEY_ID, TEST_CONFIG, TEST_SECRET_ACCESS_KEY};
+use floe_client::proto::ReadConsistency;
 
 /// Functions reach the test's listener (async invocations report to it);
 /// short HTTP timeouts so the slow-client checks stay quick.
@@ -468,4 +469,103 @@ async fn wait_for_peak(cluster: &TestCluster, bytes: u64) -> anyhow::Result<()> 
         matches!(cluster.status(0).await, Ok(status) if status.unverified_body_bytes_peak >= bytes)
     })
     .await
+}
+
+/// `--tls-cert/--tls-key`: both public APIs speak TLS, to the SDK and
+/// `floe --ca`, to boto3 (`verify=`) and the aws CLI (`--ca-bundle`); a
+/// client that does not trust the CA, or speaks plain HTTP, gets nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_apis_speak_tls_to_every_client() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::empty(&config())?;
+    let (ca_path, certificate, key) = chaos_tests::write_public_pki(cluster.scratch_dir())?;
+    let path = |p: &std::path::Path| p.display().to_string();
+    cluster
+        .start_node(vec![
+            "--tls-cert".into(),
+            path(&certificate),
+            "--tls-key".into(),
+            path(&key),
+        ])
+        .await?;
+    let (grpc, http) = (cluster.address(0), cluster.http_address(0));
+    let ca = std::fs::read(&ca_path)?;
+
+    let client =
+        floe_client::Client::connect_tls([grpc.clone()], Some(chaos_tests::test_credentials()), Some(&ca)).await?;
+    chaos_tests::wait_for("the node to take writes over TLS", Duration::from_secs(30), || async {
+        client
+            .create_function(
+                "f",
+                chaos_tests::python_config(),
+                chaos_tests::python_package("return 1"),
+            )
+            .await
+            .is_ok()
+    })
+    .await?;
+    let response = client.invoke("f", "", b"{}".to_vec()).await?;
+    assert_eq!(response.payload, b"1");
+
+    // Plain HTTP/2, and TLS with a CA that did not sign the node's certificate: refused.
+    let plain = floe_client::Client::connect_with([grpc.clone()], Some(chaos_tests::test_credentials()))
+        .await?
+        .with_retry_for(Duration::ZERO);
+    assert!(plain.list_functions(ReadConsistency::Stale).await.is_err());
+    let other_dir = cluster.scratch_dir().join("other-ca");
+    std::fs::create_dir_all(&other_dir)?;
+    let (other_ca, _, _) = chaos_tests::write_public_pki(&other_dir)?;
+    let distrusting = floe_client::Client::connect_tls(
+        [grpc.clone()],
+        Some(chaos_tests::test_credentials()),
+        Some(&std::fs::read(&other_ca)?),
+    )
+    .await?
+    .with_retry_for(Duration::ZERO);
+    assert!(distrusting.list_functions(ReadConsistency::Stale).await.is_err());
+
+    // The CLI.
+    let (code, stdout, stderr) =
+        chaos_tests::run_floe(&["--endpoint", &grpc, "--ca", &path(&ca_path), "function", "list"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains('f'), "{stdout}");
+    let (code, _, _) = chaos_tests::run_floe(&["--endpoint", &grpc, "--wait", "0s", "function", "list"]);
+    assert_ne!(code, 0, "plain HTTP/2 to a TLS listener worked");
+
+    // boto3 and the aws CLI, trusting the CA.
+    let script = "import boto3, sys\n\
+        c = boto3.client('lambda', endpoint_url='https://' + sys.argv[1], region_name='local', verify=sys.argv[2])\n\
+        r = c.invoke(FunctionName='f', Payload=b'{}')\n\
+        assert r['StatusCode'] == 200, r\n\
+        print(r['Payload'].read().decode())\n";
+    let aws_env = [
+        ("AWS_ACCESS_KEY_ID", chaos_tests::TEST_ACCESS_KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", chaos_tests::TEST_SECRET_ACCESS_KEY),
+    ];
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, &http, &path(&ca_path)])
+        .envs(aws_env)
+        .output()?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1");
+    let output = std::process::Command::new("aws")
+        .args(["lambda", "list-functions", "--region", "local", "--output", "json"])
+        .args([
+            "--endpoint-url",
+            &format!("https://{http}"),
+            "--ca-bundle",
+            &path(&ca_path),
+        ])
+        .envs(aws_env)
+        .output()?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("\"FunctionName\": \"f\""));
+
+    // Plain HTTP to the TLS REST port gets no HTTP answer.
+    let answer = exchange(
+        &http,
+        b"GET /2016-08-19/account-settings HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    Ok(())
 }

@@ -76,16 +76,23 @@ pub struct Client {
     retry_for: Duration,
 }
 
-fn channel(address: &str) -> Result<Channel, Error> {
-    let url = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
+/// A channel to `address` (`host:port`, or a URL): over TLS, checked
+/// against the CA certificate `ca` (PEM), when given.
+fn channel(address: &str, ca: Option<&[u8]>) -> Result<Channel, Error> {
+    let url = match (address.contains("://"), ca) {
+        (true, _) => address.to_string(),
+        (false, Some(_)) => format!("https://{address}"),
+        (false, None) => format!("http://{address}"),
     };
-    let endpoint = Endpoint::from_shared(url).map_err(|e| Error::Endpoint {
+    let invalid = |e: tonic::transport::Error| Error::Endpoint {
         endpoint: address.to_string(),
         message: e.to_string(),
-    })?;
+    };
+    let mut endpoint = Endpoint::from_shared(url).map_err(invalid)?;
+    if let Some(ca) = ca {
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        endpoint = endpoint.tls_config(tls).map_err(invalid)?;
+    }
     Ok(endpoint
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
@@ -125,12 +132,26 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        Self::connect_tls(endpoints, credentials, None).await
+    }
+
+    /// Connects over TLS to nodes whose public certificate `ca` (the CA's
+    /// certificate, PEM) signed (`None`: plain HTTP/2).
+    pub async fn connect_tls<I, S>(
+        endpoints: I,
+        credentials: Option<Credentials>,
+        ca: Option<&[u8]>,
+    ) -> Result<Client, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let credentials = credentials.map(std::sync::Arc::new);
         let endpoints = endpoints
             .into_iter()
             .map(|address| {
                 let address = address.into();
-                let channel = Signed::new(channel(&address)?, credentials.clone());
+                let channel = Signed::new(channel(&address, ca)?, credentials.clone());
                 Ok((address, channel))
             })
             .collect::<Result<Vec<_>, Error>>()?;

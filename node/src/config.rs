@@ -154,6 +154,10 @@ pub struct ApiConfig {
     /// larger than this can never be served, so keep it above the largest
     /// request (70 MB: CreateFunction with a 50 MB zip in base64).
     pub unverified_body_budget: bytesize::ByteSize,
+    /// TLS on both public listeners: a PEM certificate chain and its key
+    /// (mode 0600). Both or neither.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -168,6 +172,8 @@ impl Default for ApiConfig {
             http_body_timeout: Duration::from_secs(60),
             http_max_connections: 1024,
             unverified_body_budget: bytesize::ByteSize::mib(128),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -403,6 +409,9 @@ impl NodeConfig {
         }
         if api.http_header_timeout.is_zero() || api.http_body_timeout.is_zero() || api.http_max_connections == 0 {
             bail!("api.http_header_timeout, api.http_body_timeout and api.http_max_connections must be above zero");
+        }
+        if api.tls_cert.is_some() != api.tls_key.is_some() {
+            bail!("api.tls_cert and api.tls_key (--tls-cert, --tls-key) go together");
         }
         if api.unverified_body_budget < bytesize::ByteSize::mib(1) {
             bail!("api.unverified_body_budget must be at least 1 MiB");

@@ -91,6 +91,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             data_dir.display()
         )
     })?;
+    let public_tls = api::tls::PublicTls::load(&config.api)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
@@ -139,7 +140,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     // of the other plane finds no route (UNIMPLEMENTED).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server_shutdown = shutdown.clone();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &public_tls {
+        builder = builder.tls_config(tls.grpc()).context("TLS on the gRPC listener")?;
+    }
+    let server = builder
         .layer(api::auth::AuthLayer {
             service: service.clone(),
         })
@@ -196,8 +201,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             .await
             .context("peer gRPC server")
     });
+    let rest_tls = public_tls.as_ref().map(|tls| tls.rest()).transpose()?;
+    api::tls::warn_if_cleartext(&config.api, config.listen, public_tls.is_some());
     let rest = tokio::spawn(api::rest::serve(
         http_listener,
+        rest_tls,
         service.clone(),
         shutdown.clone(),
         std::time::Duration::from_secs(30),

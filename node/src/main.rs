@@ -70,6 +70,13 @@ struct Flags {
     /// With your own PKI: the CA certificate (PEM) that signs every member's --peer-cert.
     #[arg(long, env = "FLOE_PEER_CA")]
     peer_ca: Option<PathBuf>,
+    /// TLS on the public APIs (gRPC and Lambda REST): a PEM certificate chain for this node's
+    /// addresses. Clients then use https and trust its CA (floe --ca, boto3 verify=, aws --ca-bundle).
+    #[arg(long, env = "FLOE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM, mode 0600).
+    #[arg(long, env = "FLOE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// On first start, wait to be added with `floe cluster add` instead of starting a new cluster.
     #[arg(long, env = "FLOE_NO_BOOTSTRAP")]
     no_bootstrap: bool,
@@ -134,6 +141,8 @@ fn load(flags: &Flags) -> anyhow::Result<NodeConfig> {
         (&flags.peer_cert, &mut config.cluster.peer_cert),
         (&flags.peer_key, &mut config.cluster.peer_key),
         (&flags.peer_ca, &mut config.cluster.peer_ca),
+        (&flags.tls_cert, &mut config.api.tls_cert),
+        (&flags.tls_key, &mut config.api.tls_key),
     ] {
         if let Some(path) = flag {
             *setting = Some(path.clone());

@@ -26,3 +26,12 @@ pub struct PeerIdentity {
     pub node: floe_raft_store::NodeId,
     pub pin: [u8; 32],
 }
+
+/// rustls with *ring*, for every TLS the node speaks (peers, public APIs):
+/// it builds with nothing but a C compiler. rustls deprecates it for lacking
+/// post-quantum key exchange (aws-lc-rs has X25519MLKEM768, but needs a much
+/// heavier build); a candidate once the build allows.
+#[allow(deprecated)]
+pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}

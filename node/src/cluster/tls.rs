@@ -26,7 +26,6 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
@@ -44,14 +43,7 @@ const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// SHA-256 of a certificate's SubjectPublicKeyInfo: what the cluster pins.
 pub type Pin = [u8; 32];
 
-/// rustls with *ring*: it builds with nothing but a C compiler. rustls
-/// deprecates it for lacking post-quantum key exchange (aws-lc-rs has
-/// X25519MLKEM768, but needs a much heavier build); the peer plane is a
-/// candidate for it once the build allows.
-#[allow(deprecated)]
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+pub use crate::shared::tls_provider as provider;
 
 fn tls_error(message: impl Into<String>) -> rustls::Error {
     rustls::Error::General(message.into())

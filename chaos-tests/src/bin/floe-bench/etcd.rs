@@ -148,16 +148,20 @@ impl Drop for Etcd {
 /// A CA and one certificate per member (for 127.0.0.1) in `dir`, for
 /// etcd's mutual peer TLS: `ca.crt`, `e{i}.crt`, `e{i}.key`.
 fn write_peer_pki(dir: &std::path::Path, members: usize) -> anyhow::Result<()> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "etcd peer CA");
     let ca = ca_params.self_signed(&ca_key)?;
     std::fs::write(dir.join("ca.crt"), ca.pem())?;
     let issuer = Issuer::from_ca_cert_der(ca.der(), &ca_key)?;
     for i in 0..members {
         let key = KeyPair::generate()?;
-        let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("etcd member e{i}"));
         let certificate = params.signed_by(&key, &issuer)?;
         std::fs::write(dir.join(format!("e{i}.crt")), certificate.pem())?;
         std::fs::write(dir.join(format!("e{i}.key")), key.serialize_pem())?;

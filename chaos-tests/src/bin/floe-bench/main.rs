@@ -71,9 +71,13 @@ enum Bench {
     },
     /// Warm invokes of one Python no-op through Lambda's REST API (SigV4
     /// signed, one keep-alive connection) and through gRPC, alternated in one run.
+    /// With --tls: the same on two nodes, one with TLS on its public APIs, the
+    /// four paths alternated call by call.
     Rest {
         #[arg(long, default_value_t = 2000)]
         calls: usize,
+        #[arg(long)]
+        tls: bool,
     },
     /// Metadata writes on 3 nodes vs. etcd, and leader failover.
     Metadata {
@@ -108,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
             callers,
             warm_sandboxes,
         } => invoke::invoke_bench(&runtime, warm_calls, cold_starts, callers, warm_sandboxes).await,
-        Bench::Rest { calls } => rest::rest_bench(calls).await,
+        Bench::Rest { calls, tls: false } => rest::rest_bench(calls).await,
+        Bench::Rest { calls, tls: true } => rest::tls_bench(calls).await,
         Bench::Rpc {
             callers,
             calls_per_caller,

@@ -54,6 +54,9 @@ struct Cli {
     /// The profile to read from the credentials file.
     #[arg(long, global = true, env = "FLOE_PROFILE", default_value = "default")]
     profile: String,
+    /// Talk TLS to the nodes (floed --tls-cert) and trust the CA certificate in this PEM file.
+    #[arg(long, global = true, env = "FLOE_CA")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,7 +95,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Some(path) => Some(floe_client::auth::read_credentials_file(path, &cli.profile).map_err(Error::from)?),
         None => floe_client::auth::default_credentials().map_err(Error::from)?,
     };
-    let client = Client::connect_with(cli.endpoint.clone(), credentials)
+    let ca = match &cli.ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| Error::Endpoint {
+            endpoint: cli.endpoint.join(","),
+            message: format!("cannot read the CA certificate {}: {e}", path.display()),
+        })?),
+        None => None,
+    };
+    let client = Client::connect_tls(cli.endpoint.clone(), credentials, ca.as_deref())
         .await?
         .with_retry_for(cli.wait);
     let json = cli.json;

@@ -260,16 +260,18 @@ pub fn router(service: Arc<Service>) -> axum::Router {
         .with_state(service)
 }
 
-/// Serves the REST API on `listener` until `shutdown`, then lets requests in
-/// flight finish (for at most `grace`).
+/// Serves the REST API on `listener` (over TLS with `tls`) until
+/// `shutdown`, then lets requests in flight finish (for at most `grace`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     service: Arc<Service>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
     let api = service.node.config.api.clone();
     let router = router(service);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let connections = Arc::new(tokio::sync::Semaphore::new(api.http_max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -291,17 +293,18 @@ pub async fn serve(
         };
         // Without NODELAY small responses wait ~40 ms for delayed ACKs.
         let _ = stream.set_nodelay(true);
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(api.http_header_timeout)
-            .max_header_size(MAX_HEADER_BYTES)
-            .serve_connection(
-                hyper_util::rt::TokioIo::new(stream),
-                hyper_util::service::TowerToHyperService::new(router.clone()),
-            );
-        let connection = graceful.watch(connection);
+        let (router, api, acceptor, watcher) = (router.clone(), api.clone(), acceptor.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let result = match acceptor {
+                None => serve_connection(stream, router, &api, watcher).await,
+                // The handshake counts against the header timeout: a client that stalls in it is cut off.
+                Some(acceptor) => match tokio::time::timeout(api.http_header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, router, &api, watcher).await,
+                    Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+                    Err(_) => Err("TLS handshake timed out".to_string()),
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
             drop(permit);
@@ -310,6 +313,27 @@ pub async fn serve(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("HTTP requests still running at shutdown were cut off");
     }
+}
+
+/// One HTTP/1.1 connection, plain or TLS, until it ends or the node shuts down.
+async fn serve_connection<IO>(
+    io: IO,
+    router: axum::Router,
+    api: &crate::config::ApiConfig,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(api.http_header_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(io),
+            hyper_util::service::TowerToHyperService::new(router),
+        );
+    watcher.watch(connection).await.map_err(|e| e.to_string())
 }
 
 /// The headers of a successful answer (a request id, like Lambda's).
