@@ -301,12 +301,9 @@ async fn the_first_node_writes_usable_credentials() -> anyhow::Result<()> {
     result
 }
 
-/// Strict signatures: a captured, signed Invoke is refused when replayed
-/// with an unsigned header added that changes its meaning or with another
-/// body, and a body signed as `UNSIGNED-PAYLOAD` is refused.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_captured_invoke_cannot_be_replayed_changed() -> anyhow::Result<()> {
-    let cluster = TestCluster::start_with(1, &config()).await?;
+/// One node reading `config`, with a function `f` that returns 1.
+async fn one_node_with_f(config: &str) -> anyhow::Result<TestCluster> {
+    let cluster = TestCluster::start_with(1, config).await?;
     let client = cluster.client_of(0).await?;
     client
         .create_function(
@@ -315,6 +312,15 @@ async fn a_captured_invoke_cannot_be_replayed_changed() -> anyhow::Result<()> {
             chaos_tests::python_package("return 1"),
         )
         .await?;
+    Ok(cluster)
+}
+
+/// Strict signatures: a captured, signed Invoke is refused when replayed
+/// with an unsigned header added that changes its meaning or with another
+/// body, and a body signed as `UNSIGNED-PAYLOAD` is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captured_invoke_cannot_be_replayed_changed() -> anyhow::Result<()> {
+    let cluster = one_node_with_f(&config()).await?;
     let address = cluster.http_address(0);
     let path = "/2015-03-31/functions/f/invocations";
     let captured = signed_head(
@@ -380,15 +386,7 @@ async fn a_captured_invoke_cannot_be_replayed_changed() -> anyhow::Result<()> {
 async fn unverified_bodies_stay_within_the_budget() -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let config = format!("{TEST_CONFIG}\n[api]\nhttp_body_timeout = \"6s\"\nunverified_body_budget = \"4MiB\"\n");
-    let cluster = TestCluster::start_with(1, &config).await?;
-    let client = cluster.client_of(0).await?;
-    client
-        .create_function(
-            "f",
-            chaos_tests::python_config(),
-            chaos_tests::python_package("return 1"),
-        )
-        .await?;
+    let cluster = one_node_with_f(&config).await?;
     let address = cluster.http_address(0);
     let path = "/2015-03-31/functions/f/invocations";
     // Signed over another body: the signature cannot match what they send.
