@@ -24,6 +24,7 @@ pub mod error;
 pub mod executor;
 pub mod failpoint;
 pub mod packages;
+pub mod policy;
 pub mod scheduler;
 pub mod secrets;
 pub mod service;

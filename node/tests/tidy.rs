@@ -4,7 +4,7 @@
 //! ARCHITECTURE.md states:
 //!
 //! adapters (`api`) → use cases (`service`) → domain modules (`cluster`,
-//! `scheduler`, `executor`, `packages`, `triggers`) → foundation (`error`,
+//! `scheduler`, `executor`, `packages`, `policy`, `triggers`) → foundation (`error`,
 //! `shared`, `wire`, `config`, `failpoint`, `workers`, `secrets`).
 //!
 //! Inside `service`, use cases call each other one way too, in the order of
@@ -33,7 +33,7 @@ fn layer(module: &str) -> Option<Layer> {
         "lib" | "main" => Layer::Root,
         "api" => Layer::Adapter,
         "service" => Layer::UseCase,
-        "cluster" | "scheduler" | "executor" | "packages" | "triggers" => Layer::Domain,
+        "cluster" | "scheduler" | "executor" | "packages" | "policy" | "triggers" => Layer::Domain,
         "error" | "shared" | "wire" | "config" | "failpoint" | "workers" | "secrets" => Layer::Foundation,
         _ => return None,
     })
