@@ -846,3 +846,17 @@ async fn unknown_key_ids_cannot_force_a_read_barrier_each() -> anyhow::Result<()
     fresh.list_functions(ReadConsistency::Stale).await?;
     Ok(())
 }
+
+/// A node whose public listeners are on a non-loopback address (here its
+/// own network namespace's) without TLS says so loudly at start; one on
+/// loopback does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn cleartext_on_a_network_address_is_announced() -> anyhow::Result<()> {
+    let networked = TestCluster::start_networked(1, chaos_tests::TEST_CONFIG, false, None).await?;
+    let log = networked.nodes[0].log();
+    assert!(log.contains("WITHOUT TLS"), "{log}");
+    let local = TestCluster::start(1).await?;
+    let log = local.nodes[0].log();
+    assert!(!log.contains("WITHOUT TLS"), "{log}");
+    Ok(())
+}
