@@ -860,3 +860,48 @@ async fn cleartext_on_a_network_address_is_announced() -> anyhow::Result<()> {
     assert!(!log.contains("WITHOUT TLS"), "{log}");
     Ok(())
 }
+
+/// A public certificate that is not for its key, or a key file others can
+/// read, stops floed at start with a message that names the files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_public_certificate_or_key_stops_floed_at_start() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let (first, second) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&first)?;
+    std::fs::create_dir_all(&second)?;
+    let (_, certificate, _) = chaos_tests::write_public_pki(&first)?;
+    let (_, _, other_key) = chaos_tests::write_public_pki(&second)?;
+    let start = |certificate: &std::path::Path, key: &std::path::Path| {
+        std::process::Command::new(chaos_tests::binary("floed"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--peer-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(certificate)
+            .arg("--tls-key")
+            .arg(key)
+            .output()
+    };
+    let output = start(&certificate, &other_key)?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("node.crt") && stderr.contains("node.key") && stderr.contains("KeyMismatch"),
+        "{stderr}"
+    );
+
+    std::fs::set_permissions(&other_key, std::fs::Permissions::from_mode(0o644))?;
+    let output = start(&certificate, &other_key)?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("chmod"), "{stderr}");
+    Ok(())
+}
