@@ -60,6 +60,38 @@ pub fn run_floe(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `floed` alone with its data in `data_dir` and all three listeners on free
+/// loopback ports (add the flags a test is about).
+pub fn floed_on_loopback(data_dir: &Path) -> Command {
+    let mut command = Command::new(binary("floed"));
+    command.arg("--data-dir").arg(data_dir).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]);
+    command
+}
+
+/// Signs a Lambda REST request in `headers` (which hold its `host`) with
+/// the test key, over a body whose SHA-256 is `payload_hash`, as botocore
+/// signs it.
+pub fn sign_rest(headers: &mut http::HeaderMap, method: &str, path: &str, payload_hash: &str) {
+    floe_proto::sigv4::sign(
+        &test_credentials(),
+        "local",
+        floe_proto::sigv4::REST_SERVICE,
+        method,
+        path,
+        "",
+        headers,
+        payload_hash,
+        std::time::SystemTime::now(),
+    );
+}
+
 /// Finds a binary built by cargo next to the running test's target dir.
 pub fn binary(name: &str) -> PathBuf {
     if let Ok(path) = std::env::var(format!("{}_BIN", name.to_uppercase())) {

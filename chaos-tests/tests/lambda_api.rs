@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use chaos_tests::{TestCluster, TEST_ACCESS_KEY_ID, TEST_CONFIG, TEST_SECRET_ACCESS_KEY};
 use floe_client::proto::ReadConsistency;
@@ -57,17 +57,7 @@ fn exchange(address: &str, request: &[u8], wait: Duration) -> String {
 fn signed_head(address: &str, method: &str, path: &str, body: &[u8], extra: &str) -> String {
     let mut headers = http::HeaderMap::new();
     headers.insert("host", address.parse().unwrap());
-    floe_proto::sigv4::sign(
-        &chaos_tests::test_credentials(),
-        "local",
-        floe_proto::sigv4::REST_SERVICE,
-        method,
-        path,
-        "",
-        &mut headers,
-        &floe_proto::sigv4::sha256_hex(body),
-        SystemTime::now(),
-    );
+    chaos_tests::sign_rest(&mut headers, method, path, &floe_proto::sigv4::sha256_hex(body));
     let mut head = format!("{method} {path} HTTP/1.1\r\n{extra}");
     for (name, value) in &headers {
         head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
@@ -354,17 +344,7 @@ async fn a_captured_invoke_cannot_be_replayed_changed() -> anyhow::Result<()> {
     let mut headers = http::HeaderMap::new();
     headers.insert("host", address.parse()?);
     headers.insert("x-amz-content-sha256", floe_proto::sigv4::UNSIGNED_PAYLOAD.parse()?);
-    floe_proto::sigv4::sign(
-        &chaos_tests::test_credentials(),
-        "local",
-        floe_proto::sigv4::REST_SERVICE,
-        "POST",
-        path,
-        "",
-        &mut headers,
-        floe_proto::sigv4::UNSIGNED_PAYLOAD,
-        SystemTime::now(),
-    );
+    chaos_tests::sign_rest(&mut headers, "POST", path, floe_proto::sigv4::UNSIGNED_PAYLOAD);
     let mut unsigned_body = format!("POST {path} HTTP/1.1\r\nconnection: close\r\ncontent-length: 2\r\n");
     for (name, value) in &headers {
         unsigned_body.push_str(&format!("{name}: {}\r\n", value.to_str()?));

@@ -408,19 +408,7 @@ async fn joining_takes_a_valid_token_and_a_removed_node_reaches_no_one() -> anyh
 
     // No token at all: refused before anything starts.
     let (code, _, stderr) = {
-        let output = std::process::Command::new(chaos_tests::binary("floed"))
-            .args([
-                "--data-dir",
-                &cluster.data_dir(0).with_extension("stranger").display().to_string(),
-            ])
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--peer-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
+        let output = chaos_tests::floed_on_loopback(&cluster.data_dir(0).with_extension("stranger"))
             .args(["--join", &cluster.address(0)])
             .env_remove("FLOE_JOIN_TOKEN")
             .output()?;
@@ -873,17 +861,7 @@ async fn a_bad_public_certificate_or_key_stops_floed_at_start() -> anyhow::Resul
     let (_, certificate, _) = chaos_tests::write_public_pki(&first)?;
     let (_, _, other_key) = chaos_tests::write_public_pki(&second)?;
     let start = |certificate: &std::path::Path, key: &std::path::Path| {
-        std::process::Command::new(chaos_tests::binary("floed"))
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--peer-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
+        chaos_tests::floed_on_loopback(&dir.path().join("data"))
             .arg("--tls-cert")
             .arg(certificate)
             .arg("--tls-key")

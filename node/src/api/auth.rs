@@ -31,7 +31,7 @@ fn body_limit(path: &str) -> usize {
     match path {
         "/floe.v1.Functions/CreateFunction" | "/floe.v1.Functions/UpdateFunction" => floe_proto::MAX_MESSAGE_BYTES,
         INVOKE => limits::MAX_INVOKE_PAYLOAD_BYTES + limits::MAX_CLIENT_CONTEXT_BYTES + ENVELOPE,
-        _ => 1024 * 1024,
+        _ => limits::MAX_OTHER_REQUEST_BYTES,
     }
 }
 

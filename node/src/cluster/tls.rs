@@ -622,7 +622,7 @@ impl PeerTls {
         let Some(files) = &self.operator else {
             return Ok(false);
         };
-        let (certificate, key, ca) = files.read()?;
+        let (certificate, _, ca) = files.read()?;
         if certificate == self.identity.certificate() {
             return Ok(false);
         }
@@ -632,7 +632,7 @@ impl PeerTls {
                 files.ca.display()
             );
         }
-        if key_pin(&certificate).map_err(anyhow::Error::msg)? != self.me().1 || key.to_pem() != self.key.to_pem() {
+        if key_pin(&certificate).map_err(anyhow::Error::msg)? != self.me().1 {
             anyhow::bail!(
                 "the new certificate in {} is for another key than the one the cluster pins for this node: \
                  renew it for the same key (or remove the node and join it again with the new key)",

@@ -10,3 +10,6 @@ pub use crate::packages::{MAX_ENTRIES as MAX_PACKAGE_ENTRIES, MAX_UNZIPPED_BYTES
 pub use crate::service::invoke::MAX_CLIENT_CONTEXT_BYTES;
 /// An asynchronous invocation's payload (it is stored in the Raft log).
 pub use crate::service::invoke::MAX_EVENT_PAYLOAD_BYTES;
+/// The body of any other public operation (configuration, aliases, keys…),
+/// over gRPC as over REST.
+pub const MAX_OTHER_REQUEST_BYTES: usize = 1024 * 1024;

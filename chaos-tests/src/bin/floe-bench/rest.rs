@@ -15,17 +15,7 @@ async fn rest_invoke(sender: &mut Sender, host: &str, path: &str, payload: &'sta
     use http_body_util::BodyExt;
     let mut headers = http::HeaderMap::new();
     headers.insert("host", host.parse()?);
-    floe_proto::sigv4::sign(
-        &chaos_tests::test_credentials(),
-        "local",
-        floe_proto::sigv4::REST_SERVICE,
-        "POST",
-        path,
-        "",
-        &mut headers,
-        &floe_proto::sigv4::sha256_hex(payload),
-        std::time::SystemTime::now(),
-    );
+    chaos_tests::sign_rest(&mut headers, "POST", path, &floe_proto::sigv4::sha256_hex(payload));
     let mut request = http::Request::post(path).body(http_body_util::Full::new(bytes::Bytes::from_static(payload)))?;
     *request.headers_mut() = headers;
     sender.ready().await?;

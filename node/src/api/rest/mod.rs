@@ -29,7 +29,7 @@ pub const INVOKE_BODY_LIMIT: usize = limits::MAX_INVOKE_PAYLOAD_BYTES;
 /// (4/3 of its size), in JSON with the function's configuration (70 MB).
 pub const CODE_BODY_LIMIT: usize = limits::MAX_ZIPPED_BYTES / 5 * 7;
 /// Every other operation.
-pub const OTHER_BODY_LIMIT: usize = 1024 * 1024;
+pub const OTHER_BODY_LIMIT: usize = limits::MAX_OTHER_REQUEST_BYTES;
 /// Request line and headers together.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -174,7 +174,7 @@ async fn authenticate(State(service): State<Arc<Service>>, request: Request, nex
         service.node.config.api.http_body_timeout,
     )
     .await;
-    let (bytes, _held_until_verified) = match read {
+    let (bytes, held) = match read {
         Ok(read) => read,
         Err(ReadRefusal::TooLarge) => return too_large(limit, &path).into_response(),
         Err(ReadRefusal::Broken(error)) => {
@@ -226,7 +226,8 @@ async fn authenticate(State(service): State<Arc<Service>>, request: Request, nex
             return LambdaError::from(NodeError::from(e)).into_response();
         }
     }
-    drop(_held_until_verified);
+    // Verified: its bytes no longer count against the budget.
+    drop(held);
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
 }
